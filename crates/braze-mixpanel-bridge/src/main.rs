@@ -1,0 +1,59 @@
+//! `braze-mixpanel-bridge`: the command line. It parses arguments and wires
+//! the library crates together; the work itself lives in them.
+//!
+//! Exit codes: 0 success (events may still have been skipped or invalid; the
+//! summary says how many), 1 failure (unreadable input, input that is not
+//! JSON, output that cannot be written), 2 usage error.
+
+mod transform_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bridges Braze Currents and Mixpanel.
+#[derive(Parser)]
+#[command(
+    name = "braze-mixpanel-bridge",
+    version,
+    about,
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Map Currents events (a file or stdin) to Mixpanel events (NDJSON on stdout).
+    Transform(transform_cmd::TransformArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "braze-mixpanel-bridge: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Transform(args) => transform_cmd::run(args),
+    }
+}
+
+/// A closed stdout (`transform | head`) is a normal way to stop.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io_error| io_error.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,91 @@
+//! `transform`: Currents events from a file or stdin to Mixpanel NDJSON.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bridge_server::mapping::{Mapper, MappingConfig, TypeFilter};
+use bridge_server::transform::{Summary, transform};
+
+/// Arguments of `transform`.
+#[derive(clap::Args)]
+pub(crate) struct TransformArgs {
+    /// Input file of Currents events: one batch envelope, envelopes one per
+    /// line, or NDJSON of single events. `-` reads stdin.
+    #[arg(default_value = "-")]
+    input: PathBuf,
+
+    /// Mixpanel project token, sent as `token` in every event.
+    #[arg(long, env = "MIXPANEL_PROJECT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Only export these event types (comma-separated; `users.messages.email.*` matches a prefix).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    include_types: Option<Vec<String>>,
+
+    /// Never export these event types (comma-separated; wins over --include-types).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    exclude_types: Vec<String>,
+
+    /// Write every skipped or invalid event, with its reason, to FILE as NDJSON.
+    #[arg(long, value_name = "FILE")]
+    rejects: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
+    let type_filter = TypeFilter::new(args.include_types.as_deref(), &args.exclude_types);
+    let mut stderr = io::stderr().lock();
+    for pattern in type_filter.unmatched_patterns() {
+        writeln!(
+            stderr,
+            "braze-mixpanel-bridge: warning: type pattern {pattern:?} matches no known Currents event type"
+        )?;
+    }
+    let mapper = Mapper::new(MappingConfig {
+        project_token: args.token,
+        type_filter,
+    });
+
+    let mut input: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.input)
+            .with_context(|| format!("cannot open {}", args.input.display()))?;
+        Box::new(BufReader::with_capacity(256 * 1024, file))
+    };
+    let mut rejects: Box<dyn Write> = match &args.rejects {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(io::sink()),
+    };
+    let mut output = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+
+    let summary = transform(&mut input, &mut output, &mut rejects, &mapper)
+        .with_context(|| format!("cannot transform {}", args.input.display()))?;
+    output.flush().context("cannot write output")?;
+    rejects.flush().context("cannot write rejects")?;
+    write_summary(&mut stderr, &summary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_summary(out: &mut dyn Write, summary: &Summary) -> io::Result<()> {
+    let counts = &summary.counts;
+    writeln!(
+        out,
+        "transform: {} events: {} mapped, {} skipped, {} invalid",
+        counts.total(),
+        counts.mapped,
+        counts.total_skipped(),
+        counts.total_invalid()
+    )?;
+    for (reason, count) in counts.skipped_by_reason() {
+        writeln!(out, "  skipped {reason}: {count}")?;
+    }
+    for (reason, count) in counts.invalid_by_reason() {
+        writeln!(out, "  invalid {reason}: {count}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The Braze Currents → Mixpanel bridge service.
+//!
+//! Today it holds the mapping from Currents events to Mixpanel events
+//! ([`mapping`]) and the batch transformation behind the
+//! `braze-mixpanel-bridge transform` command ([`transform`]).
+
+pub mod mapping;
+pub mod transform;

@@ -1,0 +1,266 @@
+//! Batch transformation: Currents events in, Mixpanel NDJSON out, with every
+//! skipped or invalid event written to a rejects stream with its reason.
+//!
+//! Input may be one batch envelope (`{"events": [...]}`, pretty-printed or
+//! not), several envelopes one per line, NDJSON of single events, a JSON
+//! array of events, or any mix of these one per line. The format is detected
+//! from the first non-blank line:
+//! - if it is a complete JSON value, the input is read **line by line**
+//!   (memory stays flat in input size), and a line that is not JSON is
+//!   rejected as `invalid_json` while the rest proceeds;
+//! - otherwise the input is one **document** (e.g. a pretty-printed
+//!   envelope) read whole, and a syntax error in it is an error.
+
+use std::io::{self, BufRead, Write};
+
+use currents_model::{Batch, InvalidEvent, InvalidReason};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::mapping::{Mapper, Outcome, OutcomeCounts};
+
+/// How the input was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON value per line.
+    Lines,
+    /// One or more JSON values spread over lines.
+    Document,
+    /// Nothing but whitespace.
+    Empty,
+}
+
+/// What a transformation did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// How the input was read.
+    pub format: InputFormat,
+    /// Every event's outcome, counted by reason.
+    pub counts: OutcomeCounts,
+}
+
+/// Why a transformation stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// The input could not be read.
+    #[error("cannot read input")]
+    Read(#[source] io::Error),
+    /// The output or rejects could not be written (a closed pipe included).
+    #[error("cannot write output")]
+    Write(#[source] io::Error),
+    /// The input is not JSON, or not UTF-8.
+    #[error("input is not JSON: {message}")]
+    NotJson {
+        /// What is wrong and where (line and column).
+        message: String,
+    },
+}
+
+/// Transforms every event of `input`, writing Mixpanel events as NDJSON to
+/// `output` in input order, and each skipped or invalid event to `rejects`.
+pub fn transform(
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    rejects: &mut dyn Write,
+    mapper: &Mapper,
+) -> Result<Summary, TransformError> {
+    let mut sink = Sink {
+        output,
+        rejects,
+        mapper,
+        counts: OutcomeCounts::default(),
+        json_values: 0,
+    };
+    let mut line = Vec::new();
+    let mut line_number = 0u64;
+    // Blank lines before the first value, kept so that a document's error
+    // positions count from the top of the input.
+    let mut leading_blank_lines = Vec::new();
+    let format = loop {
+        line.clear();
+        line_number += 1;
+        if input.read_until(b'\n', &mut line).map_err(TransformError::Read)? == 0 {
+            break InputFormat::Empty;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            leading_blank_lines.extend_from_slice(&line);
+            continue;
+        }
+        let is_complete_value = std::str::from_utf8(&line)
+            .is_ok_and(|text| serde_json::from_str::<&RawValue>(text).is_ok());
+        if is_complete_value {
+            sink.line(&line, line_number)?;
+            read_lines(input, &mut sink, &mut line, line_number)?;
+            break InputFormat::Lines;
+        }
+        leading_blank_lines.append(&mut line);
+        read_document(input, &mut sink, leading_blank_lines)?;
+        break InputFormat::Document;
+    };
+    if format == InputFormat::Lines && sink.json_values == 0 {
+        return Err(TransformError::NotJson {
+            message: "no line of the input is JSON".to_owned(),
+        });
+    }
+    Ok(Summary {
+        format,
+        counts: sink.counts,
+    })
+}
+
+fn read_lines(
+    input: &mut dyn BufRead,
+    sink: &mut Sink<'_>,
+    line: &mut Vec<u8>,
+    mut line_number: u64,
+) -> Result<(), TransformError> {
+    loop {
+        line.clear();
+        line_number += 1;
+        if input.read_until(b'\n', line).map_err(TransformError::Read)? == 0 {
+            return Ok(());
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            sink.line(line, line_number)?;
+        }
+    }
+}
+
+fn read_document(
+    input: &mut dyn BufRead,
+    sink: &mut Sink<'_>,
+    start: Vec<u8>,
+) -> Result<(), TransformError> {
+    let mut bytes = start;
+    input.read_to_end(&mut bytes).map_err(TransformError::Read)?;
+    let text = std::str::from_utf8(&bytes).map_err(|error| TransformError::NotJson {
+        message: format!("invalid UTF-8 at byte {}", error.valid_up_to()),
+    })?;
+    let mut line_number = 1;
+    let mut counted_up_to = 0;
+    let values = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    for value in values {
+        let value = value.map_err(|error| TransformError::NotJson {
+            message: error.to_string(),
+        })?;
+        let start = value.get().as_ptr() as usize - text.as_ptr() as usize;
+        line_number += text[counted_up_to..start].matches('\n').count() as u64;
+        counted_up_to = start;
+        sink.value(value, line_number)?;
+    }
+    Ok(())
+}
+
+/// Where outcomes go.
+struct Sink<'a> {
+    output: &'a mut dyn Write,
+    rejects: &'a mut dyn Write,
+    mapper: &'a Mapper,
+    counts: OutcomeCounts,
+    json_values: u64,
+}
+
+/// One line of the rejects stream.
+#[derive(Serialize)]
+struct Reject<'a> {
+    outcome: &'static str,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    line: u64,
+    event: RejectedEvent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RejectedEvent<'a> {
+    Json(&'a RawValue),
+    /// Input that is not JSON, kept as text.
+    Text(&'a str),
+}
+
+impl Sink<'_> {
+    fn line(&mut self, line: &[u8], line_number: u64) -> Result<(), TransformError> {
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(error) => {
+                let lossy = String::from_utf8_lossy(line);
+                let detail = format!("line is not valid UTF-8 at byte {}", error.valid_up_to());
+                return self.invalid_text(lossy.trim_end(), &detail, line_number);
+            }
+        };
+        match serde_json::from_str::<&RawValue>(text) {
+            Ok(value) => self.value(value, line_number),
+            Err(error) => self.invalid_text(text.trim_end(), &error.to_string(), line_number),
+        }
+    }
+
+    /// One JSON value: an envelope, an array of events, or an event.
+    fn value(&mut self, value: &RawValue, line_number: u64) -> Result<(), TransformError> {
+        self.json_values += 1;
+        let text = value.get();
+        if text.starts_with('[') {
+            let events: Vec<&RawValue> =
+                serde_json::from_str(text).expect("a JSON array holds JSON values");
+            return self.events(&events, line_number);
+        }
+        if text.starts_with('{') && text.contains("\"events\"") {
+            if let Ok(batch) = Batch::parse(text) {
+                return self.events(&batch.events, line_number);
+            }
+        }
+        self.events(&[value], line_number)
+    }
+
+    fn events(&mut self, events: &[&RawValue], line_number: u64) -> Result<(), TransformError> {
+        for raw in events {
+            let outcome = self.mapper.map_raw(raw);
+            self.counts.record(&outcome);
+            match outcome {
+                Outcome::Mapped(event) => {
+                    serde_json::to_writer(&mut *self.output, &event)
+                        .map_err(|error| TransformError::Write(error.into()))?;
+                    self.output.write_all(b"\n").map_err(TransformError::Write)?;
+                }
+                Outcome::Skipped(reason) => self.reject(&Reject {
+                    outcome: "skipped",
+                    reason: reason.as_str(),
+                    detail: None,
+                    line: line_number,
+                    event: RejectedEvent::Json(raw),
+                })?,
+                Outcome::Invalid(InvalidEvent { reason, detail }) => self.reject(&Reject {
+                    outcome: "invalid",
+                    reason: reason.as_str(),
+                    detail: Some(&detail),
+                    line: line_number,
+                    event: RejectedEvent::Json(raw),
+                })?,
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid_text(
+        &mut self,
+        text: &str,
+        detail: &str,
+        line_number: u64,
+    ) -> Result<(), TransformError> {
+        self.counts.record_invalid(InvalidReason::InvalidJson);
+        self.reject(&Reject {
+            outcome: "invalid",
+            reason: InvalidReason::InvalidJson.as_str(),
+            detail: Some(detail),
+            line: line_number,
+            event: RejectedEvent::Text(text),
+        })
+    }
+
+    fn reject(&mut self, reject: &Reject<'_>) -> Result<(), TransformError> {
+        serde_json::to_writer(&mut *self.rejects, reject)
+            .map_err(|error| TransformError::Write(error.into()))?;
+        self.rejects.write_all(b"\n").map_err(TransformError::Write)
+    }
+}

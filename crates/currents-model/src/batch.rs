@@ -1,0 +1,142 @@
+//! The Custom HTTP connector's batch envelope, `{"events": [...]}`.
+//!
+//! A batch is split into raw events without parsing them, so that one bad
+//! event never makes the batch unreadable: each event is parsed (and judged)
+//! on its own with [`crate::Event::from_raw`].
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::BatchError;
+use crate::json::CowStr;
+
+/// The events of one batch, each still unparsed JSON text.
+#[derive(Debug, Clone, Default)]
+pub struct Batch<'a> {
+    /// The events in the order Braze sent them.
+    pub events: Vec<&'a RawValue>,
+}
+
+impl<'a> Batch<'a> {
+    /// Reads a request body. An empty (or all-whitespace) body is an empty
+    /// batch: Braze sends one to check credentials. Keys other than `events`
+    /// are ignored, except `event_type`: an object that has one is a single
+    /// event, not an envelope, and is refused as [`BatchError::NotAnEnvelope`].
+    pub fn parse(body: &'a str) -> Result<Batch<'a>, BatchError> {
+        if body.trim().is_empty() {
+            return Ok(Batch::default());
+        }
+        if body.trim_start().as_bytes().first() != Some(&b'{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(body) {
+                Ok(_) => BatchError::NotAnEnvelope,
+                Err(error) => BatchError::InvalidJson {
+                    message: error.to_string(),
+                },
+            });
+        }
+        let envelope: Envelope<'a> =
+            serde_json::from_str(body).map_err(|error| BatchError::InvalidJson {
+                message: error.to_string(),
+            })?;
+        match envelope.events {
+            Some(events) if !envelope.has_event_type => Ok(Batch { events }),
+            _ => Err(BatchError::NotAnEnvelope),
+        }
+    }
+
+    /// Like [`Batch::parse`] for bytes, checking UTF-8 once up front.
+    pub fn parse_bytes(body: &'a [u8]) -> Result<Batch<'a>, BatchError> {
+        let text = std::str::from_utf8(body).map_err(|error| BatchError::InvalidUtf8 {
+            valid_up_to: error.valid_up_to(),
+        })?;
+        Batch::parse(text)
+    }
+
+    /// Whether the batch holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// `events` is `None` when absent or not an array.
+struct Envelope<'a> {
+    events: Option<Vec<&'a RawValue>>,
+    has_event_type: bool,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with an `events` array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut events = None;
+                let mut has_event_type = false;
+                while let Some(CowStr(key)) = map.next_key()? {
+                    if key == "events" {
+                        events = map.next_value::<EventsField<'de>>()?.0;
+                    } else {
+                        has_event_type |= key == "event_type";
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Envelope {
+                    events,
+                    has_event_type,
+                })
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// The `events` value: the array's elements, or `None` for any other value.
+struct EventsField<'a>(Option<Vec<&'a RawValue>>);
+
+impl<'de> Deserialize<'de> for EventsField<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EventsVisitor;
+        impl<'de> Visitor<'de> for EventsVisitor {
+            type Value = EventsField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(100));
+                while let Some(event) = seq.next_element::<&'de RawValue>()? {
+                    events.push(event);
+                }
+                Ok(EventsField(Some(events)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(EventsField(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(EventsField(None))
+            }
+        }
+        deserializer.deserialize_any(EventsVisitor)
+    }
+}

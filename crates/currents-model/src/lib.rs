@@ -1,0 +1,71 @@
+//! Braze Currents events as Rust types, with no I/O.
+//!
+//! Braze Currents streams engagement and behaviour events out of Braze. This
+//! crate knows every event type Braze publishes ([`EventType`], 94 types,
+//! each with its field schema from Braze's tables: [`EventType::fields`]) and
+//! reads events in both shapes Braze writes them:
+//!
+//! - the **Custom HTTP connector** shape: `{"event_type", "id", "time",
+//!   "user": {...}, "properties": {...}}`, sent in batches of
+//!   `{"events": [...]}` ([`Batch`]);
+//! - the **storage** (Avro export) shape: every field at the top level, with a
+//!   custom event's or purchase's own properties as a JSON-encoded string.
+//!
+//! Both become the same [`Event`]. The parser is lenient where Braze evolves
+//! and strict where correctness needs it:
+//!
+//! - an absent field and a `null` field mean the same;
+//! - unknown fields are kept ([`Event::extra`], [`User::extra`], and unknown
+//!   `properties` keys in [`Event::properties`]);
+//! - unknown event types are kept as [`EventTypeName::Other`];
+//! - an event without a string `event_type`, a non-empty string `id` or an
+//!   integer `time` is invalid, and [`InvalidEvent`] says which.
+//!
+//! It is built for throughput: keys and strings borrow from the input when
+//! they have no escapes, and property values are kept as unparsed JSON text
+//! ([`serde_json::value::RawValue`]) until someone needs them.
+//!
+//! # Example
+//!
+//! ```
+//! use currents_model::{Batch, Event, EventType, EventTypeName};
+//!
+//! let body = r#"{"events":[{
+//!     "event_type": "users.messages.email.Click",
+//!     "id": "5b3f2c1e-8a4d-4e2b-9c1a-0f6e7d8c9b0a",
+//!     "time": 1732792800,
+//!     "user": {"user_id": "65f1c0ffee", "external_user_id": "cust-1042"},
+//!     "properties": {"campaign_name": "Winter sale", "url": "https://shop.example/sale"}
+//! }]}"#;
+//!
+//! let batch = Batch::parse(body)?;
+//! let event = Event::from_raw(batch.events[0])?;
+//! assert_eq!(event.event_type, EventTypeName::Known(EventType::MessagesEmailClick));
+//! assert_eq!(event.external_user_id(), Some("cust-1042"));
+//! assert_eq!(event.properties[0].key, "campaign_name");
+//! assert_eq!(event.properties[0].value.get(), r#""Winter sale""#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Regenerating the tables
+//!
+//! `src/generated.rs` is produced from Braze's field tables by
+//! `cargo xtask codegen` in this crate's workspace; CI fails when it is stale.
+
+#![deny(missing_docs)]
+
+mod batch;
+mod event;
+mod generated;
+mod invalid;
+mod json;
+mod schema;
+
+pub use batch::Batch;
+pub use event::{Event, EventTypeName, NestedProperties, Property, Shape, User};
+pub use generated::EventType;
+pub use invalid::{BatchError, InvalidEvent, InvalidReason};
+pub use schema::{AvroType, FieldLocation, FieldSpec};
+
+#[cfg(test)]
+mod tests;

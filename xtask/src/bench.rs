@@ -1,0 +1,19 @@
+//! `cargo xtask bench`: runs the benchmarks whose figures `docs/benchmarks.md` records.
+//!
+//! Extra arguments go to criterion, e.g. `cargo xtask bench -- --quick`.
+
+use crate::{cargo, run_command};
+
+pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
+    let mut command = cargo();
+    command.args(["bench", "-p", "bridge-server", "--bench", "mapping"]);
+    let criterion_args: Vec<&str> = extra_args
+        .iter()
+        .copied()
+        .skip_while(|arg| *arg == "--")
+        .collect();
+    if !criterion_args.is_empty() {
+        command.arg("--").args(criterion_args);
+    }
+    run_command(&mut command)
+}

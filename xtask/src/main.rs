@@ -1,0 +1,80 @@
+//! Project automation, run as `cargo xtask <task>` (see `.cargo/config.toml`).
+//!
+//! Everything CI does is here rather than in shell scripts, so that a developer
+//! runs exactly what CI runs: `cargo xtask ci`.
+
+mod bench;
+mod ci;
+mod codegen;
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci                 fmt check, clippy -D warnings, codegen --check, tests
+  codegen [--check]  regenerate code from the Currents reference tables
+  bench              run the criterion benchmarks and print the figures
+  tidy               repository hygiene checks (also run as a test)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["ci"] => ci::run(),
+        ["codegen"] => codegen::run(codegen::Mode::Write),
+        ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
+        ["bench", rest @ ..] => bench::run(rest),
+        ["tidy"] => tidy::run(),
+        _ => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprint!("{USAGE}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("xtask: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root, found from this crate's manifest directory.
+pub(crate) fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The `cargo` that invoked us, so toolchain overrides carry through.
+pub(crate) fn cargo() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(project_root());
+    command
+}
+
+/// Runs a command, failing with its rendering when it does not succeed.
+pub(crate) fn run_command(command: &mut std::process::Command) -> anyhow::Result<()> {
+    let rendered = format!("{command:?}");
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("xtask: running {rendered}");
+    }
+    let status = command.status()?;
+    anyhow::ensure!(status.success(), "{rendered} failed with {status}");
+    Ok(())
+}
