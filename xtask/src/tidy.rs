@@ -75,9 +75,7 @@ fn find_problems() -> anyhow::Result<Vec<String>> {
                 for dependency in normal_dependencies(&manifest) {
                     if crate_names.contains(&dependency) && !allowed.contains(&dependency.as_str())
                     {
-                        problems.push(format!(
-                            "crates/{dir_name} must not depend on {dependency}"
-                        ));
+                        problems.push(format!("crates/{dir_name} must not depend on {dependency}"));
                     }
                 }
             }

@@ -80,7 +80,11 @@ pub fn transform(
     let format = loop {
         line.clear();
         line_number += 1;
-        if input.read_until(b'\n', &mut line).map_err(TransformError::Read)? == 0 {
+        if input
+            .read_until(b'\n', &mut line)
+            .map_err(TransformError::Read)?
+            == 0
+        {
             break InputFormat::Empty;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -118,7 +122,11 @@ fn read_lines(
     loop {
         line.clear();
         line_number += 1;
-        if input.read_until(b'\n', line).map_err(TransformError::Read)? == 0 {
+        if input
+            .read_until(b'\n', line)
+            .map_err(TransformError::Read)?
+            == 0
+        {
             return Ok(());
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
@@ -133,7 +141,9 @@ fn read_document(
     start: Vec<u8>,
 ) -> Result<(), TransformError> {
     let mut bytes = start;
-    input.read_to_end(&mut bytes).map_err(TransformError::Read)?;
+    input
+        .read_to_end(&mut bytes)
+        .map_err(TransformError::Read)?;
     let text = std::str::from_utf8(&bytes).map_err(|error| TransformError::NotJson {
         message: format!("invalid UTF-8 at byte {}", error.valid_up_to()),
     })?;
@@ -221,7 +231,9 @@ impl Sink<'_> {
                 Outcome::Mapped(event) => {
                     serde_json::to_writer(&mut *self.output, &event)
                         .map_err(|error| TransformError::Write(error.into()))?;
-                    self.output.write_all(b"\n").map_err(TransformError::Write)?;
+                    self.output
+                        .write_all(b"\n")
+                        .map_err(TransformError::Write)?;
                 }
                 Outcome::Skipped(reason) => self.reject(&Reject {
                     outcome: "skipped",

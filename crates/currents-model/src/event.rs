@@ -147,7 +147,9 @@ impl<'a> Event<'a> {
         let first_byte = text.trim_start().as_bytes().first().copied();
         if first_byte != Some(b'{') {
             return Err(match serde_json::from_str::<IgnoredAny>(text) {
-                Ok(_) => InvalidEvent::new(InvalidReason::NotAnObject, "event is not a JSON object"),
+                Ok(_) => {
+                    InvalidEvent::new(InvalidReason::NotAnObject, "event is not a JSON object")
+                }
                 Err(error) => InvalidEvent::new(InvalidReason::InvalidJson, error.to_string()),
             });
         }
@@ -232,7 +234,10 @@ impl<'a> RawEvent<'a> {
                 ));
             }
             None | Some(Scalar::Null) => {
-                return Err(InvalidEvent::new(InvalidReason::MissingId, "event has no id"));
+                return Err(InvalidEvent::new(
+                    InvalidReason::MissingId,
+                    "event has no id",
+                ));
             }
             Some(other) => {
                 return Err(InvalidEvent::new(
@@ -244,7 +249,10 @@ impl<'a> RawEvent<'a> {
         let time = match self.time {
             Some(Scalar::Int(time)) => time,
             None | Some(Scalar::Null) => {
-                return Err(InvalidEvent::new(InvalidReason::MissingTime, "event has no time"));
+                return Err(InvalidEvent::new(
+                    InvalidReason::MissingTime,
+                    "event has no time",
+                ));
             }
             Some(other) => {
                 return Err(InvalidEvent::new(
@@ -379,7 +387,10 @@ fn take_custom_event_name<'a>(
         )),
         other => Err(InvalidEvent::new(
             InvalidReason::MissingCustomEventName,
-            format!("a custom event's name must be a string, found {}", other.kind()),
+            format!(
+                "a custom event's name must be a string, found {}",
+                other.kind()
+            ),
         )),
     }
 }
@@ -415,7 +426,8 @@ fn user_string<'a>(
     value: &Cow<'a, RawValue>,
 ) -> Result<Option<Cow<'a, str>>, InvalidEvent> {
     let scalar = Scalar::from_cow(value);
-    let scalar = scalar.map_err(|error| InvalidEvent::new(InvalidReason::InvalidJson, error.to_string()))?;
+    let scalar =
+        scalar.map_err(|error| InvalidEvent::new(InvalidReason::InvalidJson, error.to_string()))?;
     user_scalar(field, Some(scalar))
 }
 
@@ -443,7 +455,9 @@ fn nested_from_encoded<'a>(encoded: Cow<'_, str>) -> Option<NestedProperties<'a>
     }
     match parse_owned_object(&encoded) {
         Some(list) => Some(NestedProperties::Object(list)),
-        None => Some(NestedProperties::Undecodable(Cow::Owned(json_string(&encoded)))),
+        None => Some(NestedProperties::Undecodable(Cow::Owned(json_string(
+            &encoded,
+        )))),
     }
 }
 

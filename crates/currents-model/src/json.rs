@@ -54,7 +54,9 @@ impl Scalar<'_> {
     pub(crate) fn from_cow<'a>(raw: &Cow<'a, RawValue>) -> Result<Scalar<'a>, serde_json::Error> {
         match *raw {
             Cow::Borrowed(raw) => serde_json::from_str(raw.get()),
-            Cow::Owned(ref raw) => serde_json::from_str::<Scalar<'_>>(raw.get()).map(Scalar::into_owned),
+            Cow::Owned(ref raw) => {
+                serde_json::from_str::<Scalar<'_>>(raw.get()).map(Scalar::into_owned)
+            }
         }
     }
 
@@ -173,8 +175,7 @@ impl<'de> Deserialize<'de> for PropertyList<'de> {
 /// A JSON object parsed from an owned string (a JSON-encoded field), with
 /// owned values since they cannot borrow from a temporary.
 pub(crate) fn parse_owned_object(text: &str) -> Option<Vec<Property<'static>>> {
-    let list: Vec<(String, Box<RawValue>)> =
-        serde_json::from_str::<OwnedObject>(text).ok()?.0;
+    let list: Vec<(String, Box<RawValue>)> = serde_json::from_str::<OwnedObject>(text).ok()?.0;
     Some(
         list.into_iter()
             .map(|(key, value)| Property {

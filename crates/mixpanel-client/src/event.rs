@@ -117,7 +117,10 @@ impl<'a> Properties<'a> {
         let key = key.into();
         let bit = fingerprint(&key);
         if self.fingerprints & bit != 0
-            && let Some(slot) = self.entries.iter_mut().find(|(existing, _)| *existing == key)
+            && let Some(slot) = self
+                .entries
+                .iter_mut()
+                .find(|(existing, _)| *existing == key)
         {
             return Some(std::mem::replace(&mut slot.1, value));
         }
@@ -178,7 +181,9 @@ impl<'a> Properties<'a> {
 
     /// The properties in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &PropertyValue<'a>)> {
-        self.entries.iter().map(|(key, value)| (key.as_ref(), value))
+        self.entries
+            .iter()
+            .map(|(key, value)| (key.as_ref(), value))
     }
 }
 

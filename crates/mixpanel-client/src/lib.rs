@@ -22,7 +22,8 @@
 //!     r#"{"event":"Email Click","properties":{"distinct_id":"cust-1042","time":1732792800,"$insert_id":"5b3f2c1e","tags":["winter","sale"]}}"#
 //! );
 //!
-//! let parsed = Event::from_json(&event.to_json())?;
+//! let json = event.to_json();
+//! let parsed = Event::from_json(&json)?;
 //! assert_eq!(parsed.insert_id(), Some("5b3f2c1e"));
 //! # Ok::<(), serde_json::Error>(())
 //! ```

@@ -20,7 +20,8 @@ impl TypeFilter {
     /// A filter from the two lists; `include: None` means every type.
     pub fn new(include: Option<&[String]>, exclude: &[String]) -> TypeFilter {
         TypeFilter {
-            include: include.map(|patterns| patterns.iter().map(|p| TypePattern::parse(p)).collect()),
+            include: include
+                .map(|patterns| patterns.iter().map(|p| TypePattern::parse(p)).collect()),
             exclude: exclude.iter().map(|p| TypePattern::parse(p)).collect(),
         }
     }
@@ -31,7 +32,11 @@ impl TypeFilter {
             None => true,
             Some(patterns) => patterns.iter().any(|pattern| pattern.matches(event_type)),
         };
-        included && !self.exclude.iter().any(|pattern| pattern.matches(event_type))
+        included
+            && !self
+                .exclude
+                .iter()
+                .any(|pattern| pattern.matches(event_type))
     }
 
     /// Patterns that match no type in the mapping table: usually typos,

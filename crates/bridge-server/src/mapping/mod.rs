@@ -148,12 +148,17 @@ impl Mapper {
         };
         let property_list = rule.map_or(rules::PropertyList::All, |rule| rule.properties);
 
-        let nested_len = nested_len(&event.custom_properties) + nested_len(&event.purchase_properties);
-        let mut properties =
-            Properties::with_capacity(ENVELOPE_KEYS.len() + event.properties.len() + 1 + nested_len);
+        let nested_len =
+            nested_len(&event.custom_properties) + nested_len(&event.purchase_properties);
+        let mut properties = Properties::with_capacity(
+            ENVELOPE_KEYS.len() + event.properties.len() + 1 + nested_len,
+        );
         properties.insert("$partner_id", PropertyValue::String(Cow::Borrowed("braze")));
         properties.insert("distinct_id", PropertyValue::String(distinct_id));
-        properties.insert("$insert_id", PropertyValue::String(identity::insert_id(event.id)));
+        properties.insert(
+            "$insert_id",
+            PropertyValue::String(identity::insert_id(event.id)),
+        );
         properties.insert("time", PropertyValue::Integer(event.time));
         if let Some(token) = &self.config.project_token {
             properties.insert("token", PropertyValue::String(Cow::Borrowed(token)));
@@ -180,8 +185,16 @@ impl Mapper {
                 properties.insert(output_key, PropertyValue::Json(property.value));
             }
         }
-        insert_prefixed(&mut properties, CUSTOM_PROPERTY_PREFIX, event.custom_properties);
-        insert_prefixed(&mut properties, PURCHASE_PROPERTY_PREFIX, event.purchase_properties);
+        insert_prefixed(
+            &mut properties,
+            CUSTOM_PROPERTY_PREFIX,
+            event.custom_properties,
+        );
+        insert_prefixed(
+            &mut properties,
+            PURCHASE_PROPERTY_PREFIX,
+            event.purchase_properties,
+        );
 
         Outcome::Mapped(MixpanelEvent {
             name: event_name,
