@@ -269,7 +269,7 @@ fn render_model(schema: &Schema) -> String {
         );
     }
     out.push_str("            _ => None,\n        }\n    }\n\n");
-    out.push_str("    /// The type's fields, ordered by name (see [`EventType::field`]).\n    pub const fn fields(self) -> &'static [FieldSpec] {\n        match self {\n");
+    out.push_str("    /// The type's fields, ordered by name (see [`EventType::field`]).\n    #[rustfmt::skip]\n    pub const fn fields(self) -> &'static [FieldSpec] {\n        match self {\n");
     for (event_type, fields) in &schema.types {
         let _ = writeln!(
             out,
@@ -330,7 +330,7 @@ fn render_mapping(schema: &Schema, rows: &[Row]) -> anyhow::Result<String> {
     out.push_str(HEADER);
     out.push_str("\n//! Each Currents event type's Mixpanel name and exported properties.\n\n");
     out.push_str("use currents_model::EventType;\n\nuse super::rules::{ExportName, ExportRule, PropertyList};\n\n");
-    out.push_str("/// The export rule of a type in the field tables.\npub(super) const fn rule_for(event_type: EventType) -> ExportRule {\n    match event_type {\n");
+    out.push_str("/// The export rule of a type in the field tables.\n#[rustfmt::skip]\npub(super) const fn rule_for(event_type: EventType) -> ExportRule {\n    match event_type {\n");
     for (variant, rule) in &known {
         let _ = writeln!(out, "        EventType::{variant} => {rule},");
     }
