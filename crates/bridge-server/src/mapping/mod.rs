@@ -22,7 +22,7 @@ mod rules;
 
 use std::borrow::Cow;
 
-use currents_model::{Event, EventTypeName, InvalidEvent, NestedProperties, Property};
+use currents_model::{Event, EventTypeName, InvalidEvent, NestedProperties};
 use mixpanel_client::{Event as MixpanelEvent, Properties, PropertyValue};
 use serde_json::value::RawValue;
 
@@ -164,26 +164,28 @@ impl Mapper {
             properties.insert("token", PropertyValue::String(Cow::Borrowed(token)));
         }
 
-        let device_id = event.user.device_id.map(|device_id| Property {
-            key: Cow::Borrowed("device_id"),
-            value: Cow::Owned(json_string(&device_id)),
-        });
-        for property in event.properties.into_iter().chain(device_id) {
+        let is_new_field = |key: &str| known_type.is_some_and(|known| !known.has_field(key));
+        let is_sent = |output_key: &str, is_new_field: bool| {
+            !ENVELOPE_KEYS.contains(&output_key)
+                && (is_new_field || property_list.contains(output_key))
+        };
+        for property in event.properties {
             if property.is_null() {
                 continue;
             }
-            let is_new_field = known_type.is_some_and(|known| !known.has_field(&property.key));
+            let is_new = is_new_field(&property.key);
             let output_key = match renamed(&property.key) {
                 Some(new_name) => Cow::Borrowed(new_name),
                 None => property.key,
             };
-            if ENVELOPE_KEYS.contains(&output_key.as_ref()) {
-                continue;
-            }
-            let keep = is_new_field || property_list.contains(&output_key);
-            if keep {
+            if is_sent(&output_key, is_new) {
                 properties.insert(output_key, PropertyValue::Json(property.value));
             }
+        }
+        if let Some(device_id) = event.user.device_id
+            && is_sent("device_id", is_new_field("device_id"))
+        {
+            properties.insert("device_id", PropertyValue::String(device_id));
         }
         insert_prefixed(
             &mut properties,
@@ -244,11 +246,6 @@ fn insert_prefixed<'a>(
             properties.insert(prefix, PropertyValue::Json(value));
         }
     }
-}
-
-fn json_string(text: &str) -> Box<RawValue> {
-    let encoded = serde_json::to_string(text).expect("a string always serializes");
-    RawValue::from_string(encoded).expect("a serialized string is valid JSON")
 }
 
 /// Counts of outcomes, by reason.
