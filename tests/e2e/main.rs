@@ -1,1 +1,23 @@
-//! e2e
+//! Workspace end-to-end tests: they run the real `braze-mixpanel-bridge`
+//! binary on files and pipes and judge only what it writes (stdout, the
+//! rejects file, stderr, the exit code), never its internals.
+//!
+//! Modules, in reading order:
+//! - `harness`: finding (or building) the binary, running it, golden-file comparison;
+//! - `golden`: one fixture per Currents event type against its expected outputs;
+//! - `mixed`: all fixtures in one input, with conservation of events;
+//! - `input_formats`: the input shapes, unreadable input and exit codes;
+//! - `skip_rules`: `no_external_user_id`, `not_exported_type`, `filtered`;
+//! - `invalid_events`: every invalid reason, and batches that keep going;
+//! - `storage_shape`: the flat storage (Avro) shape of Currents events;
+//! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout.
+
+mod harness;
+
+mod golden;
+mod hostile;
+mod input_formats;
+mod invalid_events;
+mod mixed;
+mod skip_rules;
+mod storage_shape;
