@@ -81,19 +81,14 @@ fn check(fixture: &Path) -> Vec<String> {
         fixture.display(),
         res.stderr
     );
-    // FIXME: the fixtures are pretty-printed, and the binary copies nested
-    // values and rejected events with the input's newlines, so neither
-    // output is one value per line yet. Both are read as streams of values
-    // (see `input_formats::pretty_printed_input_gives_multi_line_output`);
-    // the expected files are NDJSON all the same.
-    let mapped_events = harness::parse_json_values(&res.stdout, "stdout");
+    let mapped_events = harness::parse_ndjson(&res.stdout, "stdout");
     assert_eq!(
         mapped,
         mapped_events.len() as u64,
         "{}: mapped count",
         fixture.display()
     );
-    let rejects = harness::parse_json_values(&res.rejects, "rejects");
+    let rejects = harness::parse_ndjson(&res.rejects, "rejects");
     assert_eq!(
         skipped + invalid,
         rejects.len() as u64,

@@ -3,7 +3,8 @@
 //!
 //! The binary is found next to the test executable
 //! (`target/<profile>/deps/e2e-…` → `target/<profile>/braze-mixpanel-bridge`);
-//! when it is missing it is built once with `cargo build -p braze-mixpanel-bridge`.
+//! it is (re)built once per test run with `cargo build -p braze-mixpanel-bridge`,
+//! which does nothing when it is up to date.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -31,7 +32,7 @@ pub(crate) fn fixtures_dir() -> PathBuf {
     tests_dir().join("data").join("currents")
 }
 
-/// The path of the binary under test, built on first use if missing.
+/// The path of the binary under test, brought up to date on first use.
 pub(crate) fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -45,9 +46,9 @@ pub(crate) fn binary() -> &'static Path {
             "braze-mixpanel-bridge{}",
             std::env::consts::EXE_SUFFIX
         ));
-        if !binary.exists() {
-            build_binary(profile_dir);
-        }
+        // Always build: a no-op when the binary is up to date, and never a
+        // stale binary after a change to the library crates.
+        build_binary(profile_dir);
         assert!(
             binary.exists(),
             "{} does not exist after building it",
@@ -242,17 +243,6 @@ pub(crate) fn parse_ndjson(text: &str, what: &str) -> Vec<Value> {
             })
         })
         .collect()
-}
-
-/// Parses a stream of JSON values separated by any whitespace, for output
-/// that is not always one value per line.
-pub(crate) fn parse_json_values(text: &str, what: &str) -> Vec<Value> {
-    serde_json::Deserializer::from_str(text)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|error| {
-            panic!("{what} is not a sequence of JSON values ({error}):\n{text}")
-        })
 }
 
 /// Compares `actual` (the values an output held, and its text) with the

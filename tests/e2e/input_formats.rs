@@ -69,7 +69,7 @@ fn pretty_printed_envelope_maps_like_a_compact_one() {
 }
 
 #[test]
-fn pretty_printed_input_gives_multi_line_output() {
+fn pretty_printed_input_gives_one_line_per_value() {
     let mut click = email_open("7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d", "ana.souza");
     click["event_type"] = json!("users.messages.email.Click");
     click["properties"]["suspected_bot_click_reason"] = json!(["user_agent", "ip_address"]);
@@ -79,33 +79,23 @@ fn pretty_printed_input_gives_multi_line_output() {
     let res = transform(&pretty);
     res.assert_success();
 
-    let events = harness::parse_json_values(&res.stdout, "stdout");
+    let events = harness::parse_ndjson(&res.stdout, "stdout");
     assert_eq!(events.len(), 1);
     harness::assert_mixpanel_event(&events[0]);
     assert_eq!(
         events[0]["properties"]["suspected_bot_click_reason"],
         json!(["user_agent", "ip_address"])
     );
-    let rejects = harness::parse_json_values(&res.rejects, "rejects");
+    let rejects = harness::parse_ndjson(&res.rejects, "rejects");
     assert_eq!(rejects.len(), 1);
     assert_eq!(rejects[0]["reason"], "no_external_user_id");
     assert_eq!(rejects[0]["line"], 1);
     assert_eq!(rejects[0]["event"], anonymous);
 
-    // FIXME: stdout and the rejects file are meant to be NDJSON, but nested
-    // property values and rejected events are copied with the input's
-    // newlines, so one value spans many lines. When this is fixed, assert
-    // one line per value instead.
-    assert!(
-        res.stdout.lines().count() > 1,
-        "fixed? update this test:\n{}",
-        res.stdout
-    );
-    assert!(
-        res.rejects.lines().count() > 1,
-        "fixed? update this test:\n{}",
-        res.rejects
-    );
+    // Nested values and rejected events arrive with the input's line
+    // breaks; the output is NDJSON all the same.
+    assert_eq!(res.stdout.lines().count(), 1, "{}", res.stdout);
+    assert_eq!(res.rejects.lines().count(), 1, "{}", res.rejects);
 }
 
 #[test]

@@ -40,6 +40,9 @@ fn cases() -> Vec<(&'static str, Value)> {
         }),
         case("invalid_event_type", |event| event["event_type"] = json!(7)),
         case("invalid_event_type", |event| {
+            event["event_type"] = json!("")
+        }),
+        case("invalid_event_type", |event| {
             event["event_type"] = json!(["users.messages.email.Open"])
         }),
         case("missing_id", |event| remove(event, "id")),

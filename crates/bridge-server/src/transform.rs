@@ -11,9 +11,11 @@
 //! - otherwise the input is one **document** (e.g. a pretty-printed
 //!   envelope) read whole, and a syntax error in it is an error.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Write};
 
 use currents_model::{Batch, InvalidEvent, InvalidReason};
+use mixpanel_client::ndjson;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -185,7 +187,8 @@ struct Reject<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum RejectedEvent<'a> {
-    Json(&'a RawValue),
+    /// The event as received, on one line.
+    Json(Cow<'a, RawValue>),
     /// Input that is not JSON, kept as text.
     Text(&'a str),
 }
@@ -240,14 +243,14 @@ impl Sink<'_> {
                     reason: reason.as_str(),
                     detail: None,
                     line: line_number,
-                    event: RejectedEvent::Json(raw),
+                    event: RejectedEvent::Json(one_line(raw)),
                 })?,
                 Outcome::Invalid(InvalidEvent { reason, detail }) => self.reject(&Reject {
                     outcome: "invalid",
                     reason: reason.as_str(),
                     detail: Some(&detail),
                     line: line_number,
-                    event: RejectedEvent::Json(raw),
+                    event: RejectedEvent::Json(one_line(raw)),
                 })?,
             }
         }
@@ -274,5 +277,15 @@ impl Sink<'_> {
         serde_json::to_writer(&mut *self.rejects, reject)
             .map_err(|error| TransformError::Write(error.into()))?;
         self.rejects.write_all(b"\n").map_err(TransformError::Write)
+    }
+}
+
+/// The event's JSON text without line breaks, so a reject stays one NDJSON line.
+fn one_line(raw: &RawValue) -> Cow<'_, RawValue> {
+    match ndjson::compact(raw.get()) {
+        Cow::Borrowed(_) => Cow::Borrowed(raw),
+        Cow::Owned(compacted) => {
+            Cow::Owned(RawValue::from_string(compacted).expect("compacting keeps JSON valid"))
+        }
     }
 }

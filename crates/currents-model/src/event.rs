@@ -211,7 +211,13 @@ enum PropertiesField<'a> {
 impl<'a> RawEvent<'a> {
     fn validate(self) -> Result<Event<'a>, InvalidEvent> {
         let event_type = match self.event_type {
-            Some(Scalar::Str(name)) => EventTypeName::parse(name),
+            Some(Scalar::Str(name)) if !name.is_empty() => EventTypeName::parse(name),
+            Some(Scalar::Str(_)) => {
+                return Err(InvalidEvent::new(
+                    InvalidReason::InvalidEventType,
+                    "event_type must be a non-empty string, found an empty string",
+                ));
+            }
             None | Some(Scalar::Null) => {
                 return Err(InvalidEvent::new(
                     InvalidReason::MissingEventType,

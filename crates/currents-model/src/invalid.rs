@@ -13,7 +13,7 @@ pub enum InvalidReason {
     NotAnObject,
     /// No `event_type`, or `null`.
     MissingEventType,
-    /// `event_type` is not a string.
+    /// `event_type` is not a string, or is empty.
     InvalidEventType,
     /// No `id`, or `null`.
     MissingId,

@@ -66,14 +66,15 @@ impl<'a> Event<'a> {
         serde_json::from_str(text)
     }
 
-    /// The event as compact JSON.
+    /// The event as compact JSON, on one line.
     pub fn to_json(&self) -> String {
         let mut out = Vec::with_capacity(256);
         self.write_json(&mut out);
         String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 
-    /// Appends the event as compact JSON to `out`.
+    /// Appends the event as compact JSON to `out`, on one line even when a
+    /// property's JSON text had line breaks.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         serde_json::to_writer(out, self).expect("writing to a Vec cannot fail");
     }
@@ -234,7 +235,12 @@ impl Serialize for PropertyValue<'_> {
         match self {
             PropertyValue::String(text) => serializer.serialize_str(text),
             PropertyValue::Integer(number) => serializer.serialize_i64(*number),
-            PropertyValue::Json(raw) => raw.serialize(serializer),
+            PropertyValue::Json(raw) => match crate::ndjson::compact(raw.get()) {
+                Cow::Borrowed(_) => raw.serialize(serializer),
+                Cow::Owned(compacted) => RawValue::from_string(compacted)
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(serializer),
+            },
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `{"event": <name>, "properties": {...}}`. It borrows where it can, so an
 //! event built from other JSON (or read from an NDJSON file) is serialized
 //! without copying its property values, and its [`Properties`] never hold a
-//! key twice.
+//! key twice. A serialized event is always one line, so it can be written
+//! as NDJSON ([`ndjson`]).
 //!
 //! # Example
 //!
@@ -31,5 +32,6 @@
 #![deny(missing_docs)]
 
 mod event;
+pub mod ndjson;
 
 pub use event::{Event, Properties, PropertyValue};
