@@ -10,13 +10,14 @@ use std::error::Error;
 use currents_model::{Batch, Event};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .ok_or("usage: summarize FILE")?;
+    let path = std::env::args().nth(1).ok_or("usage: summarize FILE")?;
     let text = std::fs::read_to_string(&path)?;
     let batches: Vec<&str> = match Batch::parse(&text) {
         Ok(_) => vec![text.as_str()],
-        Err(_) => text.lines().filter(|line| !line.trim().is_empty()).collect(),
+        Err(_) => text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect(),
     };
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     for (batch_idx, body) in batches.iter().enumerate() {
@@ -25,7 +26,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             match Event::from_raw(raw) {
                 Ok(event) => *by_type.entry(event.event_type.to_string()).or_default() += 1,
                 Err(invalid) => {
-                    *by_type.entry(format!("(invalid: {})", invalid.reason)).or_default() += 1
+                    *by_type
+                        .entry(format!("(invalid: {})", invalid.reason))
+                        .or_default() += 1
                 }
             }
         }

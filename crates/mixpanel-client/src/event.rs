@@ -130,6 +130,18 @@ impl<'a> Properties<'a> {
         None
     }
 
+    /// Removes `key`, returning its value if it was present.
+    pub fn remove(&mut self, key: &str) -> Option<PropertyValue<'a>> {
+        if self.fingerprints & fingerprint(key) == 0 {
+            return None;
+        }
+        let idx = self
+            .entries
+            .iter()
+            .position(|(existing, _)| existing == key)?;
+        Some(self.entries.remove(idx).1)
+    }
+
     /// Sets `key` to a value given as JSON text, after checking it is JSON.
     pub fn insert_json(
         &mut self,

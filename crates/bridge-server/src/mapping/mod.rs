@@ -170,15 +170,18 @@ impl Mapper {
                 && (is_new_field || property_list.contains(output_key))
         };
         for property in event.properties {
-            if property.is_null() {
-                continue;
-            }
             let is_new = is_new_field(&property.key);
             let output_key = match renamed(&property.key) {
                 Some(new_name) => Cow::Borrowed(new_name),
                 None => property.key,
             };
-            if is_sent(&output_key, is_new) {
+            if !is_sent(&output_key, is_new) {
+                continue;
+            }
+            if property.value.get() == "null" {
+                // Null means "not set", also over an earlier duplicate key.
+                properties.remove(&output_key);
+            } else {
                 properties.insert(output_key, PropertyValue::Json(property.value));
             }
         }
@@ -235,11 +238,12 @@ fn insert_prefixed<'a>(
         None => {}
         Some(NestedProperties::Object(list)) => {
             for property in list {
-                if property.is_null() {
-                    continue;
-                }
                 let key = format!("{prefix} {}", property.key);
-                properties.insert(key, PropertyValue::Json(property.value));
+                if property.is_null() {
+                    properties.remove(&key);
+                } else {
+                    properties.insert(key, PropertyValue::Json(property.value));
+                }
             }
         }
         Some(NestedProperties::Undecodable(value)) => {

@@ -824,8 +824,19 @@ fn duplicate_keys_the_last_value_wins() {
         json!({"$partner_id": "braze", "distinct_id": "cust-2", "$insert_id": "ev-1", "time": TIME,
             "token": TOKEN, "campaign_name": "b", "[Custom event property] k": 2})
     );
-    // FIXME: with a trailing `null` (`"campaign_name":"a","campaign_name":null`) the
-    // earlier value is sent, where docs/mapping.md says the last one (null, dropped) wins.
+}
+
+#[test]
+fn duplicate_keys_last_one_wins_even_when_null() {
+    let text = r#"{"event_type":"users.messages.email.Open","id":"ev-1","time":1732792800,
+"user":{"external_user_id":"cust-1"},
+"properties":{"campaign_name":"a","campaign_name":null,"time":null,"custom_properties":{"k":1,"k":null}}}"#;
+    let (_, properties) = mapped(&mapper(), text);
+    assert_eq!(
+        Value::Object(properties),
+        json!({"$partner_id": "braze", "distinct_id": "cust-1", "$insert_id": "ev-1", "time": TIME,
+            "token": TOKEN})
+    );
 }
 
 // Custom and purchase properties.
