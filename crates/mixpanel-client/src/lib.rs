@@ -1,13 +1,53 @@
-//! Types for Mixpanel's ingestion APIs.
+//! A Mixpanel client for the ingestion and cohort APIs.
 //!
-//! [`Event`] is one event as Mixpanel's `/import` endpoint takes it:
-//! `{"event": <name>, "properties": {...}}`. It borrows where it can, so an
-//! event built from other JSON (or read from an NDJSON file) is serialized
-//! without copying its property values, and its [`Properties`] never hold a
-//! key twice. A serialized event is always one line, so it can be written
-//! as NDJSON ([`ndjson`]).
+//! - [`Event`]: one event as `/import` takes it,
+//!   `{"event": <name>, "properties": {...}}`. It borrows where it can, so an
+//!   event built from other JSON is serialized without copying its property
+//!   values, and its [`Properties`] never hold a key twice. A serialized
+//!   event is always one line ([`ndjson`]).
+//! - [`Batcher`] and [`ImportBatch`]: events packed into request bodies
+//!   within Mixpanel's limits ([`BatchLimits`]: 2000 events, 10 MB, 1 MB per
+//!   event), in order, none split or dropped.
+//! - [`Client`]: sends batches to `/import` ([`Client::import`]) with gzip,
+//!   `strict=1`, service-account or API-secret auth ([`Credentials`]), the
+//!   project's [`Region`] or any base URL, and a per-record
+//!   [`ImportResult`]. Failures follow Mixpanel's guidance: 429 and 5xx are
+//!   retried with capped exponential backoff and full jitter
+//!   ([`RetryParams`]), honouring `Retry-After`; 413 splits the batch;
+//!   401/403 are [`Error::Auth`] and never retried.
+//!
+//! Secrets ([`Secret`]) never appear in `Debug` output, errors or logs.
 //!
 //! # Example
+//!
+//! ```no_run
+//! use mixpanel_client::{Batcher, BatchLimits, Client, Credentials, Event, PropertyValue, Region};
+//!
+//! # async fn run() -> Result<(), mixpanel_client::Error> {
+//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
+//!     .region(Region::Eu)
+//!     .build()?;
+//!
+//! let mut event = Event::new("Email Click");
+//! event.properties.insert("distinct_id", PropertyValue::from("cust-1042"));
+//! event.properties.insert("time", PropertyValue::Integer(1732792800));
+//! event.properties.insert("$insert_id", PropertyValue::from("5b3f2c1e"));
+//!
+//! let mut batcher = Batcher::new(BatchLimits::default());
+//! let mut batches = Vec::new();
+//! batches.extend(batcher.push_event(&event)?);
+//! batches.extend(batcher.flush());
+//! for batch in &batches {
+//!     let result = client.import(batch).await?;
+//!     for failed in &result.failed {
+//!         eprintln!("record {} refused: {}", failed.index, failed.message);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Building an event without the network:
 //!
 //! ```
 //! use mixpanel_client::{Event, PropertyValue};
@@ -31,7 +71,20 @@
 
 #![deny(missing_docs)]
 
+mod batch;
+mod client;
+mod config;
+mod error;
 mod event;
+mod import;
 pub mod ndjson;
+mod retry;
+mod transport;
 
+pub use batch::{BatchLimits, Batcher, ImportBatch};
+pub use client::{Client, ClientBuilder};
+pub use config::{Credentials, Region, Secret, UnknownRegion};
+pub use error::Error;
 pub use event::{Event, Properties, PropertyValue};
+pub use import::{FailedRecord, ImportResult};
+pub use retry::RetryParams;

@@ -1,0 +1,176 @@
+//! Batching for `/import`: events packed into JSON-array request bodies that
+//! stay within Mixpanel's limits, in order, never splitting or dropping one.
+
+use crate::{Error, Event};
+
+/// Mixpanel's limits for one `/import` request. Configurable because
+/// Mixpanel has changed them before (the byte cap was 2 MB until 2025).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Events per request; Mixpanel accepts at most 2000.
+    pub max_events: usize,
+    /// Uncompressed body bytes per request; Mixpanel accepts 10 MB.
+    pub max_bytes: usize,
+    /// Bytes of one event; Mixpanel refuses events of 1 MB or more.
+    pub max_event_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> BatchLimits {
+        BatchLimits {
+            max_events: 2000,
+            max_bytes: 10_000_000,
+            max_event_bytes: 1_000_000,
+        }
+    }
+}
+
+/// One `/import` request body: a JSON array of events, with the position
+/// of each event so that results can name them and a batch can be split.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportBatch {
+    /// `[e0,e1,…]` once finished; while filling, without the closing `]`.
+    body: Vec<u8>,
+    /// Where each event starts in `body`.
+    starts: Vec<usize>,
+}
+
+impl ImportBatch {
+    /// An empty batch.
+    pub fn new() -> ImportBatch {
+        ImportBatch::default()
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The request body size, uncompressed.
+    pub fn body_bytes(&self) -> usize {
+        self.body.len() + 1
+    }
+
+    /// The JSON text of event `idx`.
+    pub fn event(&self, idx: usize) -> &[u8] {
+        let start = self.starts[idx];
+        let end = self
+            .starts
+            .get(idx + 1)
+            .map_or(self.body.len(), |next| next - 1);
+        &self.body[start..end]
+    }
+
+    /// The events' JSON texts, in order.
+    pub fn events(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|idx| self.event(idx))
+    }
+
+    /// The request body: a JSON array.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.body_bytes());
+        if self.body.is_empty() {
+            body.push(b'[');
+        } else {
+            body.extend_from_slice(&self.body);
+        }
+        body.push(b']');
+        body
+    }
+
+    /// Appends one event's JSON text (no size checks: see [`Batcher`]).
+    pub fn push(&mut self, event_json: &[u8]) {
+        self.body
+            .push(if self.body.is_empty() { b'[' } else { b',' });
+        self.starts.push(self.body.len());
+        self.body.extend_from_slice(event_json);
+    }
+
+    /// The body size after pushing an event of `event_bytes`.
+    fn body_bytes_with(&self, event_bytes: usize) -> usize {
+        self.body.len() + 1 + event_bytes + 1
+    }
+
+    /// Splits into two halves (the first gets the extra event), for a 413.
+    pub(crate) fn split(&self) -> (ImportBatch, ImportBatch) {
+        let middle = self.len().div_ceil(2);
+        let mut first = ImportBatch::new();
+        let mut second = ImportBatch::new();
+        for (idx, event) in self.events().enumerate() {
+            if idx < middle {
+                first.push(event);
+            } else {
+                second.push(event);
+            }
+        }
+        (first, second)
+    }
+}
+
+/// Packs events into batches within [`BatchLimits`].
+///
+/// Events keep their order; each lands in exactly one batch. An event larger
+/// than `max_bytes` (but under `max_event_bytes`) travels alone.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    limits: BatchLimits,
+    current: ImportBatch,
+}
+
+impl Batcher {
+    /// A batcher with these limits.
+    pub fn new(limits: BatchLimits) -> Batcher {
+        Batcher {
+            limits,
+            current: ImportBatch::new(),
+        }
+    }
+
+    /// The limits in use.
+    pub fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    /// Adds one event given as compact JSON text (one line, valid JSON).
+    /// Returns the batch it completed, if adding it had to start a new one.
+    /// An event over `max_event_bytes` is refused and not added.
+    pub fn push(&mut self, event_json: &[u8]) -> Result<Option<ImportBatch>, Error> {
+        if event_json.len() >= self.limits.max_event_bytes {
+            return Err(Error::EventTooLarge {
+                bytes: event_json.len(),
+                limit_bytes: self.limits.max_event_bytes,
+            });
+        }
+        let is_full = !self.current.is_empty()
+            && (self.current.len() >= self.limits.max_events
+                || self.current.body_bytes_with(event_json.len()) > self.limits.max_bytes);
+        let completed = is_full.then(|| std::mem::take(&mut self.current));
+        self.current.push(event_json);
+        Ok(completed)
+    }
+
+    /// Serializes and adds one event.
+    pub fn push_event(&mut self, event: &Event<'_>) -> Result<Option<ImportBatch>, Error> {
+        let mut json = Vec::with_capacity(512);
+        event.write_json(&mut json);
+        self.push(&json)
+    }
+
+    /// The events added since the last completed batch, if any.
+    pub fn flush(&mut self) -> Option<ImportBatch> {
+        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
+    }
+
+    /// Events waiting in the open batch.
+    pub fn pending(&self) -> usize {
+        self.current.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! Batcher tests: limits, order, and exactly-once placement (proptest).
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn event(n: usize, bytes: usize) -> Vec<u8> {
+    let prefix = format!("{{\"event\":\"e\",\"properties\":{{\"n\":{n},\"pad\":\"");
+    let mut json = prefix.into_bytes();
+    let filler = bytes.saturating_sub(json.len() + 3).max(1);
+    json.extend(std::iter::repeat_n(b'x', filler));
+    json.extend_from_slice(b"\"}}");
+    json
+}
+
+#[test]
+fn body_is_a_json_array_and_events_are_addressable() {
+    let mut batch = ImportBatch::new();
+    assert_eq!(batch.body(), b"[]");
+    batch.push(br#"{"a":1}"#);
+    batch.push(br#"{"b":2}"#);
+    assert_eq!(batch.body(), br#"[{"a":1},{"b":2}]"#);
+    assert_eq!(batch.body_bytes(), batch.body().len());
+    assert_eq!(batch.event(0), br#"{"a":1}"#);
+    assert_eq!(batch.event(1), br#"{"b":2}"#);
+    let (first, second) = batch.split();
+    assert_eq!(first.body(), br#"[{"a":1}]"#);
+    assert_eq!(second.body(), br#"[{"b":2}]"#);
+}
+
+#[test]
+fn event_count_limit_starts_a_new_batch() {
+    let mut batcher = Batcher::new(BatchLimits {
+        max_events: 2,
+        ..BatchLimits::default()
+    });
+    assert_eq!(batcher.push(b"{}").unwrap(), None);
+    assert_eq!(batcher.push(b"{}").unwrap(), None);
+    let full = batcher
+        .push(b"{}")
+        .unwrap()
+        .expect("third event starts a new batch");
+    assert_eq!(full.len(), 2);
+    assert_eq!(batcher.flush().map(|batch| batch.len()), Some(1));
+    assert_eq!(batcher.flush(), None);
+}
+
+#[test]
+fn an_event_at_the_per_event_limit_is_refused_alone() {
+    let mut batcher = Batcher::new(BatchLimits {
+        max_event_bytes: 100,
+        ..BatchLimits::default()
+    });
+    batcher.push(&event(0, 50)).unwrap();
+    let error = batcher.push(&event(1, 100)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::EventTooLarge {
+                bytes: 100,
+                limit_bytes: 100
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(batcher.pending(), 1, "the refused event is not added");
+}
+
+#[test]
+fn an_event_over_the_request_cap_travels_alone() {
+    let mut batcher = Batcher::new(BatchLimits {
+        max_events: 10,
+        max_bytes: 100,
+        max_event_bytes: 1000,
+    });
+    batcher.push(&event(0, 40)).unwrap();
+    let first = batcher
+        .push(&event(1, 300))
+        .unwrap()
+        .expect("flushes the small one");
+    assert_eq!(first.len(), 1);
+    let second = batcher
+        .push(&event(2, 40))
+        .unwrap()
+        .expect("the big one goes alone");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second.event(0), &event(1, 300)[..]);
+}
+
+proptest! {
+    #[test]
+    fn every_event_lands_in_exactly_one_batch_in_order(
+        sizes in proptest::collection::vec(30usize..400, 0..300),
+        max_events in 1usize..50,
+        max_bytes in 200usize..3000,
+    ) {
+        let limits = BatchLimits { max_events, max_bytes, max_event_bytes: 1000 };
+        let mut batcher = Batcher::new(limits);
+        let mut batches = Vec::new();
+        for (n, size) in sizes.iter().enumerate() {
+            if let Some(batch) = batcher.push(&event(n, *size)).unwrap() {
+                batches.push(batch);
+            }
+        }
+        batches.extend(batcher.flush());
+        let mut seen = Vec::new();
+        for batch in &batches {
+            prop_assert!(!batch.is_empty());
+            prop_assert!(batch.len() <= max_events);
+            prop_assert!(batch.len() == 1 || batch.body_bytes() <= max_bytes);
+            let parsed: Vec<serde_json::Value> = serde_json::from_slice(&batch.body()).unwrap();
+            prop_assert_eq!(parsed.len(), batch.len());
+            for value in parsed {
+                seen.push(value["properties"]["n"].as_u64().unwrap() as usize);
+            }
+        }
+        let expected: Vec<usize> = (0..sizes.len()).collect();
+        prop_assert_eq!(seen, expected);
+    }
+}

@@ -1,0 +1,207 @@
+//! `/import`: sends one batch and reports, per record, what Mixpanel took.
+//!
+//! Answers, as Mixpanel documents them:
+//! - 200: every record imported;
+//! - 400 with `failed_records`: a partial success; the listed records failed
+//!   for good, every other record was imported; never retried;
+//! - 401/403: [`Error::Auth`], not retried;
+//! - 413: the batch is split in halves and each half is sent again; a
+//!   single event refused this way is a failed record;
+//! - 429, 5xx, timeouts, connection errors: retried by the transport, then
+//!   [`Error::Unavailable`] or [`Error::Transport`].
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+use tracing::Instrument as _;
+
+use crate::batch::ImportBatch;
+use crate::transport::HttpRequest;
+use crate::{Client, Error};
+
+/// What Mixpanel did with one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportResult {
+    /// Records Mixpanel imported.
+    pub n_imported: usize,
+    /// Records Mixpanel refused, by index in the batch, ordered by index.
+    pub failed: Vec<FailedRecord>,
+    /// HTTP requests made, retries and 413 splits included.
+    pub n_requests: u32,
+}
+
+/// One record Mixpanel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// Its position in the batch.
+    pub index: usize,
+    /// Its `$insert_id`, as Mixpanel reported it.
+    pub insert_id: Option<String>,
+    /// The offending field, e.g. `properties.time`.
+    pub field: Option<String>,
+    /// Mixpanel's explanation.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct ImportResponse {
+    num_records_imported: Option<usize>,
+    #[serde(default)]
+    failed_records: Vec<RawFailedRecord>,
+}
+
+#[derive(Deserialize)]
+struct RawFailedRecord {
+    index: usize,
+    insert_id: Option<String>,
+    #[serde(rename = "$insert_id")]
+    dollar_insert_id: Option<String>,
+    field: Option<String>,
+    message: Option<String>,
+}
+
+impl Client {
+    /// Imports one batch. Records Mixpanel refuses are reported in
+    /// [`ImportResult::failed`]; an `Err` means no answer about the batch
+    /// could be had (or, after a 413 split, about part of it: resending the
+    /// whole batch is safe, since Mixpanel deduplicates on `$insert_id`).
+    pub async fn import(&self, batch: &ImportBatch) -> Result<ImportResult, Error> {
+        if batch.is_empty() {
+            return Ok(ImportResult::default());
+        }
+        let span = tracing::info_span!(
+            "mixpanel.import",
+            project = self.project_id().unwrap_or("-"),
+            n_events = batch.len(),
+            bytes = batch.body_bytes(),
+        );
+        self.import_with_splits(batch.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn import_with_splits(&self, batch: ImportBatch) -> Result<ImportResult, Error> {
+        let mut pending = vec![(0usize, batch)];
+        let mut result = ImportResult::default();
+        while let Some((offset, batch)) = pending.pop() {
+            let response = self.send_import(&batch).await?;
+            result.n_requests += response.attempts;
+            match response.status {
+                StatusCode::PAYLOAD_TOO_LARGE if batch.len() > 1 => {
+                    tracing::info!(
+                        n_events = batch.len(),
+                        "Mixpanel refused the batch as too large; splitting it."
+                    );
+                    let (first, second) = batch.split();
+                    let second_offset = offset + first.len();
+                    pending.push((second_offset, second));
+                    pending.push((offset, first));
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => result.failed.push(FailedRecord {
+                    index: offset,
+                    insert_id: None,
+                    field: None,
+                    message: format!(
+                        "Mixpanel refused the event as too large: {}",
+                        response.message()
+                    ),
+                }),
+                status if status.is_success() => {
+                    let parsed: Option<ImportResponse> =
+                        serde_json::from_slice(&response.body).ok();
+                    result.n_imported += parsed
+                        .and_then(|body| body.num_records_imported)
+                        .unwrap_or(batch.len());
+                }
+                StatusCode::BAD_REQUEST => {
+                    let body = match serde_json::from_slice::<ImportResponse>(&response.body) {
+                        Ok(body) if !body.failed_records.is_empty() => body,
+                        _ => return Err(response.into_error()),
+                    };
+                    let n_failed = body.failed_records.len();
+                    result.n_imported += body
+                        .num_records_imported
+                        .unwrap_or(batch.len().saturating_sub(n_failed));
+                    for record in body.failed_records {
+                        if record.index >= batch.len() {
+                            return Err(Error::InvalidResponse {
+                                status: 400,
+                                message: format!(
+                                    "failed record index {} is outside a batch of {}",
+                                    record.index,
+                                    batch.len()
+                                ),
+                            });
+                        }
+                        result.failed.push(FailedRecord {
+                            index: offset + record.index,
+                            insert_id: record.insert_id.or(record.dollar_insert_id),
+                            field: record.field,
+                            message: record.message.unwrap_or_else(|| "no message".to_owned()),
+                        });
+                    }
+                }
+                _ => return Err(response.into_error()),
+            }
+        }
+        result.failed.sort_by_key(|record| record.index);
+        tracing::debug!(
+            n_imported = result.n_imported,
+            n_failed = result.failed.len(),
+            n_requests = result.n_requests,
+            "Imported batch."
+        );
+        Ok(result)
+    }
+
+    async fn send_import(
+        &self,
+        batch: &ImportBatch,
+    ) -> Result<crate::transport::HttpResponse, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            self.inner.credentials.authorization(),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = batch.body();
+        let body = if self.inner.gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            gzip(body).await?
+        } else {
+            Bytes::from(body)
+        };
+        self.inner
+            .transport
+            .send(HttpRequest {
+                endpoint: "import",
+                method: Method::POST,
+                url: self.import_url(),
+                headers,
+                body,
+            })
+            .await
+    }
+}
+
+/// Compresses off the async runtime: a 10 MB body takes tens of milliseconds.
+async fn gzip(body: Vec<u8>) -> Result<Bytes, Error> {
+    let compress = move || {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(&body)?;
+        encoder.finish()
+    };
+    let compressed = tokio::task::spawn_blocking(compress)
+        .await
+        .map_err(|error| Error::Config(format!("compression task failed: {error}")))?
+        .map_err(|error| Error::Config(format!("cannot compress the request: {error}")))?;
+    Ok(Bytes::from(compressed))
+}

@@ -1,0 +1,167 @@
+//! The HTTP transport: one tower stack around reqwest, shared by every API.
+//!
+//! Layers, outermost first: retry ([`crate::retry`]) → per-attempt timeout →
+//! concurrency limit → reqwest. The concurrency limit sits inside the retry
+//! so that a request waiting out its backoff holds no slot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use tower::limit::ConcurrencyLimit;
+use tower::retry::Retry;
+use tower::timeout::Timeout;
+use tower::{Service, ServiceExt as _};
+
+use crate::Error;
+use crate::retry::{Exhausted, RetryParams, RetryPolicy};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request as the transport sends it; cheap to clone for retries.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpRequest {
+    /// For logs and spans: `import`, `engage`, `cohorts_list`, `cohort_members`.
+    pub(crate) endpoint: &'static str,
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// A response with its body read.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Attempts it took, set by the retry policy.
+    pub(crate) attempts: u32,
+}
+
+impl HttpResponse {
+    /// The body as text, shortened for error messages.
+    pub(crate) fn message(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            error: Option<String>,
+        }
+        if let Ok(ErrorBody { error: Some(error) }) = serde_json::from_slice(&self.body) {
+            return error;
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        match text.char_indices().nth(300) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_owned(),
+        }
+    }
+
+    /// The error for a response that is not a success, for statuses every
+    /// API treats alike (callers handle 400 and 413 first where they differ).
+    pub(crate) fn into_error(self) -> Error {
+        let status = self.status.as_u16();
+        let message = self.message();
+        match self.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Auth { status, message },
+            status_code if crate::retry::is_retryable_status(status_code) => Error::Unavailable {
+                status,
+                attempts: self.attempts,
+                retry_after: crate::retry::retry_after(&self),
+                message,
+            },
+            _ => Error::Rejected { status, message },
+        }
+    }
+}
+
+/// The reqwest client as a tower service.
+#[derive(Clone)]
+struct ReqwestService {
+    client: reqwest::Client,
+}
+
+impl Service<HttpRequest> for ReqwestService {
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let response = client
+                .request(request.method, &request.url)
+                .headers(request.headers)
+                .body(request.body)
+                .send()
+                .await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+                attempts: 1,
+            })
+        })
+    }
+}
+
+/// The shared, cloneable transport.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    service: Retry<RetryPolicy, Timeout<ConcurrencyLimit<ReqwestService>>>,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        retry: RetryParams,
+        request_timeout: Duration,
+        max_concurrent_requests: usize,
+    ) -> Transport {
+        let service = tower::ServiceBuilder::new()
+            .retry(RetryPolicy::new(retry))
+            .timeout(request_timeout)
+            .concurrency_limit(max_concurrent_requests.max(1))
+            .service(ReqwestService { client });
+        Transport { service }
+    }
+
+    /// Sends a request with retries; transport failures become [`Error::Transport`].
+    pub(crate) async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        match self.service.clone().oneshot(request).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(match error.downcast::<Exhausted>() {
+                Ok(exhausted) => Error::Transport {
+                    attempts: exhausted.attempts,
+                    message: exhausted.message,
+                },
+                Err(other) => Error::Transport {
+                    attempts: 1,
+                    message: describe(&*other),
+                },
+            }),
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
