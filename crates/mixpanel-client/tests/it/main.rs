@@ -1,0 +1,3 @@
+//! Integration tests of the client against wiremock stand-ins for Mixpanel.
+
+mod import;
