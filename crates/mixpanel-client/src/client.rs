@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::config::{Credentials, Region, Secret};
+use crate::limiter::{QueryLimiter, QueryLimits};
 use crate::retry::RetryParams;
 use crate::transport::Transport;
 
 /// A Mixpanel client for one project. Cheap to clone; clones share the
-/// connection pool, the concurrency limit and the retry budget.
+/// connection pool, the concurrency limit, the retry budget and the Query
+/// API budget.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -22,6 +24,7 @@ pub(crate) struct Inner {
     pub(crate) project_token: Option<Secret>,
     pub(crate) gzip: bool,
     pub(crate) transport: Transport,
+    pub(crate) query_limiter: QueryLimiter,
 }
 
 impl std::fmt::Debug for Client {
@@ -36,7 +39,8 @@ impl std::fmt::Debug for Client {
 }
 
 /// Builds a [`Client`]. Defaults: US region, gzip on, 10 concurrent
-/// requests, 60 s per attempt, [`RetryParams::default`].
+/// requests, 60 s per attempt, [`RetryParams::default`],
+/// [`QueryLimits::default`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     credentials: Credentials,
@@ -47,6 +51,7 @@ pub struct ClientBuilder {
     max_concurrent_requests: usize,
     request_timeout: Duration,
     retry: RetryParams,
+    query_limits: QueryLimits,
 }
 
 impl Client {
@@ -61,6 +66,7 @@ impl Client {
             max_concurrent_requests: 10,
             request_timeout: Duration::from_secs(60),
             retry: RetryParams::default(),
+            query_limits: QueryLimits::default(),
         }
     }
 
@@ -126,6 +132,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The Query API budget (cohorts) the client keeps to, across all
+    /// clones (default: Mixpanel's 5 concurrent and 60 per hour). Lower it
+    /// when other tools query the same project.
+    pub fn query_limits(mut self, limits: QueryLimits) -> ClientBuilder {
+        self.query_limits = limits;
+        self
+    }
+
     /// Checks the configuration and builds the client.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(project_id) = self.credentials.project_id()
@@ -167,6 +181,7 @@ impl ClientBuilder {
                 project_token: self.project_token,
                 gzip: self.gzip,
                 transport,
+                query_limiter: QueryLimiter::new(self.query_limits),
             }),
         })
     }

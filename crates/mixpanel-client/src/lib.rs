@@ -15,6 +15,15 @@
 //!   retried with capped exponential backoff and full jitter
 //!   ([`RetryParams`]), honouring `Retry-After`; 413 splits the batch;
 //!   401/403 are [`Error::Auth`] and never retried.
+//! - [`Client::engage`]: user profile updates ([`ProfileUpdate`]:
+//!   `$set`, `$set_once`, `$add`, `$union`, `$append`, `$remove`, `$unset`,
+//!   `$delete`) through `/engage`, authenticated by the project token, in
+//!   requests of at most 2000 updates, with the answer's body checked
+//!   (Mixpanel answers 200 to some failures).
+//! - [`Client::list_cohorts`] and [`Client::cohort_members`]: the Query API
+//!   for cohorts, members streamed page by page. Queries keep to
+//!   [`QueryLimits`] (Mixpanel's 5 concurrent and 60 per hour per project),
+//!   shared by all clones of the client.
 //!
 //! Secrets ([`Secret`]) never appear in `Debug` output, errors or logs.
 //!
@@ -47,6 +56,62 @@
 //! # }
 //! ```
 //!
+//! # Profiles (`/engage`)
+//!
+//! ```no_run
+//! use mixpanel_client::{Client, Credentials, ProfileOperation, ProfileUpdate};
+//! use serde_json::{Map, Value, json};
+//!
+//! fn properties(value: Value) -> Map<String, Value> {
+//!     value.as_object().cloned().unwrap_or_default()
+//! }
+//!
+//! # async fn run() -> Result<(), mixpanel_client::Error> {
+//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
+//!     .project_token("0123456789abcdef0123456789abcdef")
+//!     .build()?;
+//!
+//! let plan = properties(json!({"plan": "pro", "$email": "ada@example.com"}));
+//! let mut set = ProfileUpdate::new("cust-1042", ProfileOperation::Set(plan));
+//! set.ignore_time = true; // a sync, not user activity: keep $last_seen
+//! let coins = properties(json!({"coins": 13}));
+//! let add = ProfileUpdate::new("cust-1042", ProfileOperation::Add(coins));
+//! let unset = ProfileUpdate::new("cust-7", ProfileOperation::Unset(vec!["trial_ends".to_owned()]));
+//!
+//! let result = client.engage(&[set, add, unset]).await?;
+//! for failed in &result.failed {
+//!     eprintln!("update {} refused: {}", failed.index, failed.message);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cohorts (Query API)
+//!
+//! ```no_run
+//! use futures_util::TryStreamExt as _;
+//! use mixpanel_client::{Client, Credentials, MemberQuery, Region};
+//!
+//! # async fn run() -> Result<(), mixpanel_client::Error> {
+//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
+//!     .region(Region::Eu)
+//!     .build()?;
+//!
+//! for cohort in client.list_cohorts().await? {
+//!     println!("{} {} ({:?} members)", cohort.id, cohort.name, cohort.count);
+//! }
+//!
+//! let query = MemberQuery::new()
+//!     .include_all_users(false)
+//!     .output_properties(["$email"]);
+//! let mut members = std::pin::pin!(client.cohort_members(1000, query));
+//! while let Some(member) = members.try_next().await? {
+//!     println!("{} {:?}", member.distinct_id, member.properties.get("$email"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Building an event without the network:
 //!
 //! ```
@@ -74,17 +139,23 @@
 mod batch;
 mod client;
 mod config;
+mod engage;
 mod error;
 mod event;
 mod import;
+mod limiter;
 pub mod ndjson;
+mod query;
 mod retry;
 mod transport;
 
 pub use batch::{BatchLimits, Batcher, ImportBatch};
 pub use client::{Client, ClientBuilder};
 pub use config::{Credentials, Region, Secret, UnknownRegion};
+pub use engage::{EngageResult, FailedUpdate, ProfileOperation, ProfileUpdate};
 pub use error::Error;
 pub use event::{Event, Properties, PropertyValue};
 pub use import::{FailedRecord, ImportResult};
+pub use limiter::QueryLimits;
+pub use query::{Cohort, CohortMember, MemberQuery};
 pub use retry::RetryParams;

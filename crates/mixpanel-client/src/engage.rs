@@ -1,0 +1,432 @@
+//! `/engage`: user profile updates (`$set`, `$set_once`, `$add`, `$union`,
+//! `$append`, `$remove`, `$unset`, `$delete`), sent in order in requests of
+//! at most 2000 updates.
+//!
+//! Each update carries the project token (`$token`), which is what
+//! authenticates it: no `Authorization` header is sent. Requests use
+//! `verbose=1`, so that the body says whether the request worked, and
+//! `ip=0`, so that Mixpanel does not geolocate profiles to this server. They
+//! are never gzip-compressed: `/engage` does not support it.
+//!
+//! Refused before sending, as [`FailedUpdate`]s (the other updates still
+//! go): an update of 1 MB or more (Mixpanel's limit for one update), an
+//! `$add` whose values are not all numbers, a `$union` whose values are not
+//! all arrays.
+//!
+//! Answers, as Mixpanel documents them:
+//! - 200 with `{"status":1}` (or a bare `1`): the request's updates were
+//!   accepted;
+//! - 200 with `{"status":0,"error":…}` (or a bare `0`): refused, although
+//!   the status says OK; [`Error::Rejected`] with Mixpanel's message;
+//! - 401/403: [`Error::Auth`], not retried; other 4xx: [`Error::Rejected`];
+//! - 413: the request is split in halves and each half is sent again; a
+//!   single update refused this way is a failed update;
+//! - 429, 5xx, timeouts, connection errors: retried by the transport, then
+//!   [`Error::Unavailable`] or [`Error::Transport`].
+//!
+//! Requests go one after another, and the first error ends the call:
+//! updates in earlier requests were applied, later ones were not sent.
+//! `$add` and `$append` are not idempotent, so a caller that resends after
+//! an error should pass at most 2000 updates per call: then an error covers
+//! exactly the updates it was given.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::ser::{Serialize, SerializeMap as _, Serializer};
+use serde_json::{Map, Value};
+use tracing::Instrument as _;
+
+use crate::transport::{HttpRequest, HttpResponse};
+use crate::{Client, Error};
+
+/// Updates per request; Mixpanel accepts at most 2000.
+const MAX_UPDATES_PER_REQUEST: usize = 2000;
+/// Bytes of one serialized update; Mixpanel accepts at most 1 MB.
+const MAX_UPDATE_BYTES: usize = 1_000_000;
+/// Bytes per request body. Mixpanel documents no such limit for `/engage`
+/// (2000 updates of 1 MB would be 2 GB): this is `/import`'s 10 MB, and a
+/// 413 splits the request further.
+const MAX_REQUEST_BYTES: usize = 10_000_000;
+
+/// One change to one user profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileUpdate {
+    /// The profile's `$distinct_id`.
+    pub distinct_id: String,
+    /// What to change.
+    pub operation: ProfileOperation,
+    /// `$ignore_time`: do not update the profile's `$last_seen`, as a sync
+    /// from another system usually should not.
+    pub ignore_time: bool,
+    /// `$ignore_alias`: with [`ProfileOperation::Delete`] on a duplicate
+    /// profile, delete only the duplicate and not the original it aliases.
+    pub ignore_alias: bool,
+}
+
+/// A profile operation. Property values are JSON as Mixpanel takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileOperation {
+    /// `$set`: set or overwrite properties; creates the profile if missing.
+    Set(Map<String, Value>),
+    /// `$set_once`: set properties only where they are not set yet.
+    SetOnce(Map<String, Value>),
+    /// `$add`: add numbers (negative to subtract); missing properties start
+    /// from 0. Every value must be a number.
+    Add(Map<String, Value>),
+    /// `$union`: add the values of each array to a list property, without
+    /// duplicates. Every value must be an array.
+    Union(Map<String, Value>),
+    /// `$append`: append a value to a list property, duplicates allowed.
+    Append(Map<String, Value>),
+    /// `$remove`: remove a value from a list property.
+    Remove(Map<String, Value>),
+    /// `$unset`: remove these properties.
+    Unset(Vec<String>),
+    /// `$delete`: delete the whole profile.
+    Delete,
+}
+
+/// What Mixpanel did with a call's updates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngageResult {
+    /// Updates in requests Mixpanel accepted.
+    pub n_accepted: usize,
+    /// Updates refused, by index in the call's slice, ordered by index.
+    pub failed: Vec<FailedUpdate>,
+    /// HTTP requests made, retries and 413 splits included.
+    pub n_requests: u32,
+}
+
+/// One update that was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedUpdate {
+    /// Its position in the call's slice.
+    pub index: usize,
+    /// Why.
+    pub message: String,
+}
+
+impl ProfileUpdate {
+    /// An update of one profile, with `$ignore_time` and `$ignore_alias` off.
+    pub fn new(distinct_id: impl Into<String>, operation: ProfileOperation) -> ProfileUpdate {
+        ProfileUpdate {
+            distinct_id: distinct_id.into(),
+            operation,
+            ignore_time: false,
+            ignore_alias: false,
+        }
+    }
+
+    /// Why Mixpanel would refuse the operation's values, if it would.
+    fn invalid_values(&self) -> Option<String> {
+        type Check = fn(&Value) -> bool;
+        let (name, properties, expected, is_valid): (&str, _, &str, Check) = match &self.operation {
+            ProfileOperation::Add(properties) => ("$add", properties, "a number", Value::is_number),
+            ProfileOperation::Union(properties) => {
+                ("$union", properties, "an array", Value::is_array)
+            }
+            _ => return None,
+        };
+        let (key, _) = properties.iter().find(|(_, value)| !is_valid(value))?;
+        Some(format!("{name} property {key:?} is not {expected}"))
+    }
+}
+
+/// An update as `/engage` takes it: `{"$token", "$distinct_id", <op>, …}`.
+struct WireUpdate<'a> {
+    token: &'a str,
+    update: &'a ProfileUpdate,
+}
+
+impl Serialize for WireUpdate<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let update = self.update;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("$token", self.token)?;
+        map.serialize_entry("$distinct_id", &update.distinct_id)?;
+        match &update.operation {
+            ProfileOperation::Set(properties) => map.serialize_entry("$set", properties)?,
+            ProfileOperation::SetOnce(properties) => {
+                map.serialize_entry("$set_once", properties)?
+            }
+            ProfileOperation::Add(properties) => map.serialize_entry("$add", properties)?,
+            ProfileOperation::Union(properties) => map.serialize_entry("$union", properties)?,
+            ProfileOperation::Append(properties) => map.serialize_entry("$append", properties)?,
+            ProfileOperation::Remove(properties) => map.serialize_entry("$remove", properties)?,
+            ProfileOperation::Unset(names) => map.serialize_entry("$unset", names)?,
+            ProfileOperation::Delete => map.serialize_entry("$delete", &Value::Null)?,
+        }
+        if update.ignore_time {
+            map.serialize_entry("$ignore_time", &true)?;
+        }
+        if update.ignore_alias {
+            map.serialize_entry("$ignore_alias", &true)?;
+        }
+        map.end()
+    }
+}
+
+/// Serialized updates bound for one request, each with its index in the
+/// call's slice.
+#[derive(Debug, Default)]
+struct EngageChunk {
+    updates: Vec<(usize, Vec<u8>)>,
+    n_bytes: usize,
+}
+
+impl EngageChunk {
+    fn body(&self) -> Bytes {
+        let mut body = Vec::with_capacity(self.n_bytes + self.updates.len() + 2);
+        body.push(b'[');
+        for (position, (_, json)) in self.updates.iter().enumerate() {
+            if position > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(json);
+        }
+        body.push(b']');
+        Bytes::from(body)
+    }
+
+    fn push(&mut self, index: usize, json: Vec<u8>) {
+        self.n_bytes += json.len() + 1;
+        self.updates.push((index, json));
+    }
+
+    fn has_room_for(&self, n_bytes: usize) -> bool {
+        self.updates.len() < MAX_UPDATES_PER_REQUEST
+            && self.n_bytes + n_bytes + 2 <= MAX_REQUEST_BYTES
+    }
+
+    fn split(mut self) -> (EngageChunk, EngageChunk) {
+        let second = self.updates.split_off(self.updates.len().div_ceil(2));
+        let mut first = EngageChunk::default();
+        for (index, json) in self.updates {
+            first.push(index, json);
+        }
+        let mut rest = EngageChunk::default();
+        for (index, json) in second {
+            rest.push(index, json);
+        }
+        (first, rest)
+    }
+}
+
+impl Client {
+    /// Applies profile updates through `/engage`, in order, in requests of
+    /// at most 2000 updates. Needs [`crate::ClientBuilder::project_token`]
+    /// ([`Error::Config`] otherwise; nothing is sent).
+    ///
+    /// Updates refused on their own (too large, values of the wrong type)
+    /// are in [`EngageResult::failed`] and do not stop the others. An `Err`
+    /// ends the call: the updates of earlier requests were applied, later
+    /// ones were not sent. `$add` and `$append` are not idempotent, so a
+    /// caller that resends after an error should pass at most 2000 updates
+    /// per call.
+    pub async fn engage(&self, updates: &[ProfileUpdate]) -> Result<EngageResult, Error> {
+        let Some(token) = &self.inner.project_token else {
+            return Err(Error::Config(
+                "/engage needs the project token: set ClientBuilder::project_token".to_owned(),
+            ));
+        };
+        let span = tracing::info_span!(
+            "mixpanel.engage",
+            project = self.project_id().unwrap_or("-"),
+            n_updates = updates.len(),
+        );
+        self.engage_chunks(token.expose(), updates)
+            .instrument(span)
+            .await
+            .map(|mut result| {
+                for failed in &mut result.failed {
+                    failed.message = redact_message(&failed.message, token.expose());
+                }
+                result
+            })
+            .map_err(|error| redact(error, token.expose()))
+    }
+
+    async fn engage_chunks(
+        &self,
+        token: &str,
+        updates: &[ProfileUpdate],
+    ) -> Result<EngageResult, Error> {
+        let mut result = EngageResult::default();
+        let mut chunks = Vec::new();
+        let mut chunk = EngageChunk::default();
+        for (index, update) in updates.iter().enumerate() {
+            if let Some(message) = update.invalid_values() {
+                result.failed.push(FailedUpdate { index, message });
+                continue;
+            }
+            let json = serde_json::to_vec(&WireUpdate { token, update })
+                .expect("JSON maps with string keys always serialize");
+            if json.len() >= MAX_UPDATE_BYTES {
+                result.failed.push(FailedUpdate {
+                    index,
+                    message: format!(
+                        "update of {} bytes is over Mixpanel's limit of {MAX_UPDATE_BYTES} bytes for one update",
+                        json.len()
+                    ),
+                });
+                continue;
+            }
+            if !chunk.has_room_for(json.len()) {
+                chunks.push(std::mem::take(&mut chunk));
+            }
+            chunk.push(index, json);
+        }
+        if !chunk.updates.is_empty() {
+            chunks.push(chunk);
+        }
+        // Sent first to last; a 413 puts the halves back on top, in order.
+        chunks.reverse();
+        while let Some(chunk) = chunks.pop() {
+            let n_unconfirmed =
+                chunk.updates.len() + chunks.iter().map(|rest| rest.updates.len()).sum::<usize>();
+            if let Err(error) = self.engage_chunk(chunk, &mut chunks, &mut result).await {
+                if result.n_accepted > 0 {
+                    tracing::warn!(
+                        n_accepted = result.n_accepted,
+                        n_unconfirmed,
+                        error = %redact_message(&error.to_string(), token),
+                        "Stopped sending profile updates after some were applied."
+                    );
+                }
+                return Err(error);
+            }
+        }
+        result.failed.sort_by_key(|failed| failed.index);
+        tracing::debug!(
+            n_accepted = result.n_accepted,
+            n_failed = result.failed.len(),
+            n_requests = result.n_requests,
+            "Sent profile updates."
+        );
+        Ok(result)
+    }
+
+    /// Sends one chunk; a 413 pushes its halves onto `chunks`.
+    async fn engage_chunk(
+        &self,
+        chunk: EngageChunk,
+        chunks: &mut Vec<EngageChunk>,
+        result: &mut EngageResult,
+    ) -> Result<(), Error> {
+        let response = self.send_engage(&chunk).await?;
+        result.n_requests += response.attempts;
+        match response.status {
+            StatusCode::PAYLOAD_TOO_LARGE if chunk.updates.len() > 1 => {
+                tracing::info!(
+                    n_updates = chunk.updates.len(),
+                    "Mixpanel refused the profile updates as too large; splitting them."
+                );
+                let (first, second) = chunk.split();
+                chunks.push(second);
+                chunks.push(first);
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => result.failed.push(FailedUpdate {
+                index: chunk.updates[0].0,
+                message: format!(
+                    "Mixpanel refused the update as too large: {}",
+                    response.message()
+                ),
+            }),
+            status if status.is_success() => {
+                check_engage_body(&response)?;
+                result.n_accepted += chunk.updates.len();
+            }
+            _ => return Err(response.into_error()),
+        }
+        Ok(())
+    }
+
+    async fn send_engage(&self, chunk: &EngageChunk) -> Result<HttpResponse, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.inner
+            .transport
+            .send(HttpRequest {
+                endpoint: "engage",
+                method: Method::POST,
+                url: format!("{}/engage?verbose=1&ip=0", self.inner.ingestion_url),
+                headers,
+                body: chunk.body(),
+            })
+            .await
+    }
+}
+
+/// Reads a 2xx answer: `{"status":1}` or `1` is success; `{"status":0,
+/// "error":…}` or `0` is a refusal.
+fn check_engage_body(response: &HttpResponse) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum EngageAnswer {
+        Bare(i64),
+        Verbose { status: i64, error: Option<String> },
+    }
+    let status = response.status.as_u16();
+    match serde_json::from_slice::<EngageAnswer>(&response.body) {
+        Ok(EngageAnswer::Bare(1) | EngageAnswer::Verbose { status: 1, .. }) => Ok(()),
+        Ok(EngageAnswer::Bare(0)) => Err(Error::Rejected {
+            status,
+            message: "Mixpanel answered 0: the profile updates were refused".to_owned(),
+        }),
+        Ok(EngageAnswer::Verbose { status: 0, error }) => Err(Error::Rejected {
+            status,
+            message: error.unwrap_or_else(|| "status 0 without an error message".to_owned()),
+        }),
+        _ => Err(Error::InvalidResponse {
+            status,
+            message: format!(
+                "expected {{\"status\":1}} or {{\"status\":0}} from /engage, got {:?}",
+                response.message()
+            ),
+        }),
+    }
+}
+
+/// Keeps the project token out of Mixpanel's messages, which may quote it.
+fn redact(error: Error, token: &str) -> Error {
+    let scrub = |message: String| redact_message(&message, token);
+    match error {
+        Error::Auth { status, message } => Error::Auth {
+            status,
+            message: scrub(message),
+        },
+        Error::Rejected { status, message } => Error::Rejected {
+            status,
+            message: scrub(message),
+        },
+        Error::Unavailable {
+            status,
+            attempts,
+            message,
+            retry_after,
+        } => Error::Unavailable {
+            status,
+            attempts,
+            message: scrub(message),
+            retry_after,
+        },
+        Error::InvalidResponse { status, message } => Error::InvalidResponse {
+            status,
+            message: scrub(message),
+        },
+        other => other,
+    }
+}
+
+fn redact_message(message: &str, token: &str) -> String {
+    if token.is_empty() {
+        return message.to_owned();
+    }
+    message.replace(token, "[redacted]")
+}
+
+#[cfg(test)]
+mod tests;

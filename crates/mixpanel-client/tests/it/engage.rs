@@ -1,0 +1,394 @@
+//! `/engage` against a wiremock Mixpanel: batching at 2000, each operation's
+//! JSON, 200 answers that report failure, auth, retries, 413 splits, and
+//! updates refused on their own.
+
+use std::time::Duration;
+
+use mixpanel_client::{Client, Credentials, Error, ProfileOperation, ProfileUpdate, RetryParams};
+use serde_json::{Map, Value, json};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const TOKEN: &str = "3f9c1d0e7b2a4c6d8e0f1a2b3c4d5e6f";
+const SECRET: &str = "wB4dZ9q-secret-never-logged";
+
+fn client(server: &MockServer) -> Client {
+    Client::builder(Credentials::service_account("svc", SECRET, "3141592"))
+        .base_url(server.uri())
+        .project_token(TOKEN)
+        .retry(RetryParams::for_test())
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+fn properties(value: Value) -> Map<String, Value> {
+    value.as_object().expect("an object").clone()
+}
+
+fn set(distinct_id: impl Into<String>) -> ProfileUpdate {
+    ProfileUpdate::new(
+        distinct_id,
+        ProfileOperation::Set(properties(json!({"plan": "pro"}))),
+    )
+}
+
+fn updates_in(request: &Request) -> Vec<Value> {
+    serde_json::from_slice(&request.body).expect("the body is a JSON array")
+}
+
+fn status_1() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"status": 1, "error": null}))
+}
+
+async fn mount_ok(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(status_1())
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn updates_go_in_requests_of_at_most_2000_each_with_the_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .and(query_param("verbose", "1"))
+        .and(query_param("ip", "0"))
+        .respond_with(status_1())
+        .expect(2)
+        .mount(&server)
+        .await;
+    let updates: Vec<ProfileUpdate> = (0..2001).map(|idx| set(format!("cust-{idx}"))).collect();
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 2001);
+    assert!(result.failed.is_empty());
+    assert_eq!(result.n_requests, 2);
+    let requests = server.received_requests().await.unwrap();
+    let bodies: Vec<Vec<Value>> = requests.iter().map(updates_in).collect();
+    assert_eq!(bodies[0].len(), 2000);
+    assert_eq!(bodies[1].len(), 1);
+    let distinct_ids: Vec<&str> = bodies
+        .iter()
+        .flatten()
+        .map(|update| update["$distinct_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..2001).map(|idx| format!("cust-{idx}")).collect();
+    assert_eq!(distinct_ids, expected, "in order, none lost or repeated");
+    assert!(
+        bodies
+            .iter()
+            .flatten()
+            .all(|update| update["$token"] == TOKEN),
+        "every update carries the project token"
+    );
+    for request in &requests {
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert!(
+            request.headers.get("content-encoding").is_none(),
+            "/engage does not support gzip"
+        );
+        assert!(
+            request.headers.get("authorization").is_none(),
+            "the token authenticates /engage; no credentials are sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_operation_has_mixpanels_json_shape() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+    let mut ignoring_time = ProfileUpdate::new(
+        "u1",
+        ProfileOperation::Set(properties(json!({"$email": "a@example.com", "tier": 2}))),
+    );
+    ignoring_time.ignore_time = true;
+    let mut duplicate = ProfileUpdate::new("u8", ProfileOperation::Delete);
+    duplicate.ignore_alias = true;
+    let updates = [
+        ignoring_time,
+        ProfileUpdate::new(
+            "u2",
+            ProfileOperation::SetOnce(properties(json!({"first_seen": "2026-11-28"}))),
+        ),
+        ProfileUpdate::new(
+            "u3",
+            ProfileOperation::Add(properties(json!({"coins": 13, "debt": -2.5}))),
+        ),
+        ProfileUpdate::new(
+            "u4",
+            ProfileOperation::Union(properties(json!({"tags": ["a", 1]}))),
+        ),
+        ProfileUpdate::new(
+            "u5",
+            ProfileOperation::Append(properties(json!({"visits": {"page": "/"}}))),
+        ),
+        ProfileUpdate::new(
+            "u6",
+            ProfileOperation::Remove(properties(json!({"tags": "a"}))),
+        ),
+        ProfileUpdate::new(
+            "u7",
+            ProfileOperation::Unset(vec!["$email".to_owned(), "tier".to_owned()]),
+        ),
+        duplicate,
+    ];
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 8);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        Value::Array(updates_in(&requests[0])),
+        json!([
+            {"$token": TOKEN, "$distinct_id": "u1",
+             "$set": {"$email": "a@example.com", "tier": 2}, "$ignore_time": true},
+            {"$token": TOKEN, "$distinct_id": "u2", "$set_once": {"first_seen": "2026-11-28"}},
+            {"$token": TOKEN, "$distinct_id": "u3", "$add": {"coins": 13, "debt": -2.5}},
+            {"$token": TOKEN, "$distinct_id": "u4", "$union": {"tags": ["a", 1]}},
+            {"$token": TOKEN, "$distinct_id": "u5", "$append": {"visits": {"page": "/"}}},
+            {"$token": TOKEN, "$distinct_id": "u6", "$remove": {"tags": "a"}},
+            {"$token": TOKEN, "$distinct_id": "u7", "$unset": ["$email", "tier"]},
+            {"$token": TOKEN, "$distinct_id": "u8", "$delete": null, "$ignore_alias": true},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_200_whose_body_says_status_0_is_rejected_with_mixpanels_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"status": 0, "error": format!("token {TOKEN} is not a valid project token")}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let error = client(&server).engage(&[set("cust-1")]).await.unwrap_err();
+
+    let Error::Rejected { status, message } = &error else {
+        panic!("expected Rejected, got {error:?}");
+    };
+    assert_eq!(*status, 200);
+    assert_eq!(message, "token [redacted] is not a valid project token");
+    let printed = format!("{error} {error:?}");
+    assert!(!printed.contains(TOKEN), "{printed}");
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn bare_1_and_0_bodies_are_read_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("0"))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+
+    let result = client.engage(&[set("cust-1")]).await.unwrap();
+    assert_eq!(result.n_accepted, 1);
+    let error = client.engage(&[set("cust-2")]).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Rejected { status: 200, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_401_is_an_auth_error_and_is_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "unauthorized"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let error = client(&server).engage(&[set("cust-1")]).await.unwrap_err();
+
+    assert!(error.is_auth(), "{error:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_503_is_retried_and_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_ok(&server).await;
+
+    let result = client(&server)
+        .engage(&[set("cust-1"), set("cust-2")])
+        .await
+        .unwrap();
+
+    assert_eq!(result.n_accepted, 2);
+    assert_eq!(result.n_requests, 2);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].body, requests[1].body,
+        "the retry resends the same body"
+    );
+}
+
+#[tokio::test]
+async fn the_first_error_stops_the_call_after_earlier_requests() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(status_1())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "bad request"})))
+        .mount(&server)
+        .await;
+    let updates: Vec<ProfileUpdate> = (0..4001).map(|idx| set(format!("cust-{idx}"))).collect();
+
+    let error = client(&server).engage(&updates).await.unwrap_err();
+
+    assert!(
+        matches!(&error, Error::Rejected { status: 400, message } if message == "bad request"),
+        "{error:?}"
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "the third request is never sent"
+    );
+}
+
+#[tokio::test]
+async fn without_a_project_token_nothing_is_sent() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+    let client = Client::builder(Credentials::service_account("svc", SECRET, "3141592"))
+        .base_url(server.uri())
+        .build()
+        .unwrap();
+
+    let error = client.engage(&[set("cust-1")]).await.unwrap_err();
+
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_and_mistyped_updates_fail_alone() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+    let huge = ProfileUpdate::new(
+        "cust-huge",
+        ProfileOperation::Set(properties(json!({"blob": "x".repeat(1_000_000)}))),
+    );
+    let not_a_number = ProfileUpdate::new(
+        "cust-nan",
+        ProfileOperation::Add(properties(json!({"coins": "13"}))),
+    );
+    let updates = [
+        set("cust-0"),
+        huge,
+        set("cust-2"),
+        not_a_number,
+        set("cust-4"),
+    ];
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 3);
+    let failed: Vec<usize> = result.failed.iter().map(|failed| failed.index).collect();
+    assert_eq!(failed, [1, 3]);
+    assert!(
+        result.failed[0].message.contains("1000000 bytes"),
+        "{:?}",
+        result.failed[0]
+    );
+    assert_eq!(
+        result.failed[1].message,
+        r#"$add property "coins" is not a number"#
+    );
+    let requests = server.received_requests().await.unwrap();
+    let sent: Vec<Value> = requests.iter().flat_map(updates_in).collect();
+    let sent: Vec<&str> = sent
+        .iter()
+        .map(|update| update["$distinct_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["cust-0", "cust-2", "cust-4"]);
+}
+
+#[tokio::test]
+async fn a_413_splits_the_request_until_the_parts_fit() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(|request: &Request| {
+            if updates_in(request).len() > 1 {
+                ResponseTemplate::new(413).set_body_json(json!({"error": "too large"}))
+            } else {
+                ResponseTemplate::new(200).set_body_json(json!({"status": 1}))
+            }
+        })
+        .mount(&server)
+        .await;
+    let updates: Vec<ProfileUpdate> = (0..3).map(|idx| set(format!("cust-{idx}"))).collect();
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 3);
+    assert!(result.failed.is_empty());
+    // [0,1,2] → 413; [0,1] → 413; [0]; [1]; [2].
+    assert_eq!(result.n_requests, 5);
+    let requests = server.received_requests().await.unwrap();
+    let accepted: Vec<String> = requests
+        .iter()
+        .map(updates_in)
+        .filter(|updates| updates.len() == 1)
+        .map(|updates| updates[0]["$distinct_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(accepted, ["cust-0", "cust-1", "cust-2"], "order is kept");
+}
+
+#[tokio::test]
+async fn an_empty_call_sends_nothing() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+
+    let result = client(&server).engage(&[]).await.unwrap();
+
+    assert_eq!(result.n_requests, 0);
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[test]
+fn the_token_never_prints() {
+    let client = Client::builder(Credentials::service_account("svc", SECRET, "3141592"))
+        .project_token(TOKEN)
+        .build()
+        .unwrap();
+    let printed = format!("{client:?}");
+    assert!(!printed.contains(TOKEN), "{printed}");
+    assert!(!printed.contains(SECRET), "{printed}");
+}
