@@ -64,6 +64,18 @@ fn build_binary(profile_dir: &Path) {
     command
         .args(["build", "-p", "braze-mixpanel-bridge"])
         .current_dir(tests_dir());
+    // Cargo sets package variables (CARGO_MANIFEST_DIR, CARGO_PKG_*) for
+    // this test process; some build scripts (ring's) watch them, so passing
+    // them on would rebuild those crates on every run.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        let is_package_variable = key_text.starts_with("CARGO_")
+            && !matches!(key_text.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+            || key_text == "OUT_DIR";
+        if is_package_variable {
+            command.env_remove(&key);
+        }
+    }
     if profile_dir
         .file_name()
         .is_some_and(|name| name == "release")

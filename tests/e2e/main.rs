@@ -10,12 +10,14 @@
 //! - `skip_rules`: `no_external_user_id`, `not_exported_type`, `filtered`;
 //! - `invalid_events`: every invalid reason, and batches that keep going;
 //! - `storage_shape`: the flat storage (Avro) shape of Currents events;
-//! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout.
+//! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout;
+//! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes.
 
 mod harness;
 
 mod golden;
 mod hostile;
+mod import;
 mod input_formats;
 mod invalid_events;
 mod mixed;

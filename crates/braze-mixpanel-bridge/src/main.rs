@@ -1,10 +1,14 @@
 //! `braze-mixpanel-bridge`: the command line. It parses arguments and wires
 //! the library crates together; the work itself lives in them.
 //!
-//! Exit codes: 0 success (events may still have been skipped or invalid; the
-//! summary says how many), 1 failure (unreadable input, input that is not
-//! JSON, output that cannot be written), 2 usage error.
+//! Exit codes: 0 success (for `transform`, events may still have been
+//! skipped or invalid; the summary says how many), 1 failure (unreadable
+//! input, input that is not JSON, output that cannot be written, refused
+//! credentials), 2 usage error, 3 `import` finished but some records were
+//! not imported.
 
+mod import_cmd;
+mod mixpanel_args;
 mod transform_cmd;
 
 use std::process::ExitCode;
@@ -17,7 +21,7 @@ use clap::{Parser, Subcommand};
     name = "braze-mixpanel-bridge",
     version,
     about,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error."
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 some records not imported."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,10 +32,13 @@ struct Cli {
 enum Command {
     /// Map Currents events (a file or stdin) to Mixpanel events (NDJSON on stdout).
     Transform(transform_cmd::TransformArgs),
+    /// Import Mixpanel events (NDJSON or JSON arrays) into Mixpanel's /import.
+    Import(import_cmd::ImportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
@@ -46,7 +53,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Transform(args) => transform_cmd::run(args),
+        Command::Import(args) => import_cmd::run(args),
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level (warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// A closed stdout (`transform | head`) is a normal way to stop.

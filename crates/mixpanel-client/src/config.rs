@@ -111,6 +111,12 @@ pub enum Credentials {
         /// The Mixpanel project id.
         project_id: String,
     },
+    /// The project token (Basic `token:`). `/import` accepts it; the query
+    /// API does not.
+    ProjectToken {
+        /// The project token.
+        token: Secret,
+    },
     /// The project's API secret (Basic `secret:`). Deprecated by Mixpanel
     /// and retired on 2027-03-03: the client logs a warning when built with it.
     ApiSecret {
@@ -143,11 +149,19 @@ impl Credentials {
         }
     }
 
+    /// Project token credentials (for `/import` only).
+    pub fn project_token(token: impl Into<Secret>) -> Credentials {
+        Credentials::ProjectToken {
+            token: token.into(),
+        }
+    }
+
     /// The project id, when the credentials carry one.
     pub fn project_id(&self) -> Option<&str> {
         match self {
             Credentials::ServiceAccount { project_id, .. } => Some(project_id),
             Credentials::ApiSecret { project_id, .. } => project_id.as_deref(),
+            Credentials::ProjectToken { .. } => None,
         }
     }
 
@@ -158,6 +172,7 @@ impl Credentials {
                 username, secret, ..
             } => (username.as_str(), secret.expose()),
             Credentials::ApiSecret { secret, .. } => (secret.expose(), ""),
+            Credentials::ProjectToken { token } => (token.expose(), ""),
         };
         use base64::Engine as _;
         let encoded =

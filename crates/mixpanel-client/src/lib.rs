@@ -145,7 +145,9 @@ mod event;
 mod import;
 mod limiter;
 pub mod ndjson;
+pub mod pipeline;
 mod query;
+pub mod reader;
 mod retry;
 mod transport;
 
