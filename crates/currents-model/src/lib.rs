@@ -47,10 +47,44 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Typed access
+//!
+//! [`Event::typed`] turns an event into the struct of its type, one per
+//! [`EventType`], with each field of Braze's schema typed by its Avro type
+//! (a required field plain, an optional one an `Option`) and what the schema
+//! does not name kept in `extra`. See [`typed`] for the rules.
+//!
+//! ```
+//! use currents_model::Event;
+//! use currents_model::typed::TypedEvent;
+//!
+//! let event = Event::parse(r#"{
+//!     "event_type": "users.messages.email.Click",
+//!     "id": "5b3f2c1e-8a4d-4e2b-9c1a-0f6e7d8c9b0a",
+//!     "time": 1732792800,
+//!     "user": {"user_id": "65f1c0ffee", "external_user_id": "cust-1042"},
+//!     "properties": {"email_address": "ada@example.com", "url": "https://shop.example/sale",
+//!                    "is_amp": false}
+//! }"#)?;
+//! match event.typed()? {
+//!     TypedEvent::MessagesEmailClick(click) => {
+//!         assert_eq!(click.url.as_deref(), Some("https://shop.example/sale"));
+//!         assert_eq!(click.email_address, "ada@example.com");
+//!         assert_eq!(click.is_amp, Some(false));
+//!         assert_eq!(click.campaign_id, None);
+//!     }
+//!     TypedEvent::Other(unknown) => println!("unknown type {}", unknown.event_type),
+//!     other => println!("another type: {:?}", other.event_type()),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Regenerating the tables
 //!
-//! `src/generated.rs` is produced from Braze's field tables by
-//! `cargo xtask codegen` in this crate's workspace; CI fails when it is stale.
+//! `src/generated.rs` (the types and their schemas) and
+//! `src/typed_generated.rs` (the typed structs and their conversion) are
+//! produced from Braze's field tables by `cargo xtask codegen` in this
+//! crate's workspace; CI fails when they are stale.
 
 #![deny(missing_docs)]
 
@@ -60,6 +94,8 @@ mod generated;
 mod invalid;
 mod json;
 mod schema;
+pub mod typed;
+mod typed_generated;
 
 pub use batch::Batch;
 pub use event::{Event, EventTypeName, NestedProperties, Property, Shape, User};
@@ -69,3 +105,8 @@ pub use schema::{AvroType, FieldLocation, FieldSpec};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
