@@ -149,6 +149,18 @@ impl Credentials {
         }
     }
 
+    /// Legacy project API secret credentials with the project id the query
+    /// API needs.
+    pub fn api_secret_with_project(
+        secret: impl Into<Secret>,
+        project_id: impl Into<String>,
+    ) -> Credentials {
+        Credentials::ApiSecret {
+            secret: secret.into(),
+            project_id: Some(project_id.into()),
+        }
+    }
+
     /// Project token credentials (for `/import` only).
     pub fn project_token(token: impl Into<Secret>) -> Credentials {
         Credentials::ProjectToken {

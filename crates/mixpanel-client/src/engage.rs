@@ -37,7 +37,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
 use crate::transport::{HttpRequest, HttpResponse};
-use crate::{Client, Error};
+use crate::{Client, Credentials, Error};
 
 /// Updates per request; Mixpanel accepts at most 2000.
 const MAX_UPDATES_PER_REQUEST: usize = 2000;
@@ -172,6 +172,8 @@ impl Serialize for WireUpdate<'_> {
 struct EngageChunk {
     updates: Vec<(usize, Vec<u8>)>,
     n_bytes: usize,
+    /// Holds an `$add` or `$append`, which applies twice if sent twice.
+    has_cumulative_update: bool,
 }
 
 impl EngageChunk {
@@ -188,9 +190,15 @@ impl EngageChunk {
         Bytes::from(body)
     }
 
-    fn push(&mut self, index: usize, json: Vec<u8>) {
+    fn push(&mut self, index: usize, json: Vec<u8>, is_cumulative: bool) {
         self.n_bytes += json.len() + 1;
+        self.has_cumulative_update |= is_cumulative;
         self.updates.push((index, json));
+    }
+
+    /// Whether sending the chunk twice has the same effect as once.
+    fn is_idempotent(&self) -> bool {
+        !self.has_cumulative_update
     }
 
     fn has_room_for(&self, n_bytes: usize) -> bool {
@@ -198,15 +206,18 @@ impl EngageChunk {
             && self.n_bytes + n_bytes + 2 <= MAX_REQUEST_BYTES
     }
 
+    /// Splits in halves; each half keeps the chunk's cumulative flag, which
+    /// errs on the side of not retrying.
     fn split(mut self) -> (EngageChunk, EngageChunk) {
         let second = self.updates.split_off(self.updates.len().div_ceil(2));
+        let is_cumulative = self.has_cumulative_update;
         let mut first = EngageChunk::default();
         for (index, json) in self.updates {
-            first.push(index, json);
+            first.push(index, json, is_cumulative);
         }
         let mut rest = EngageChunk::default();
         for (index, json) in second {
-            rest.push(index, json);
+            rest.push(index, json, is_cumulative);
         }
         (first, rest)
     }
@@ -224,10 +235,14 @@ impl Client {
     /// caller that resends after an error should pass at most 2000 updates
     /// per call.
     pub async fn engage(&self, updates: &[ProfileUpdate]) -> Result<EngageResult, Error> {
-        let Some(token) = &self.inner.project_token else {
-            return Err(Error::Config(
-                "/engage needs the project token: set ClientBuilder::project_token".to_owned(),
-            ));
+        let token = match (&self.inner.project_token, &self.inner.credentials) {
+            (Some(token), _) => token,
+            (None, Credentials::ProjectToken { token }) => token,
+            (None, _) => {
+                return Err(Error::Config(
+                    "/engage needs the project token: set ClientBuilder::project_token".to_owned(),
+                ));
+            }
         };
         let span = tracing::info_span!(
             "mixpanel.engage",
@@ -274,7 +289,11 @@ impl Client {
             if !chunk.has_room_for(json.len()) {
                 chunks.push(std::mem::take(&mut chunk));
             }
-            chunk.push(index, json);
+            let is_cumulative = matches!(
+                update.operation,
+                ProfileOperation::Add(_) | ProfileOperation::Append(_)
+            );
+            chunk.push(index, json, is_cumulative);
         }
         if !chunk.updates.is_empty() {
             chunks.push(chunk);
@@ -355,6 +374,9 @@ impl Client {
                 url: format!("{}/engage?verbose=1&ip=0", self.inner.ingestion_url),
                 headers,
                 body: chunk.body(),
+                // $add and $append would apply twice if a request that
+                // Mixpanel applied were sent again.
+                retry_when_unsure: chunk.is_idempotent(),
             })
             .await
     }

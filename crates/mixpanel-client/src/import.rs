@@ -184,6 +184,8 @@ impl Client {
                 url: self.import_url(),
                 headers,
                 body,
+                // Mixpanel deduplicates on $insert_id: sending twice is harmless.
+                retry_when_unsure: true,
             })
             .await
     }

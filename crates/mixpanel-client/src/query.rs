@@ -267,6 +267,7 @@ impl Client {
                 url,
                 headers,
                 body: form.map(Bytes::from).unwrap_or_default(),
+                retry_when_unsure: true,
             })
             .await
     }

@@ -3,7 +3,11 @@
 //!
 //! Retried: 429, 5xx, timeouts and connection errors. Not retried: anything
 //! else (a 400 is a per-record answer, 401/403 need new credentials, 413
-//! needs a smaller request; the callers handle those).
+//! needs a smaller request; the callers handle those). A request that is not
+//! idempotent (`/engage` with `$add` or `$append`) is retried only when
+//! Mixpanel cannot have applied it: a 429 or a refused connection. A request that is not
+//! idempotent (`/engage` with `$add` or `$append`) is retried only when
+//! Mixpanel cannot have applied it: a 429 or a refused connection.
 //!
 //! Timing: attempt `n` (counting retries from 1) waits a uniformly random
 //! delay in `[0, min(max_delay, initial_delay * 2^(n-1))]`, or at least the
@@ -134,7 +138,9 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
         let (reason, server_delay) = match result {
             Ok(response) => {
                 response.attempts = self.attempts;
-                if !is_retryable_status(response.status) {
+                let is_safe =
+                    response.status == StatusCode::TOO_MANY_REQUESTS || request.retry_when_unsure;
+                if !is_retryable_status(response.status) || !is_safe {
                     return None;
                 }
                 (
@@ -142,7 +148,19 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
                     retry_after(response),
                 )
             }
-            Err(error) => (crate::transport::describe(&**error), None),
+            Err(error) => {
+                let never_sent = error
+                    .downcast_ref::<reqwest::Error>()
+                    .is_some_and(reqwest::Error::is_connect);
+                if !never_sent && !request.retry_when_unsure {
+                    *result = Err(Box::new(Exhausted {
+                        attempts: self.attempts,
+                        message: crate::transport::describe(&**error),
+                    }));
+                    return None;
+                }
+                (crate::transport::describe(&**error), None)
+            }
         };
         let out_of_attempts = self.attempts > self.params.max_retries;
         if out_of_attempts || !self.budget.withdraw() {

@@ -30,6 +30,10 @@ pub(crate) struct HttpRequest {
     pub(crate) url: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// Whether the request may be sent again after a failure that leaves it
+    /// unknown whether Mixpanel applied it (5xx, timeout). True for
+    /// idempotent requests; 429s and refused connections are always retried.
+    pub(crate) retry_when_unsure: bool,
 }
 
 /// A response with its body read.

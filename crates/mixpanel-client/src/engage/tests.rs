@@ -96,7 +96,7 @@ fn answer_bodies_bare_and_verbose() {
 fn chunks_split_in_order_and_bodies_are_json_arrays() {
     let mut chunk = EngageChunk::default();
     for index in 0..5 {
-        chunk.push(index, format!("{{\"i\":{index}}}").into_bytes());
+        chunk.push(index, format!("{{\"i\":{index}}}").into_bytes(), false);
     }
     assert_eq!(
         &chunk.body()[..],
@@ -117,12 +117,12 @@ fn a_chunk_is_full_at_2000_updates_or_10_mb() {
     let mut chunk = EngageChunk::default();
     for index in 0..MAX_UPDATES_PER_REQUEST {
         assert!(chunk.has_room_for(10));
-        chunk.push(index, vec![b'1'; 10]);
+        chunk.push(index, vec![b'1'; 10], false);
     }
     assert!(!chunk.has_room_for(10));
 
     let mut chunk = EngageChunk::default();
-    chunk.push(0, vec![b'1'; MAX_REQUEST_BYTES - 1000]);
+    chunk.push(0, vec![b'1'; MAX_REQUEST_BYTES - 1000], false);
     assert!(chunk.has_room_for(100));
     assert!(!chunk.has_room_for(1000));
 }

@@ -252,6 +252,55 @@ async fn a_503_is_retried_and_then_succeeds() {
 }
 
 #[tokio::test]
+async fn cumulative_updates_are_not_resent_after_a_503_but_are_after_a_429() {
+    let increment = || {
+        let mut by = serde_json::Map::new();
+        by.insert("Coins".to_owned(), serde_json::json!(5));
+        ProfileUpdate::new("cust-1", ProfileOperation::Add(by))
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let error = client(&server).engage(&[increment()]).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Unavailable {
+                status: 503,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "an $add Mixpanel may have applied is not sent twice"
+    );
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_ok(&server).await;
+    let result = client(&server).engage(&[increment()]).await.unwrap();
+    assert_eq!(result.n_accepted, 1);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "a 429 was not applied: resent"
+    );
+}
+
+#[tokio::test]
 async fn the_first_error_stops_the_call_after_earlier_requests() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
