@@ -76,6 +76,8 @@ impl Client {
             project = self.project_id().unwrap_or("-"),
             n_events = batch.len(),
             bytes = batch.body_bytes(),
+            status = tracing::field::Empty,
+            attempts = tracing::field::Empty,
         );
         self.import_with_splits(batch.clone())
             .instrument(span)
@@ -88,6 +90,9 @@ impl Client {
         while let Some((offset, batch)) = pending.pop() {
             let response = self.send_import(&batch).await?;
             result.n_requests += response.attempts;
+            let span = tracing::Span::current();
+            span.record("status", response.status.as_u16());
+            span.record("attempts", response.attempts);
             match response.status {
                 StatusCode::PAYLOAD_TOO_LARGE if batch.len() > 1 => {
                     tracing::info!(

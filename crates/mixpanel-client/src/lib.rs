@@ -161,3 +161,8 @@ pub use import::{FailedRecord, ImportResult};
 pub use limiter::QueryLimits;
 pub use query::{Cohort, CohortMember, MemberQuery};
 pub use retry::RetryParams;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
