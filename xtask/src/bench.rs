@@ -1,10 +1,15 @@
 //! `cargo xtask bench`: runs the benchmarks whose figures `docs/benchmarks.md` records.
 //!
 //! Extra arguments go to criterion, e.g. `cargo xtask bench -- --quick`.
+//! `cargo xtask bench import [...]` runs the end-to-end `/import` benchmark
+//! instead (see [`crate::bench_import`]).
 
 use crate::{cargo, run_command};
 
 pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
+    if let ["import", import_args @ ..] = extra_args {
+        return crate::bench_import::run(import_args);
+    }
     let mut command = cargo();
     command.args(["bench", "-p", "bridge-server", "--bench", "mapping"]);
     let criterion_args: Vec<&str> = extra_args

@@ -4,6 +4,7 @@
 //! runs exactly what CI runs: `cargo xtask ci`.
 
 mod bench;
+mod bench_import;
 mod ci;
 mod codegen;
 mod tidy;
@@ -18,6 +19,8 @@ tasks:
   ci                 fmt check, clippy -D warnings, codegen --check, tests
   codegen [--check]  regenerate code from the Currents reference tables
   bench              run the criterion benchmarks and print the figures
+  bench import [--events N]... [--concurrency C] [--gzip on|off|both]
+                     end-to-end import into a local /import sink on loopback
   tidy               repository hygiene checks (also run as a test)
 ";
 
