@@ -10,7 +10,7 @@ use std::borrow::Cow;
 /// `json` without whitespace between tokens. Expects valid JSON; text that
 /// already has no line breaks is returned as is, without copying.
 pub fn compact(json: &str) -> Cow<'_, str> {
-    if !json.bytes().any(|byte| byte == b'\n' || byte == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_none() {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len());

@@ -91,8 +91,8 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
-/// The envelope keys, which event properties never overwrite.
-const ENVELOPE_KEYS: [&str; 5] = ["$partner_id", "distinct_id", "$insert_id", "time", "token"];
+/// How many envelope keys an event carries at most.
+const N_ENVELOPE_KEYS: usize = 5;
 
 const CUSTOM_PROPERTY_PREFIX: &str = "[Custom event property]";
 const PURCHASE_PROPERTY_PREFIX: &str = "[Purchase property]";
@@ -151,7 +151,7 @@ impl Mapper {
         let nested_len =
             nested_len(&event.custom_properties) + nested_len(&event.purchase_properties);
         let mut properties = Properties::with_capacity(
-            ENVELOPE_KEYS.len() + event.properties.len() + 1 + nested_len,
+            N_ENVELOPE_KEYS + event.properties.len() + 1 + nested_len,
         );
         properties.insert("$partner_id", PropertyValue::String(Cow::Borrowed("braze")));
         properties.insert("distinct_id", PropertyValue::String(distinct_id));
@@ -164,20 +164,22 @@ impl Mapper {
             properties.insert("token", PropertyValue::String(Cow::Borrowed(token)));
         }
 
-        let is_new_field = |key: &str| known_type.is_some_and(|known| !known.has_field(key));
-        let is_sent = |output_key: &str, is_new_field: bool| {
-            !ENVELOPE_KEYS.contains(&output_key)
-                && (is_new_field || property_list.contains(output_key))
+        // The schema lookup (is this a field Braze added since the tables?)
+        // only matters for keys the export list does not name.
+        let is_sent = |input_key: &str, output_key: &str| {
+            !is_envelope_key(output_key)
+                && (property_list.contains(output_key)
+                    || known_type.is_some_and(|known| !known.has_field(input_key)))
         };
         for property in event.properties {
-            let is_new = is_new_field(&property.key);
-            let output_key = match renamed(&property.key) {
+            let new_name = renamed(&property.key);
+            if !is_sent(&property.key, new_name.unwrap_or(&property.key)) {
+                continue;
+            }
+            let output_key = match new_name {
                 Some(new_name) => Cow::Borrowed(new_name),
                 None => property.key,
             };
-            if !is_sent(&output_key, is_new) {
-                continue;
-            }
             if property.value.get() == "null" {
                 // Null means "not set", also over an earlier duplicate key.
                 properties.remove(&output_key);
@@ -186,7 +188,7 @@ impl Mapper {
             }
         }
         if let Some(device_id) = event.user.device_id
-            && is_sent("device_id", is_new_field("device_id"))
+            && is_sent("device_id", "device_id")
         {
             properties.insert("device_id", PropertyValue::String(device_id));
         }
@@ -206,6 +208,11 @@ impl Mapper {
             properties,
         })
     }
+}
+
+/// Whether a key is one of the envelope's, which properties never overwrite.
+fn is_envelope_key(key: &str) -> bool {
+    matches!(key, "$partner_id" | "distinct_id" | "$insert_id" | "time" | "token")
 }
 
 /// The name Braze's Mixpanel export gives a field it renames.
@@ -238,7 +245,10 @@ fn insert_prefixed<'a>(
         None => {}
         Some(NestedProperties::Object(list)) => {
             for property in list {
-                let key = format!("{prefix} {}", property.key);
+                let mut key = String::with_capacity(prefix.len() + 1 + property.key.len());
+                key.push_str(prefix);
+                key.push(' ');
+                key.push_str(&property.key);
                 if property.is_null() {
                     properties.remove(&key);
                 } else {
