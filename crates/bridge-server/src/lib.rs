@@ -4,5 +4,6 @@
 //! ([`mapping`]) and the batch transformation behind the
 //! `braze-mixpanel-bridge transform` command ([`transform`]).
 
+pub mod config;
 pub mod mapping;
 pub mod transform;

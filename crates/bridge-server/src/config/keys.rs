@@ -1,0 +1,270 @@
+//! The keys of the configuration: each one's dotted name in the file, its
+//! environment variable and, for integers, its bounds and default. One
+//! table, read by the raw stage (which variable sets what), the validation
+//! (bounds, defaults) and the rendering; `docs/configuration.md` documents
+//! each entry.
+
+/// A key and the environment variable that overrides it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key {
+    /// The dotted key in the file (`ingest.max_body_bytes`).
+    pub(crate) key: &'static str,
+    /// The variable (`BRIDGE_MAX_BODY_BYTES`).
+    pub(crate) env: &'static str,
+}
+
+/// An integer key, with its bounds and default.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntKey {
+    pub(crate) key: &'static str,
+    pub(crate) env: &'static str,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    pub(crate) default: u64,
+}
+
+impl IntKey {
+    /// What a valid value looks like, for error messages.
+    pub(crate) fn expected(&self) -> String {
+        match (self.min, self.max) {
+            (0, u64::MAX) => "a non-negative integer".to_owned(),
+            (1, u64::MAX) => "a positive integer".to_owned(),
+            (min, u64::MAX) => format!("an integer of at least {min}"),
+            (min, max) => format!("an integer from {min} to {max}"),
+        }
+    }
+}
+
+/// The default of `listen`.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default of `data_dir`.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./bridge-data";
+
+pub(crate) const LISTEN: Key = Key {
+    key: "listen",
+    env: "BRIDGE_LISTEN",
+};
+pub(crate) const DATA_DIR: Key = Key {
+    key: "data_dir",
+    env: "BRIDGE_DATA_DIR",
+};
+pub(crate) const DRY_RUN: Key = Key {
+    key: "dry_run",
+    env: "BRIDGE_DRY_RUN",
+};
+pub(crate) const LOG_FORMAT: Key = Key {
+    key: "log_format",
+    env: "BRIDGE_LOG_FORMAT",
+};
+pub(crate) const TOKENS: Key = Key {
+    key: "ingest.tokens",
+    env: "BRIDGE_CURRENTS_TOKENS",
+};
+pub(crate) const TOKENS_FILE: Key = Key {
+    key: "ingest.tokens_file",
+    env: "BRIDGE_CURRENTS_TOKENS_FILE",
+};
+pub(crate) const ALLOW_UNAUTHENTICATED: Key = Key {
+    key: "ingest.allow_unauthenticated",
+    env: "BRIDGE_ALLOW_UNAUTHENTICATED",
+};
+pub(crate) const MAX_BODY_BYTES: IntKey = IntKey {
+    key: "ingest.max_body_bytes",
+    env: "BRIDGE_MAX_BODY_BYTES",
+    min: 1,
+    max: u64::MAX,
+    default: 16 * 1024 * 1024,
+};
+pub(crate) const INGEST_REQUEST_TIMEOUT_SECS: IntKey = IntKey {
+    key: "ingest.request_timeout_secs",
+    env: "BRIDGE_REQUEST_TIMEOUT_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 30,
+};
+pub(crate) const SPOOL_MAX_BYTES: IntKey = IntKey {
+    key: "spool.max_bytes",
+    env: "BRIDGE_SPOOL_MAX_BYTES",
+    min: 1,
+    max: u64::MAX,
+    default: 2 * 1024 * 1024 * 1024,
+};
+pub(crate) const WORKERS: IntKey = IntKey {
+    key: "delivery.workers",
+    env: "BRIDGE_DELIVERY_WORKERS",
+    min: 1,
+    max: 1024,
+    default: 4,
+};
+pub(crate) const CONCURRENCY: IntKey = IntKey {
+    key: "delivery.concurrency",
+    env: "BRIDGE_DELIVERY_CONCURRENCY",
+    min: 1,
+    max: 1024,
+    default: 10,
+};
+pub(crate) const LEASE_SECS: IntKey = IntKey {
+    key: "delivery.lease_secs",
+    env: "BRIDGE_DELIVERY_LEASE_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 600,
+};
+pub(crate) const DELIVERY_REQUEST_TIMEOUT_SECS: IntKey = IntKey {
+    key: "delivery.request_timeout_secs",
+    env: "BRIDGE_DELIVERY_REQUEST_TIMEOUT_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 30,
+};
+pub(crate) const MAX_RETRIES: IntKey = IntKey {
+    key: "delivery.max_retries",
+    env: "BRIDGE_DELIVERY_MAX_RETRIES",
+    min: 0,
+    max: 100,
+    default: 5,
+};
+pub(crate) const RETRY_INITIAL_BACKOFF_SECS: IntKey = IntKey {
+    key: "delivery.retry_initial_backoff_secs",
+    env: "BRIDGE_DELIVERY_RETRY_INITIAL_BACKOFF_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 2,
+};
+pub(crate) const RETRY_MAX_BACKOFF_SECS: IntKey = IntKey {
+    key: "delivery.retry_max_backoff_secs",
+    env: "BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 60,
+};
+pub(crate) const MAX_BATCH_EVENTS: IntKey = IntKey {
+    key: "delivery.max_batch_events",
+    env: "BRIDGE_DELIVERY_MAX_BATCH_EVENTS",
+    min: 1,
+    max: 2000,
+    default: 2000,
+};
+pub(crate) const MAX_BATCH_BYTES: IntKey = IntKey {
+    key: "delivery.max_batch_bytes",
+    env: "BRIDGE_DELIVERY_MAX_BATCH_BYTES",
+    min: 1,
+    max: 10_000_000,
+    default: 10_000_000,
+};
+pub(crate) const INCLUDE_TYPES: Key = Key {
+    key: "mapping.include_types",
+    env: "BRIDGE_INCLUDE_TYPES",
+};
+pub(crate) const EXCLUDE_TYPES: Key = Key {
+    key: "mapping.exclude_types",
+    env: "BRIDGE_EXCLUDE_TYPES",
+};
+
+/// The variable naming the config file when `--config` is not given.
+pub(crate) const CONFIG_VAR: &str = "BRIDGE_CONFIG";
+
+/// Where the variables of a `[[projects]]` entry start:
+/// `BRIDGE_PROJECT_<NAME>_<KEY>`, NAME being the project name in upper case
+/// with every character other than a letter or digit replaced by `_`.
+pub(crate) const PROJECT_VAR_PREFIX: &str = "BRIDGE_PROJECT_";
+
+/// `BRIDGE_*` variables that belong to other tools: the code generator's
+/// `BRIDGE_REFERENCE_DIR`. They are not reported as unknown.
+pub(crate) const OTHER_BRIDGE_VARS: &[&str] = &["BRIDGE_REFERENCE_DIR"];
+
+/// The environment variables of one project's connection keys.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionVars<S> {
+    pub(crate) project_id: S,
+    pub(crate) service_account_username: S,
+    pub(crate) service_account_secret: S,
+    pub(crate) service_account_secret_file: S,
+    pub(crate) api_secret: S,
+    pub(crate) api_secret_file: S,
+    pub(crate) project_token: S,
+    pub(crate) project_token_file: S,
+    pub(crate) region: S,
+    pub(crate) api_url: S,
+}
+
+/// The default project's variables, named as the `import` command names them.
+pub(crate) const DEFAULT_PROJECT_VARS: ConnectionVars<&str> = ConnectionVars {
+    project_id: "MIXPANEL_PROJECT_ID",
+    service_account_username: "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
+    service_account_secret: "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+    service_account_secret_file: "MIXPANEL_SERVICE_ACCOUNT_SECRET_FILE",
+    api_secret: "MIXPANEL_API_SECRET",
+    api_secret_file: "MIXPANEL_API_SECRET_FILE",
+    project_token: "MIXPANEL_PROJECT_TOKEN",
+    project_token_file: "MIXPANEL_PROJECT_TOKEN_FILE",
+    region: "MIXPANEL_REGION",
+    api_url: "MIXPANEL_API_URL",
+};
+
+/// The suffixes of a `[[projects]]` entry's variables, after
+/// `BRIDGE_PROJECT_<NAME>_`. No suffix ends another after an `_`, so a
+/// variable names at most one project and key.
+pub(crate) const PROJECT_VAR_SUFFIXES: [&str; 12] = [
+    "PROJECT_ID",
+    "SERVICE_ACCOUNT_USERNAME",
+    "SERVICE_ACCOUNT_SECRET",
+    "SERVICE_ACCOUNT_SECRET_FILE",
+    "API_SECRET",
+    "API_SECRET_FILE",
+    "PROJECT_TOKEN",
+    "PROJECT_TOKEN_FILE",
+    "REGION",
+    "API_URL",
+    "WORKSPACES",
+    "APP_GROUP_IDS",
+];
+
+impl ConnectionVars<String> {
+    /// The variables of the `[[projects]]` entry whose name mangles to `mangled`.
+    pub(crate) fn for_project(mangled: &str) -> ConnectionVars<String> {
+        let var = |suffix: &str| format!("{PROJECT_VAR_PREFIX}{mangled}_{suffix}");
+        ConnectionVars {
+            project_id: var("PROJECT_ID"),
+            service_account_username: var("SERVICE_ACCOUNT_USERNAME"),
+            service_account_secret: var("SERVICE_ACCOUNT_SECRET"),
+            service_account_secret_file: var("SERVICE_ACCOUNT_SECRET_FILE"),
+            api_secret: var("API_SECRET"),
+            api_secret_file: var("API_SECRET_FILE"),
+            project_token: var("PROJECT_TOKEN"),
+            project_token_file: var("PROJECT_TOKEN_FILE"),
+            region: var("REGION"),
+            api_url: var("API_URL"),
+        }
+    }
+}
+
+/// A project name as it appears in variable names: upper case, with every
+/// character other than an ASCII letter or digit replaced by `_`.
+pub(crate) fn mangle_project_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every integer key.
+pub(crate) const INT_KEYS: [IntKey; 12] = [
+    MAX_BODY_BYTES,
+    INGEST_REQUEST_TIMEOUT_SECS,
+    SPOOL_MAX_BYTES,
+    WORKERS,
+    CONCURRENCY,
+    LEASE_SECS,
+    DELIVERY_REQUEST_TIMEOUT_SECS,
+    MAX_RETRIES,
+    RETRY_INITIAL_BACKOFF_SECS,
+    RETRY_MAX_BACKOFF_SECS,
+    MAX_BATCH_EVENTS,
+    MAX_BATCH_BYTES,
+];

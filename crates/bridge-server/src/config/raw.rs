@@ -1,0 +1,577 @@
+//! The raw stage of the configuration: every key optional, as the TOML
+//! file, the environment and the command line give it, each value with the
+//! place it came from.
+//!
+//! The file is read with `deny_unknown_fields`, so a misspelt key is an
+//! error. The environment and the flags are then laid over it, key by key:
+//! a later layer replaces a value whatever form it had (a secret set in the
+//! environment replaces the `*_file` of the same secret in the file). Nothing
+//! is checked here beyond what it takes to read a value; `validate` does the
+//! rest.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use mixpanel_client::Secret;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
+
+use super::keys::{self, ConnectionVars, IntKey};
+use super::{ConfigError, Env, Flags};
+
+/// Where a raw value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The config file, at this byte offset of its text.
+    File { offset: usize },
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag.
+    Flag(&'static str),
+}
+
+/// A raw value and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Sourced<T> {
+    pub(crate) value: T,
+    pub(crate) origin: Origin,
+}
+
+/// The whole configuration before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) listen: Option<Sourced<String>>,
+    pub(crate) data_dir: Option<Sourced<PathBuf>>,
+    pub(crate) dry_run: Option<Sourced<bool>>,
+    pub(crate) log_format: Option<Sourced<String>>,
+    #[serde(default)]
+    pub(crate) ingest: RawIngest,
+    #[serde(default)]
+    pub(crate) spool: RawSpool,
+    #[serde(default)]
+    pub(crate) delivery: RawDelivery,
+    #[serde(default)]
+    pub(crate) mapping: RawMapping,
+    /// The default project.
+    #[serde(default)]
+    pub(crate) mixpanel: RawProject,
+    #[serde(default)]
+    pub(crate) projects: Vec<RawProject>,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngest {
+    pub(crate) tokens: Option<Sourced<SecretList>>,
+    pub(crate) tokens_file: Option<Sourced<PathBuf>>,
+    pub(crate) allow_unauthenticated: Option<Sourced<bool>>,
+    pub(crate) max_body_bytes: Option<Sourced<u64>>,
+    pub(crate) request_timeout_secs: Option<Sourced<u64>>,
+}
+
+/// `[spool]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSpool {
+    pub(crate) max_bytes: Option<Sourced<u64>>,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelivery {
+    pub(crate) workers: Option<Sourced<u64>>,
+    pub(crate) concurrency: Option<Sourced<u64>>,
+    pub(crate) lease_secs: Option<Sourced<u64>>,
+    pub(crate) request_timeout_secs: Option<Sourced<u64>>,
+    pub(crate) max_retries: Option<Sourced<u64>>,
+    pub(crate) retry_initial_backoff_secs: Option<Sourced<u64>>,
+    pub(crate) retry_max_backoff_secs: Option<Sourced<u64>>,
+    pub(crate) max_batch_events: Option<Sourced<u64>>,
+    pub(crate) max_batch_bytes: Option<Sourced<u64>>,
+}
+
+/// `[mapping]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMapping {
+    pub(crate) include_types: Option<Sourced<Vec<String>>>,
+    pub(crate) exclude_types: Option<Sourced<Vec<String>>>,
+}
+
+/// `[mixpanel]` (the default project, which takes no name or routes) or
+/// one `[[projects]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProject {
+    pub(crate) name: Option<Sourced<String>>,
+    pub(crate) workspaces: Option<Sourced<Vec<String>>>,
+    pub(crate) app_group_ids: Option<Sourced<Vec<String>>>,
+    pub(crate) project_id: Option<Sourced<ProjectIdText>>,
+    pub(crate) service_account_username: Option<Sourced<String>>,
+    pub(crate) service_account_secret: Option<Sourced<SecretText>>,
+    pub(crate) service_account_secret_file: Option<Sourced<PathBuf>>,
+    pub(crate) api_secret: Option<Sourced<SecretText>>,
+    pub(crate) api_secret_file: Option<Sourced<PathBuf>>,
+    pub(crate) project_token: Option<Sourced<SecretText>>,
+    pub(crate) project_token_file: Option<Sourced<PathBuf>>,
+    pub(crate) region: Option<Sourced<String>>,
+    pub(crate) api_url: Option<Sourced<String>>,
+}
+
+/// A secret read from the file or the environment, wrapped at once so that
+/// no stage holds it in a form `Debug` would print. Reading it from TOML
+/// never echoes the value in an error.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretText(pub(crate) Secret);
+
+/// A list of secrets (`ingest.tokens`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SecretList(pub(crate) Vec<Secret>);
+
+/// A Mixpanel project id, written as a string or an integer.
+#[derive(Debug, Clone)]
+pub(crate) struct ProjectIdText(pub(crate) String);
+
+impl RawConfig {
+    /// Reads the TOML text of a config file.
+    pub(crate) fn from_toml(text: &str) -> Result<RawConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Lays the environment over the file. Returns warnings about `BRIDGE_*`
+    /// variables that name no setting.
+    pub(crate) fn overlay_env(&mut self, env: &Env) -> Result<Vec<String>, ConfigError> {
+        set_text(&mut self.listen, env, keys::LISTEN.env)?;
+        set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
+        set_bool(&mut self.dry_run, env, keys::DRY_RUN.env)?;
+        set_text(&mut self.log_format, env, keys::LOG_FORMAT.env)?;
+
+        let ingest = &mut self.ingest;
+        if let Some(value) = env.get(keys::TOKENS.env)? {
+            let tokens = split_list(value).map(Secret::new).collect();
+            ingest.tokens = Some(from_env(SecretList(tokens), keys::TOKENS.env));
+        }
+        set_path(&mut ingest.tokens_file, env, keys::TOKENS_FILE.env)?;
+        set_bool(
+            &mut ingest.allow_unauthenticated,
+            env,
+            keys::ALLOW_UNAUTHENTICATED.env,
+        )?;
+        set_int(&mut ingest.max_body_bytes, env, &keys::MAX_BODY_BYTES)?;
+        set_int(
+            &mut ingest.request_timeout_secs,
+            env,
+            &keys::INGEST_REQUEST_TIMEOUT_SECS,
+        )?;
+
+        set_int(&mut self.spool.max_bytes, env, &keys::SPOOL_MAX_BYTES)?;
+
+        let delivery = &mut self.delivery;
+        set_int(&mut delivery.workers, env, &keys::WORKERS)?;
+        set_int(&mut delivery.concurrency, env, &keys::CONCURRENCY)?;
+        set_int(&mut delivery.lease_secs, env, &keys::LEASE_SECS)?;
+        set_int(
+            &mut delivery.request_timeout_secs,
+            env,
+            &keys::DELIVERY_REQUEST_TIMEOUT_SECS,
+        )?;
+        set_int(&mut delivery.max_retries, env, &keys::MAX_RETRIES)?;
+        set_int(
+            &mut delivery.retry_initial_backoff_secs,
+            env,
+            &keys::RETRY_INITIAL_BACKOFF_SECS,
+        )?;
+        set_int(
+            &mut delivery.retry_max_backoff_secs,
+            env,
+            &keys::RETRY_MAX_BACKOFF_SECS,
+        )?;
+        set_int(&mut delivery.max_batch_events, env, &keys::MAX_BATCH_EVENTS)?;
+        set_int(&mut delivery.max_batch_bytes, env, &keys::MAX_BATCH_BYTES)?;
+
+        set_list(
+            &mut self.mapping.include_types,
+            env,
+            keys::INCLUDE_TYPES.env,
+        )?;
+        set_list(
+            &mut self.mapping.exclude_types,
+            env,
+            keys::EXCLUDE_TYPES.env,
+        )?;
+
+        overlay_connection(&mut self.mixpanel, env, &keys::DEFAULT_PROJECT_VARS)?;
+        self.overlay_project_env(env)?;
+        Ok(unknown_variables(env))
+    }
+
+    /// `BRIDGE_PROJECT_<NAME>_<KEY>`: each must name a `[[projects]]` entry
+    /// of the file, so that a misspelt name is an error, not a silently
+    /// missing secret.
+    fn overlay_project_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        let mangled: Vec<Option<String>> = self
+            .projects
+            .iter()
+            .map(|project| {
+                let name = project.name.as_ref()?;
+                Some(keys::mangle_project_name(&name.value))
+            })
+            .collect();
+        for variable in env.names() {
+            let Some(rest) = variable.strip_prefix(keys::PROJECT_VAR_PREFIX) else {
+                continue;
+            };
+            let names_a_project = mangled.iter().flatten().any(|name| {
+                rest.strip_prefix(name.as_str())
+                    .and_then(|suffix| suffix.strip_prefix('_'))
+                    .is_some_and(|suffix| keys::PROJECT_VAR_SUFFIXES.contains(&suffix))
+            });
+            if !names_a_project {
+                return Err(ConfigError::UnknownProjectVariable {
+                    variable: variable.to_owned(),
+                });
+            }
+        }
+        for (project, mangled) in self.projects.iter_mut().zip(mangled) {
+            let Some(mangled) = mangled else { continue };
+            let vars = ConnectionVars::for_project(&mangled);
+            overlay_connection(project, env, &vars)?;
+            let routes = format!("{}{mangled}_WORKSPACES", keys::PROJECT_VAR_PREFIX);
+            set_list(&mut project.workspaces, env, &routes)?;
+            let routes = format!("{}{mangled}_APP_GROUP_IDS", keys::PROJECT_VAR_PREFIX);
+            set_list(&mut project.app_group_ids, env, &routes)?;
+        }
+        Ok(())
+    }
+
+    /// Lays the command-line flags over everything else.
+    pub(crate) fn overlay_flags(&mut self, flags: &Flags) {
+        if let Some(listen) = &flags.listen {
+            self.listen = Some(from_flag(listen.clone(), "--listen"));
+        }
+        if let Some(data_dir) = &flags.data_dir {
+            self.data_dir = Some(from_flag(data_dir.clone(), "--data-dir"));
+        }
+        if let Some(dry_run) = flags.dry_run {
+            self.dry_run = Some(from_flag(dry_run, "--dry-run"));
+        }
+        if let Some(log_format) = &flags.log_format {
+            self.log_format = Some(from_flag(log_format.clone(), "--log-format"));
+        }
+    }
+}
+
+fn overlay_connection<S: AsRef<str>>(
+    project: &mut RawProject,
+    env: &Env,
+    vars: &ConnectionVars<S>,
+) -> Result<(), ConfigError> {
+    if let Some(value) = env.get(vars.project_id.as_ref())? {
+        project.project_id = Some(from_env(
+            ProjectIdText(value.trim().to_owned()),
+            vars.project_id.as_ref(),
+        ));
+    }
+    set_text(
+        &mut project.service_account_username,
+        env,
+        vars.service_account_username.as_ref(),
+    )?;
+    set_secret(
+        &mut project.service_account_secret,
+        &mut project.service_account_secret_file,
+        env,
+        vars.service_account_secret.as_ref(),
+        vars.service_account_secret_file.as_ref(),
+    )?;
+    set_secret(
+        &mut project.api_secret,
+        &mut project.api_secret_file,
+        env,
+        vars.api_secret.as_ref(),
+        vars.api_secret_file.as_ref(),
+    )?;
+    set_secret(
+        &mut project.project_token,
+        &mut project.project_token_file,
+        env,
+        vars.project_token.as_ref(),
+        vars.project_token_file.as_ref(),
+    )?;
+    set_text(&mut project.region, env, vars.region.as_ref())?;
+    set_text(&mut project.api_url, env, vars.api_url.as_ref())?;
+    Ok(())
+}
+
+/// `BRIDGE_*` variables that are no setting: probably misspelt.
+fn unknown_variables(env: &Env) -> Vec<String> {
+    let known: Vec<&str> = [
+        keys::LISTEN.env,
+        keys::DATA_DIR.env,
+        keys::DRY_RUN.env,
+        keys::LOG_FORMAT.env,
+        keys::TOKENS.env,
+        keys::TOKENS_FILE.env,
+        keys::ALLOW_UNAUTHENTICATED.env,
+        keys::INCLUDE_TYPES.env,
+        keys::EXCLUDE_TYPES.env,
+        keys::CONFIG_VAR,
+    ]
+    .into_iter()
+    .chain(keys::INT_KEYS.iter().map(|key| key.env))
+    .chain(keys::OTHER_BRIDGE_VARS.iter().copied())
+    .collect();
+    env.names()
+        .filter(|name| name.starts_with("BRIDGE_") && !name.starts_with(keys::PROJECT_VAR_PREFIX))
+        .filter(|name| !known.contains(name))
+        .map(|name| format!("{name} is not a configuration variable and is ignored"))
+        .collect()
+}
+
+fn from_env<T>(value: T, variable: &str) -> Sourced<T> {
+    Sourced {
+        value,
+        origin: Origin::Env(variable.to_owned()),
+    }
+}
+
+fn from_flag<T>(value: T, flag: &'static str) -> Sourced<T> {
+    Sourced {
+        value,
+        origin: Origin::Flag(flag),
+    }
+}
+
+fn set_text(
+    slot: &mut Option<Sourced<String>>,
+    env: &Env,
+    variable: &str,
+) -> Result<(), ConfigError> {
+    if let Some(value) = env.get(variable)? {
+        *slot = Some(from_env(value.trim().to_owned(), variable));
+    }
+    Ok(())
+}
+
+fn set_path(
+    slot: &mut Option<Sourced<PathBuf>>,
+    env: &Env,
+    variable: &str,
+) -> Result<(), ConfigError> {
+    if let Some(value) = env.get(variable)? {
+        *slot = Some(from_env(PathBuf::from(value), variable));
+    }
+    Ok(())
+}
+
+fn set_list(
+    slot: &mut Option<Sourced<Vec<String>>>,
+    env: &Env,
+    variable: &str,
+) -> Result<(), ConfigError> {
+    if let Some(value) = env.get(variable)? {
+        let items = split_list(value).map(str::to_owned).collect();
+        *slot = Some(from_env(items, variable));
+    }
+    Ok(())
+}
+
+fn set_bool(
+    slot: &mut Option<Sourced<bool>>,
+    env: &Env,
+    variable: &str,
+) -> Result<(), ConfigError> {
+    let Some(value) = env.get(variable)? else {
+        return Ok(());
+    };
+    let parsed = match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => true,
+        "0" | "false" | "no" | "off" => false,
+        _ => {
+            return Err(ConfigError::Invalid {
+                setting: variable.to_owned(),
+                expected: "true or false (or 1 or 0)".to_owned(),
+                found: format!("{value:?}"),
+            });
+        }
+    };
+    *slot = Some(from_env(parsed, variable));
+    Ok(())
+}
+
+fn set_int(slot: &mut Option<Sourced<u64>>, env: &Env, key: &IntKey) -> Result<(), ConfigError> {
+    let Some(value) = env.get(key.env)? else {
+        return Ok(());
+    };
+    let parsed = value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ConfigError::Invalid {
+            setting: key.env.to_owned(),
+            expected: key.expected(),
+            found: format!("{value:?}"),
+        })?;
+    *slot = Some(from_env(parsed, key.env));
+    Ok(())
+}
+
+/// A secret and its `*_FILE` twin: setting both in the environment is an
+/// error; setting either replaces both from the file.
+fn set_secret(
+    value_slot: &mut Option<Sourced<SecretText>>,
+    file_slot: &mut Option<Sourced<PathBuf>>,
+    env: &Env,
+    value_var: &str,
+    file_var: &str,
+) -> Result<(), ConfigError> {
+    match (env.get(value_var)?, env.get(file_var)?) {
+        (Some(_), Some(_)) => Err(ConfigError::Conflict {
+            first: value_var.to_owned(),
+            second: file_var.to_owned(),
+        }),
+        (Some(value), None) => {
+            *value_slot = Some(from_env(SecretText(Secret::new(value.trim())), value_var));
+            *file_slot = None;
+            Ok(())
+        }
+        (None, Some(path)) => {
+            *file_slot = Some(from_env(PathBuf::from(path), file_var));
+            *value_slot = None;
+            Ok(())
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+/// A comma-separated list; items are trimmed and empty items dropped.
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sourced<T> {
+    /// Only the TOML reader deserializes these: it records the value's span.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sourced<T>, D::Error> {
+        let spanned = toml::Spanned::<T>::deserialize(deserializer)?;
+        let offset = spanned.span().start;
+        Ok(Sourced {
+            value: spanned.into_inner(),
+            origin: Origin::File { offset },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SecretText, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Accepts a string; an error about any other value never shows it.
+struct SecretVisitor;
+
+impl<'de> Visitor<'de> for SecretVisitor {
+    type Value = SecretText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<SecretText, E> {
+        Ok(SecretText(Secret::new(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretText, E> {
+        Err(E::invalid_type(Unexpected::Other("an integer"), &self))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretText, E> {
+        Err(E::invalid_type(Unexpected::Other("an integer"), &self))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretText, E> {
+        Err(E::invalid_type(Unexpected::Other("a float"), &self))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretText, E> {
+        Err(E::invalid_type(Unexpected::Other("a boolean"), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SecretList, D::Error> {
+        deserializer.deserialize_any(SecretListVisitor)
+    }
+}
+
+/// Accepts an array of strings; an error about any other value never shows it.
+struct SecretListVisitor;
+
+impl<'de> Visitor<'de> for SecretListVisitor {
+    type Value = SecretList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SecretList, A::Error> {
+        let mut secrets = Vec::new();
+        while let Some(SecretText(secret)) = seq.next_element::<SecretText>()? {
+            secrets.push(secret);
+        }
+        Ok(SecretList(secrets))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretList, E> {
+        Err(E::invalid_type(Unexpected::Other("a string"), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretList, E> {
+        Err(E::invalid_type(Unexpected::Other("an integer"), &self))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretList, E> {
+        Err(E::invalid_type(Unexpected::Other("an integer"), &self))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretList, E> {
+        Err(E::invalid_type(Unexpected::Other("a float"), &self))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretList, E> {
+        Err(E::invalid_type(Unexpected::Other("a boolean"), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProjectIdText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ProjectIdText, D::Error> {
+        deserializer.deserialize_any(ProjectIdVisitor)
+    }
+}
+
+struct ProjectIdVisitor;
+
+impl Visitor<'_> for ProjectIdVisitor {
+    type Value = ProjectIdText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a project id (a string or an integer)")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<ProjectIdText, E> {
+        Ok(ProjectIdText(value.trim().to_owned()))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<ProjectIdText, E> {
+        Ok(ProjectIdText(value.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<ProjectIdText, E> {
+        Ok(ProjectIdText(value.to_string()))
+    }
+}

@@ -1,0 +1,274 @@
+//! The effective configuration as TOML for `check-config`: every key with
+//! its value and, in a comment, where it came from (`default`, a variable,
+//! a flag or `file:line`). Secrets print as `"[redacted] (from <source>)"`:
+//! the value is never read here, only the notes of where it came from.
+
+use std::fmt::Write as _;
+
+use mixpanel_client::{Credentials, Region};
+
+use super::{Config, IngestAuth, ProjectConfig, keys};
+
+pub(super) fn render(config: &Config) -> String {
+    let mut out = Renderer {
+        config,
+        text: String::new(),
+    };
+    out.comment("The effective configuration of braze-mixpanel-bridge: defaults, then the");
+    out.comment("config file, the environment and flags. Secrets are redacted.");
+    match config.config_file() {
+        Some(path) => out.comment(&format!("Config file: {}", path.display())),
+        None => out.comment("Config file: none"),
+    }
+    out.value(
+        keys::LISTEN.key,
+        "listen",
+        &quote(&config.listen.to_string()),
+    );
+    out.value(
+        keys::DATA_DIR.key,
+        "data_dir",
+        &quote(&config.data_dir.display().to_string()),
+    );
+    out.value(keys::DRY_RUN.key, "dry_run", &config.dry_run.to_string());
+    out.value(
+        keys::LOG_FORMAT.key,
+        "log_format",
+        &quote(config.log_format.as_str()),
+    );
+
+    out.table("ingest");
+    match &config.ingest.auth {
+        IngestAuth::Tokens(_) => {
+            out.line("tokens = [");
+            for note in &config.provenance.token_notes {
+                out.line(&format!("  {},", redacted(note)));
+            }
+            out.line("]");
+        }
+        IngestAuth::Unauthenticated => out.line("tokens = []"),
+    }
+    if let (Some(path), Some(note)) = (
+        &config.provenance.tokens_file,
+        config.provenance.notes.get(keys::TOKENS_FILE.key),
+    ) {
+        out.line(&format!(
+            "tokens_file = {}  # from {note}; its tokens are listed above",
+            quote(&path.display().to_string())
+        ));
+    }
+    out.value(
+        keys::ALLOW_UNAUTHENTICATED.key,
+        "allow_unauthenticated",
+        &(config.ingest.auth == IngestAuth::Unauthenticated).to_string(),
+    );
+    out.value(
+        keys::MAX_BODY_BYTES.key,
+        "max_body_bytes",
+        &config.ingest.max_body_bytes.to_string(),
+    );
+    out.value(
+        keys::INGEST_REQUEST_TIMEOUT_SECS.key,
+        "request_timeout_secs",
+        &config.ingest.request_timeout.as_secs().to_string(),
+    );
+
+    out.table("spool");
+    out.value(
+        keys::SPOOL_MAX_BYTES.key,
+        "max_bytes",
+        &config.spool.max_bytes.to_string(),
+    );
+
+    let delivery = &config.delivery;
+    out.table("delivery");
+    for (key, name, value) in [
+        (keys::WORKERS, "workers", delivery.workers as u64),
+        (
+            keys::CONCURRENCY,
+            "concurrency",
+            delivery.concurrency as u64,
+        ),
+        (keys::LEASE_SECS, "lease_secs", delivery.lease.as_secs()),
+        (
+            keys::DELIVERY_REQUEST_TIMEOUT_SECS,
+            "request_timeout_secs",
+            delivery.request_timeout.as_secs(),
+        ),
+        (
+            keys::MAX_RETRIES,
+            "max_retries",
+            u64::from(delivery.retry.max_retries),
+        ),
+        (
+            keys::RETRY_INITIAL_BACKOFF_SECS,
+            "retry_initial_backoff_secs",
+            delivery.retry.initial_delay.as_secs(),
+        ),
+        (
+            keys::RETRY_MAX_BACKOFF_SECS,
+            "retry_max_backoff_secs",
+            delivery.retry.max_delay.as_secs(),
+        ),
+        (
+            keys::MAX_BATCH_EVENTS,
+            "max_batch_events",
+            delivery.batch_limits.max_events as u64,
+        ),
+        (
+            keys::MAX_BATCH_BYTES,
+            "max_batch_bytes",
+            delivery.batch_limits.max_bytes as u64,
+        ),
+    ] {
+        out.value(key.key, name, &value.to_string());
+    }
+
+    out.table("mapping");
+    match &config.provenance.include_types {
+        Some(include) => out.value(keys::INCLUDE_TYPES.key, "include_types", &list(include)),
+        None => out.comment("include_types: every type (default)"),
+    }
+    out.value(
+        keys::EXCLUDE_TYPES.key,
+        "exclude_types",
+        &list(&config.provenance.exclude_types),
+    );
+
+    out.table("mixpanel");
+    out.comment("Project \"default\": every batch no [[projects]] entry claims.");
+    out.project(&config.default_project, "mixpanel");
+    for project in &config.projects {
+        out.line("");
+        out.line("[[projects]]");
+        let prefix = format!("projects.{}", project.name);
+        out.value(&format!("{prefix}.name"), "name", &quote(&project.name));
+        out.value(
+            &format!("{prefix}.workspaces"),
+            "workspaces",
+            &list(&project.workspaces),
+        );
+        out.value(
+            &format!("{prefix}.app_group_ids"),
+            "app_group_ids",
+            &list(&project.app_group_ids),
+        );
+        out.project(project, &prefix);
+    }
+    out.text
+}
+
+struct Renderer<'a> {
+    config: &'a Config,
+    text: String,
+}
+
+impl Renderer<'_> {
+    fn line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn comment(&mut self, comment: &str) {
+        let _ = writeln!(self.text, "# {comment}");
+    }
+
+    fn table(&mut self, name: &str) {
+        let _ = write!(self.text, "\n[{name}]\n");
+    }
+
+    /// `name = value  # source`, the source being `default` when unset.
+    fn value(&mut self, key: &str, name: &str, value: &str) {
+        let source = match self.config.provenance.notes.get(key) {
+            Some(note) => format!("from {note}"),
+            None => "default".to_owned(),
+        };
+        let _ = writeln!(self.text, "{name} = {value}  # {source}");
+    }
+
+    /// A secret: only where it came from.
+    fn secret(&mut self, key: &str, name: &str) {
+        let note = self
+            .config
+            .provenance
+            .notes
+            .get(key)
+            .map_or("an unknown source", String::as_str);
+        let _ = writeln!(self.text, "{name} = {}", redacted(note));
+    }
+
+    fn project(&mut self, project: &ProjectConfig, prefix: &str) {
+        let key = |field: &str| format!("{prefix}.{field}");
+        match &project.credentials {
+            Some(Credentials::ServiceAccount {
+                username,
+                project_id,
+                ..
+            }) => {
+                self.comment("Credentials in use: the service account.");
+                self.value(&key("project_id"), "project_id", &quote(project_id));
+                self.value(
+                    &key("service_account_username"),
+                    "service_account_username",
+                    &quote(username),
+                );
+                self.secret(&key("service_account_secret"), "service_account_secret");
+            }
+            Some(Credentials::ApiSecret { project_id, .. }) => {
+                self.comment("Credentials in use: the API secret (deprecated by Mixpanel).");
+                if let Some(project_id) = project_id {
+                    self.value(&key("project_id"), "project_id", &quote(project_id));
+                }
+                self.secret(&key("api_secret"), "api_secret");
+            }
+            Some(Credentials::ProjectToken { .. }) => {
+                self.comment("Credentials in use: the project token.");
+            }
+            Some(_) => self.comment("Credentials in use: other."),
+            None => {
+                let path = self.config.dry_run_path(project);
+                self.comment(&format!(
+                    "Credentials in use: none (dry run: events go to {}).",
+                    path.display()
+                ));
+            }
+        }
+        if project.project_token.is_some() {
+            self.secret(&key("project_token"), "project_token");
+        }
+        self.value(
+            &key("region"),
+            "region",
+            &quote(region_name(project.region)),
+        );
+        match &project.api_url {
+            Some(api_url) => self.value(&key("api_url"), "api_url", &quote(api_url)),
+            None => self.comment(&format!(
+                "api_url: {} (the region's host)",
+                project.base_url()
+            )),
+        }
+    }
+}
+
+fn region_name(region: Region) -> &'static str {
+    match region {
+        Region::Us => "us",
+        Region::Eu => "eu",
+        Region::In => "in",
+    }
+}
+
+fn redacted(note: &str) -> String {
+    quote(&format!("[redacted] (from {note})"))
+}
+
+/// A TOML basic string. JSON's escapes are all valid TOML escapes.
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,1185 @@
+//! Tests of the configuration: precedence, every variable, secrets from
+//! files, each validation error, routing and redaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mixpanel_client::{BatchLimits, Credentials, Region, RetryParams, Secret};
+
+use super::*;
+
+/// A token and a project token: the least that validates outside dry run.
+const MINIMAL: [(&str, &str); 2] = [
+    ("BRIDGE_CURRENTS_TOKENS", "currents-token-1"),
+    ("MIXPANEL_PROJECT_TOKEN", "project-token-1"),
+];
+
+/// A config file, variables and the error message they must give.
+type ErrorCase = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+fn env(vars: &[(&str, &str)]) -> Env {
+    vars.iter().copied().collect()
+}
+
+fn with_minimal(vars: &[(&str, &str)]) -> Env {
+    MINIMAL.iter().chain(vars).copied().collect()
+}
+
+fn file(text: &str) -> ConfigFile {
+    ConfigFile {
+        path: PathBuf::from("bridge.toml"),
+        text: text.to_owned(),
+    }
+}
+
+fn load(toml: Option<&str>, env: &Env, flags: &Flags) -> Result<Config, ConfigError> {
+    let file = toml.map(file);
+    Config::from_sources(file.as_ref(), env, flags)
+}
+
+/// A configuration that must validate.
+fn ok(toml: &str, vars: &[(&str, &str)]) -> Config {
+    match load(Some(toml), &with_minimal(vars), &Flags::default()) {
+        Ok(config) => config,
+        Err(error) => panic!("unexpected error: {error}"),
+    }
+}
+
+/// The message of a configuration that must not validate.
+fn error(toml: &str, env: &Env) -> String {
+    error_with_flags(toml, env, &Flags::default())
+}
+
+fn error_with_flags(toml: &str, env: &Env, flags: &Flags) -> String {
+    match load(Some(toml), env, flags) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// A file under the temp dir, removed when dropped.
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(contents: &str) -> TempFile {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "bridge-server-config-test-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile { path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn defaults() {
+    let config = load(None, &env(&MINIMAL), &Flags::default()).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.data_dir, Path::new("./bridge-data"));
+    assert!(!config.dry_run);
+    assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(
+        config.ingest.auth,
+        IngestAuth::Tokens(vec![Secret::new("currents-token-1")])
+    );
+    assert_eq!(config.ingest.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.ingest.request_timeout, Duration::from_secs(30));
+    assert_eq!(config.spool.max_bytes, 2 * 1024 * 1024 * 1024);
+    assert_eq!(
+        config.delivery,
+        DeliveryConfig {
+            workers: 4,
+            concurrency: 10,
+            lease: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            retry: RetryParams {
+                initial_delay: Duration::from_secs(2),
+                max_delay: Duration::from_secs(60),
+                max_retries: 5,
+                ..RetryParams::default()
+            },
+            batch_limits: BatchLimits::default(),
+        }
+    );
+    assert_eq!(config.type_filter, TypeFilter::default());
+    assert_eq!(
+        config.default_project,
+        ProjectConfig {
+            name: "default".to_owned(),
+            workspaces: Vec::new(),
+            app_group_ids: Vec::new(),
+            credentials: Some(Credentials::project_token("project-token-1")),
+            project_token: Some(Secret::new("project-token-1")),
+            region: Region::Us,
+            api_url: None,
+        }
+    );
+    assert!(config.projects.is_empty());
+    assert_eq!(config.config_file(), None);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+#[test]
+fn the_environment_overrides_the_file_and_flags_override_both() {
+    let toml = r#"
+listen = "127.0.0.1:1001"
+data_dir = "from-file"
+dry_run = false
+log_format = "text"
+"#;
+    let vars = [
+        ("BRIDGE_LISTEN", "127.0.0.1:1002"),
+        ("BRIDGE_DATA_DIR", "from-env"),
+        ("BRIDGE_DRY_RUN", "1"),
+        ("BRIDGE_LOG_FORMAT", "json"),
+    ];
+    let flags = Flags {
+        config: None,
+        listen: Some("127.0.0.1:1003".to_owned()),
+        data_dir: Some(PathBuf::from("from-flag")),
+        dry_run: Some(false),
+        log_format: Some("text".to_owned()),
+    };
+
+    let from_file = ok(toml, &[]);
+    assert_eq!(from_file.listen.port(), 1001);
+    assert_eq!(from_file.data_dir, Path::new("from-file"));
+    assert!(!from_file.dry_run);
+    assert_eq!(from_file.log_format, LogFormat::Text);
+
+    let from_env = ok(toml, &vars);
+    assert_eq!(from_env.listen.port(), 1002);
+    assert_eq!(from_env.data_dir, Path::new("from-env"));
+    assert!(from_env.dry_run);
+    assert_eq!(from_env.log_format, LogFormat::Json);
+
+    let from_flags = load(Some(toml), &with_minimal(&vars), &flags).unwrap();
+    assert_eq!(from_flags.listen.port(), 1003);
+    assert_eq!(from_flags.data_dir, Path::new("from-flag"));
+    assert!(!from_flags.dry_run);
+    assert_eq!(from_flags.log_format, LogFormat::Text);
+
+    let rendering = from_flags.to_redacted_toml();
+    assert!(
+        rendering.contains("listen = \"127.0.0.1:1003\"  # from --listen"),
+        "{rendering}"
+    );
+    let rendering = from_env.to_redacted_toml();
+    assert!(
+        rendering.contains("data_dir = \"from-env\"  # from BRIDGE_DATA_DIR"),
+        "{rendering}"
+    );
+    let rendering = from_file.to_redacted_toml();
+    assert!(
+        rendering.contains("listen = \"127.0.0.1:1001\"  # from bridge.toml:2"),
+        "{rendering}"
+    );
+}
+
+#[test]
+fn the_environment_replaces_each_key_of_the_file_it_sets() {
+    let toml = r#"
+[ingest]
+max_body_bytes = 1000
+request_timeout_secs = 5
+
+[delivery]
+workers = 2
+"#;
+    let config = ok(toml, &[("BRIDGE_MAX_BODY_BYTES", "2000")]);
+    assert_eq!(config.ingest.max_body_bytes, 2000);
+    assert_eq!(config.ingest.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.delivery.workers, 2);
+}
+
+#[test]
+fn every_bridge_variable() {
+    let tokens_file = TempFile::new("# rotation in progress\nfile-token-1\n\n  file-token-2  \n");
+    let vars = [
+        ("BRIDGE_LISTEN", "[::1]:9000"),
+        ("BRIDGE_DATA_DIR", "/var/lib/bridge"),
+        ("BRIDGE_DRY_RUN", "true"),
+        ("BRIDGE_LOG_FORMAT", "JSON"),
+        ("BRIDGE_CURRENTS_TOKENS", " env-token-1, env-token-2 ,"),
+        ("BRIDGE_CURRENTS_TOKENS_FILE", tokens_file.path()),
+        ("BRIDGE_ALLOW_UNAUTHENTICATED", "false"),
+        ("BRIDGE_MAX_BODY_BYTES", "1048576"),
+        ("BRIDGE_REQUEST_TIMEOUT_SECS", "12"),
+        ("BRIDGE_SPOOL_MAX_BYTES", "2097152"),
+        ("BRIDGE_DELIVERY_WORKERS", "3"),
+        ("BRIDGE_DELIVERY_CONCURRENCY", "20"),
+        ("BRIDGE_DELIVERY_LEASE_SECS", "900"),
+        ("BRIDGE_DELIVERY_REQUEST_TIMEOUT_SECS", "40"),
+        ("BRIDGE_DELIVERY_MAX_RETRIES", "3"),
+        ("BRIDGE_DELIVERY_RETRY_INITIAL_BACKOFF_SECS", "1"),
+        ("BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS", "30"),
+        ("BRIDGE_DELIVERY_MAX_BATCH_EVENTS", "500"),
+        ("BRIDGE_DELIVERY_MAX_BATCH_BYTES", "2000000"),
+        (
+            "BRIDGE_INCLUDE_TYPES",
+            "users.messages.email.*,users.behaviors.CustomEvent",
+        ),
+        ("BRIDGE_EXCLUDE_TYPES", "users.messages.email.Deferral"),
+    ];
+    let config = load(None, &env(&vars), &Flags::default()).unwrap();
+    assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
+    assert_eq!(config.data_dir, Path::new("/var/lib/bridge"));
+    assert!(config.dry_run);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(
+        config.ingest.auth,
+        IngestAuth::Tokens(
+            ["env-token-1", "env-token-2", "file-token-1", "file-token-2"]
+                .map(Secret::new)
+                .to_vec()
+        )
+    );
+    assert_eq!(config.ingest.max_body_bytes, 1_048_576);
+    assert_eq!(config.ingest.request_timeout, Duration::from_secs(12));
+    assert_eq!(config.spool.max_bytes, 2_097_152);
+    assert_eq!(config.delivery.workers, 3);
+    assert_eq!(config.delivery.concurrency, 20);
+    assert_eq!(config.delivery.lease, Duration::from_secs(900));
+    assert_eq!(config.delivery.request_timeout, Duration::from_secs(40));
+    assert_eq!(config.delivery.retry.max_retries, 3);
+    assert_eq!(config.delivery.retry.initial_delay, Duration::from_secs(1));
+    assert_eq!(config.delivery.retry.max_delay, Duration::from_secs(30));
+    assert_eq!(config.delivery.batch_limits.max_events, 500);
+    assert_eq!(config.delivery.batch_limits.max_bytes, 2_000_000);
+    assert!(config.type_filter.allows("users.messages.email.Click"));
+    assert!(config.type_filter.allows("users.behaviors.CustomEvent"));
+    assert!(!config.type_filter.allows("users.messages.email.Deferral"));
+    assert!(!config.type_filter.allows("users.messages.sms.Send"));
+    // Dry run: no Mixpanel credentials needed.
+    assert_eq!(config.default_project.credentials, None);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    let rendering = config.to_redacted_toml();
+    for (key, variable) in [
+        ("workers = 3", "BRIDGE_DELIVERY_WORKERS"),
+        ("max_bytes = 2097152", "BRIDGE_SPOOL_MAX_BYTES"),
+        ("request_timeout_secs = 12", "BRIDGE_REQUEST_TIMEOUT_SECS"),
+        (
+            "request_timeout_secs = 40",
+            "BRIDGE_DELIVERY_REQUEST_TIMEOUT_SECS",
+        ),
+    ] {
+        let line = format!("{key}  # from {variable}\n");
+        assert!(rendering.contains(&line), "{line} in {rendering}");
+    }
+    assert!(
+        rendering.contains("\"[redacted] (from BRIDGE_CURRENTS_TOKENS)\","),
+        "{rendering}"
+    );
+    let file_token = format!("\"[redacted] (from {} line 4)\",", tokens_file.path());
+    assert!(rendering.contains(&file_token), "{rendering}");
+}
+
+#[test]
+fn every_mixpanel_variable() {
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", "t"),
+        ("MIXPANEL_PROJECT_ID", "12345"),
+        ("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "svc.user"),
+        ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "sa-secret"),
+        ("MIXPANEL_PROJECT_TOKEN", "p-token"),
+        ("MIXPANEL_REGION", "EU"),
+        ("MIXPANEL_API_URL", "http://127.0.0.1:3000"),
+    ];
+    let config = load(None, &env(&vars), &Flags::default()).unwrap();
+    let project = &config.default_project;
+    assert_eq!(
+        project.credentials,
+        Some(Credentials::service_account(
+            "svc.user",
+            "sa-secret",
+            "12345"
+        ))
+    );
+    assert_eq!(project.project_token, Some(Secret::new("p-token")));
+    assert_eq!(project.region, Region::Eu);
+    assert_eq!(project.base_url(), "http://127.0.0.1:3000");
+
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", "t"),
+        ("MIXPANEL_API_SECRET", "api-secret"),
+        ("MIXPANEL_PROJECT_ID", "12345"),
+    ];
+    let config = load(None, &env(&vars), &Flags::default()).unwrap();
+    assert_eq!(
+        config.default_project.credentials,
+        Some(Credentials::api_secret_with_project("api-secret", "12345"))
+    );
+    assert_eq!(
+        config.default_project.base_url(),
+        "https://api.mixpanel.com"
+    );
+    assert!(
+        config.warnings()[0].contains("deprecated"),
+        "{:?}",
+        config.warnings()
+    );
+}
+
+#[test]
+fn secrets_from_files() {
+    let sa_secret = TempFile::new("sa-secret-from-file\n");
+    let api_secret = TempFile::new("  api-secret-from-file  \r\n");
+    let token = TempFile::new("token-from-file");
+    let tokens = TempFile::new("currents-from-file\n");
+    let toml = format!(
+        r#"
+[ingest]
+tokens = ["currents-inline"]
+tokens_file = "{tokens}"
+
+[mixpanel]
+project_id = 42
+service_account_username = "svc"
+service_account_secret_file = "{sa_secret}"
+project_token_file = "{token}"
+
+[[projects]]
+name = "brand-a"
+workspaces = ["a"]
+api_secret_file = "{api_secret}"
+"#,
+        tokens = tokens.path(),
+        sa_secret = sa_secret.path(),
+        token = token.path(),
+        api_secret = api_secret.path(),
+    );
+    let config = load(Some(&toml), &Env::default(), &Flags::default()).unwrap();
+    assert_eq!(
+        config.ingest.auth,
+        IngestAuth::Tokens(vec![
+            Secret::new("currents-inline"),
+            Secret::new("currents-from-file")
+        ])
+    );
+    assert_eq!(
+        config.default_project.credentials,
+        Some(Credentials::service_account(
+            "svc",
+            "sa-secret-from-file",
+            "42"
+        ))
+    );
+    assert_eq!(
+        config.default_project.project_token,
+        Some(Secret::new("token-from-file"))
+    );
+    assert_eq!(
+        config.projects[0].credentials,
+        Some(Credentials::api_secret("api-secret-from-file"))
+    );
+
+    let rendering = config.to_redacted_toml();
+    let note = format!(
+        "service_account_secret = \"[redacted] (from {}, named by bridge.toml:9)\"",
+        sa_secret.path()
+    );
+    assert!(rendering.contains(&note), "{rendering}");
+    let note = format!(
+        "tokens_file = \"{}\"  # from bridge.toml:4; its tokens are listed above",
+        tokens.path()
+    );
+    assert!(rendering.contains(&note), "{rendering}");
+}
+
+#[test]
+fn a_secret_file_variable_replaces_the_secret_of_the_file_and_the_other_way_round() {
+    let secret = TempFile::new("from-the-file-variable\n");
+    let toml = r#"
+[mixpanel]
+api_secret = "inline"
+"#;
+    let config = ok(toml, &[("MIXPANEL_API_SECRET_FILE", secret.path())]);
+    assert_eq!(
+        config.default_project.credentials,
+        Some(Credentials::api_secret("from-the-file-variable"))
+    );
+
+    let toml = r#"
+[mixpanel]
+api_secret_file = "/nonexistent/secret"
+"#;
+    let config = ok(toml, &[("MIXPANEL_API_SECRET", "from-env")]);
+    assert_eq!(
+        config.default_project.credentials,
+        Some(Credentials::api_secret("from-env"))
+    );
+}
+
+#[test]
+fn project_variables() {
+    let secret = TempFile::new("brand-secret");
+    let toml = r#"
+[[projects]]
+name = "brand-a.eu"
+workspaces = ["from-file"]
+"#;
+    let vars = [
+        ("BRIDGE_PROJECT_BRAND_A_EU_PROJECT_ID", "777"),
+        (
+            "BRIDGE_PROJECT_BRAND_A_EU_SERVICE_ACCOUNT_USERNAME",
+            "brand-svc",
+        ),
+        (
+            "BRIDGE_PROJECT_BRAND_A_EU_SERVICE_ACCOUNT_SECRET_FILE",
+            secret.path(),
+        ),
+        ("BRIDGE_PROJECT_BRAND_A_EU_PROJECT_TOKEN", "brand-token"),
+        ("BRIDGE_PROJECT_BRAND_A_EU_REGION", "in"),
+        ("BRIDGE_PROJECT_BRAND_A_EU_API_URL", "https://proxy.invalid"),
+        ("BRIDGE_PROJECT_BRAND_A_EU_WORKSPACES", "ws-1, ws-2"),
+        ("BRIDGE_PROJECT_BRAND_A_EU_APP_GROUP_IDS", "group-1"),
+    ];
+    let error = error(toml, &with_minimal(&vars));
+    assert_eq!(
+        error,
+        "bridge.toml:3: projects[0].name: expected a name of letters, digits, - and _, other than default, found \"brand-a.eu\""
+    );
+
+    let toml = toml.replace("brand-a.eu", "brand-a_eu");
+    let config = ok(&toml, &vars);
+    let project = &config.projects[0];
+    assert_eq!(project.name, "brand-a_eu");
+    assert_eq!(project.workspaces, ["ws-1", "ws-2"]);
+    assert_eq!(project.app_group_ids, ["group-1"]);
+    assert_eq!(
+        project.credentials,
+        Some(Credentials::service_account(
+            "brand-svc",
+            "brand-secret",
+            "777"
+        ))
+    );
+    assert_eq!(project.project_token, Some(Secret::new("brand-token")));
+    assert_eq!(project.region, Region::In);
+    assert_eq!(project.base_url(), "https://proxy.invalid");
+
+    let vars = [("BRIDGE_PROJECT_BRAND_B_API_SECRET", "s3cr3t")];
+    let error = super::tests::error(&toml, &with_minimal(&vars));
+    assert_eq!(
+        error,
+        "BRIDGE_PROJECT_BRAND_B_API_SECRET: names no [[projects]] entry of the config file and key (BRIDGE_PROJECT_<NAME>_<KEY>)"
+    );
+    let vars = [("BRIDGE_PROJECT_BRAND_A_EU_SECRET", "s3cr3t")];
+    assert!(
+        super::tests::error(&toml, &with_minimal(&vars))
+            .starts_with("BRIDGE_PROJECT_BRAND_A_EU_SECRET: names no")
+    );
+}
+
+#[test]
+fn the_config_file_is_named_by_the_flag_or_the_variable() {
+    let config_file = TempFile::new("listen = \"127.0.0.1:7001\"\n");
+    let flags = Flags {
+        config: Some(PathBuf::from(config_file.path())),
+        ..Flags::default()
+    };
+    let config = Config::load(&flags, &env(&MINIMAL)).unwrap();
+    assert_eq!(config.listen.port(), 7001);
+    assert_eq!(config.config_file(), Some(config_file.path.as_path()));
+
+    let vars = with_minimal(&[("BRIDGE_CONFIG", config_file.path())]);
+    let config = Config::load(&Flags::default(), &vars).unwrap();
+    assert_eq!(config.listen.port(), 7001);
+
+    let flags = Flags {
+        config: Some(PathBuf::from("/nonexistent/bridge.toml")),
+        ..Flags::default()
+    };
+    let error = Config::load(&flags, &vars).unwrap_err();
+    assert!(matches!(error, ConfigError::ReadFile { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "cannot read config file /nonexistent/bridge.toml"
+    );
+}
+
+#[test]
+fn integer_errors_name_the_setting_and_what_it_takes() {
+    let cases: &[ErrorCase] = &[
+        (
+            "",
+            &[("BRIDGE_MAX_BODY_BYTES", "10MB")],
+            "BRIDGE_MAX_BODY_BYTES: expected a positive integer, found \"10MB\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_MAX_BODY_BYTES", "0")],
+            "BRIDGE_MAX_BODY_BYTES: expected a positive integer, found 0",
+        ),
+        (
+            "[ingest]\nmax_body_bytes = 0\n",
+            &[],
+            "bridge.toml:2: ingest.max_body_bytes: expected a positive integer, found 0",
+        ),
+        (
+            "[delivery]\nmax_batch_events = 2001\n",
+            &[],
+            "bridge.toml:2: delivery.max_batch_events: expected an integer from 1 to 2000, found 2001",
+        ),
+        (
+            "",
+            &[("BRIDGE_DELIVERY_MAX_BATCH_BYTES", "10000001")],
+            "BRIDGE_DELIVERY_MAX_BATCH_BYTES: expected an integer from 1 to 10000000, found 10000001",
+        ),
+        (
+            "",
+            &[("BRIDGE_DELIVERY_MAX_RETRIES", "-1")],
+            "BRIDGE_DELIVERY_MAX_RETRIES: expected an integer from 0 to 100, found \"-1\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_DELIVERY_WORKERS", "0")],
+            "BRIDGE_DELIVERY_WORKERS: expected an integer from 1 to 1024, found 0",
+        ),
+        (
+            "",
+            &[("BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS", "1")],
+            "BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS: expected at least delivery.retry_initial_backoff_secs (2), found 1",
+        ),
+        (
+            "",
+            &[("BRIDGE_DELIVERY_LEASE_SECS", "479")],
+            "BRIDGE_DELIVERY_LEASE_SECS: expected at least 480, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs, found 479",
+        ),
+        (
+            "[delivery]\nrequest_timeout_secs = 120\n",
+            &[],
+            "delivery.lease_secs (default): expected at least 1020, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs, found 600",
+        ),
+        (
+            "[spool]\nmax_bytes = 1000\n",
+            &[],
+            "bridge.toml:2: spool.max_bytes: expected at least ingest.max_body_bytes (16777216): one request must fit, found 1000",
+        ),
+    ];
+    for (toml, vars, expected) in cases {
+        assert_eq!(error(toml, &with_minimal(vars)), *expected, "{vars:?}");
+    }
+    // The lease may be as short as the worst case.
+    let config = ok("", &[("BRIDGE_DELIVERY_LEASE_SECS", "480")]);
+    assert_eq!(config.delivery.lease, Duration::from_secs(480));
+}
+
+#[test]
+fn value_errors_name_the_setting_and_what_it_takes() {
+    let cases: &[ErrorCase] = &[
+        (
+            "",
+            &[("BRIDGE_LISTEN", "localhost:8080")],
+            "BRIDGE_LISTEN: expected a socket address such as 127.0.0.1:8080, found \"localhost:8080\"",
+        ),
+        (
+            "log_format = \"yaml\"\n",
+            &[],
+            "bridge.toml:1: log_format: expected text or json, found \"yaml\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_DRY_RUN", "maybe")],
+            "BRIDGE_DRY_RUN: expected true or false (or 1 or 0), found \"maybe\"",
+        ),
+        (
+            "",
+            &[("MIXPANEL_REGION", "uk")],
+            "MIXPANEL_REGION: expected us, eu or in, found \"uk\"",
+        ),
+        (
+            "[mixpanel]\napi_url = \"api.mixpanel.com\"\n",
+            &[],
+            "bridge.toml:2: mixpanel.api_url: expected an http:// or https:// URL, found \"api.mixpanel.com\"",
+        ),
+        (
+            "",
+            &[("MIXPANEL_PROJECT_ID", "my-project")],
+            "MIXPANEL_PROJECT_ID: expected a numeric Mixpanel project id, found \"my-project\"",
+        ),
+        (
+            "data_dir = \"\"\n",
+            &[],
+            "bridge.toml:1: data_dir: expected a directory, found an empty path",
+        ),
+        (
+            "[mapping]\ninclude_types = []\n",
+            &[],
+            "bridge.toml:2: mapping.include_types: expected at least one type pattern (leave the key out to export every type), found []",
+        ),
+        (
+            "[mapping]\nexclude_types = [\"users.messages.*\", \" \"]\n",
+            &[],
+            "bridge.toml:2: mapping.exclude_types: expected type names or prefixes such as users.messages.email.*, found \"\"",
+        ),
+        (
+            "[mixpanel]\nworkspaces = [\"a\"]\n",
+            &[],
+            "bridge.toml:2: mixpanel.workspaces: expected no name or routes in [mixpanel]: the default project takes every batch no [[projects]] entry claims, found [\"a\"]",
+        ),
+        (
+            "[mixpanel]\nname = \"main\"\n",
+            &[],
+            "bridge.toml:2: mixpanel.name: expected no name or routes in [mixpanel]: the default project takes every batch no [[projects]] entry claims, found \"main\"",
+        ),
+    ];
+    for (toml, vars, expected) in cases {
+        assert_eq!(
+            error(toml, &with_minimal(vars)),
+            *expected,
+            "{toml} {vars:?}"
+        );
+    }
+    let flags = Flags {
+        listen: Some("8080".to_owned()),
+        ..Flags::default()
+    };
+    assert_eq!(
+        error_with_flags("", &env(&MINIMAL), &flags),
+        "--listen: expected a socket address such as 127.0.0.1:8080, found \"8080\""
+    );
+}
+
+#[test]
+fn toml_errors_give_the_line_and_column() {
+    let unknown_key = "[ingest]\nmax_body_byte = 100\n";
+    let error = load(Some(unknown_key), &env(&MINIMAL), &Flags::default()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ConfigError::Toml {
+                line: 2,
+                column: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("bridge.toml:2:1: unknown field `max_body_byte`, expected one of"),
+        "{message}"
+    );
+
+    let wrong_type = "[ingest]\nmax_body_bytes = \"16MB\"\n";
+    let message = super::tests::error(wrong_type, &env(&MINIMAL));
+    assert!(
+        message.starts_with("bridge.toml:2:18: invalid type"),
+        "{message}"
+    );
+
+    let unknown_section = "[ingets]\n";
+    let message = super::tests::error(unknown_section, &env(&MINIMAL));
+    assert!(message.contains("unknown field `ingets`"), "{message}");
+
+    let not_toml = "listen = \n";
+    let message = super::tests::error(not_toml, &env(&MINIMAL));
+    assert!(message.starts_with("bridge.toml:1:"), "{message}");
+}
+
+#[test]
+fn token_errors() {
+    assert_eq!(
+        error("", &env(&[("MIXPANEL_PROJECT_TOKEN", "p")])),
+        "no Currents token: set BRIDGE_CURRENTS_TOKENS, ingest.tokens or ingest.tokens_file (ingest.allow_unauthenticated = true is for local tests only)"
+    );
+    // An empty variable counts as unset.
+    assert_eq!(
+        error(
+            "",
+            &env(&[
+                ("MIXPANEL_PROJECT_TOKEN", "p"),
+                ("BRIDGE_CURRENTS_TOKENS", "")
+            ])
+        ),
+        ConfigError::NoTokens.to_string()
+    );
+    assert_eq!(
+        error(
+            "[ingest]\ntokens = [\"ok\", \"\"]\n",
+            &env(&[("MIXPANEL_PROJECT_TOKEN", "p")])
+        ),
+        "bridge.toml:2: ingest.tokens: expected non-empty tokens, found an empty token"
+    );
+    assert_eq!(
+        error(
+            "[ingest]\ntokens = [\"has space\"]\n",
+            &env(&[("MIXPANEL_PROJECT_TOKEN", "p")])
+        ),
+        "bridge.toml:2: ingest.tokens: expected tokens without spaces, found a token with a space"
+    );
+
+    let empty = TempFile::new("# no token yet\n\n");
+    let message = error(
+        "",
+        &env(&[
+            ("MIXPANEL_PROJECT_TOKEN", "p"),
+            ("BRIDGE_CURRENTS_TOKENS_FILE", empty.path()),
+        ]),
+    );
+    assert_eq!(
+        message,
+        format!(
+            "BRIDGE_CURRENTS_TOKENS_FILE ({}): expected at least one token, one per line, found none",
+            empty.path()
+        )
+    );
+    let spaced = TempFile::new("good\nbad token\n");
+    let message = error(
+        "",
+        &env(&[
+            ("MIXPANEL_PROJECT_TOKEN", "p"),
+            ("BRIDGE_CURRENTS_TOKENS_FILE", spaced.path()),
+        ]),
+    );
+    assert_eq!(
+        message,
+        format!(
+            "BRIDGE_CURRENTS_TOKENS_FILE ({} line 2): expected one token per line, found a line with a space",
+            spaced.path()
+        )
+    );
+    let missing = load(
+        Some("[ingest]\ntokens_file = \"/nonexistent/tokens\"\n"),
+        &env(&[("MIXPANEL_PROJECT_TOKEN", "p")]),
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(missing, ConfigError::ReadSettingFile { .. }),
+        "{missing:?}"
+    );
+    assert_eq!(
+        missing.to_string(),
+        "bridge.toml:2: ingest.tokens_file: cannot read /nonexistent/tokens"
+    );
+}
+
+#[test]
+fn unauthenticated_ingest_is_explicit_and_local() {
+    let vars = env(&[("MIXPANEL_PROJECT_TOKEN", "p")]);
+    let config = load(
+        Some("[ingest]\nallow_unauthenticated = true\n"),
+        &vars,
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.ingest.auth, IngestAuth::Unauthenticated);
+    assert!(config.warnings()[0].contains("for local tests only"));
+
+    assert_eq!(
+        error(
+            "listen = \"0.0.0.0:8080\"\n[ingest]\nallow_unauthenticated = true\n",
+            &vars
+        ),
+        "bridge.toml:3: ingest.allow_unauthenticated: expected a loopback listen address with it (it is for local tests only), found 0.0.0.0:8080"
+    );
+    assert_eq!(
+        error(
+            "[ingest]\nallow_unauthenticated = true\n",
+            &env(&[
+                ("MIXPANEL_PROJECT_TOKEN", "p"),
+                ("BRIDGE_CURRENTS_TOKENS", "t")
+            ])
+        ),
+        "bridge.toml:2: ingest.allow_unauthenticated and BRIDGE_CURRENTS_TOKENS are both set: set only one"
+    );
+}
+
+#[test]
+fn credential_errors_name_the_project_and_what_to_set() {
+    let tokens = [("BRIDGE_CURRENTS_TOKENS", "t")];
+    assert_eq!(
+        error("", &env(&tokens)),
+        "project \"default\" has no Mixpanel credentials: set MIXPANEL_SERVICE_ACCOUNT_USERNAME, MIXPANEL_SERVICE_ACCOUNT_SECRET and MIXPANEL_PROJECT_ID (or MIXPANEL_API_SECRET, or MIXPANEL_PROJECT_TOKEN), the same keys in [mixpanel], or use --dry-run"
+    );
+    let toml = "[[projects]]\nname = \"brand-a\"\nworkspaces = [\"a\"]\n";
+    assert_eq!(
+        error(toml, &with_minimal(&[])),
+        "project \"brand-a\" has no Mixpanel credentials: set BRIDGE_PROJECT_BRAND_A_SERVICE_ACCOUNT_USERNAME, BRIDGE_PROJECT_BRAND_A_SERVICE_ACCOUNT_SECRET and BRIDGE_PROJECT_BRAND_A_PROJECT_ID (or BRIDGE_PROJECT_BRAND_A_API_SECRET, or BRIDGE_PROJECT_BRAND_A_PROJECT_TOKEN), the same keys in its [[projects]] entry, or use --dry-run"
+    );
+    // In dry run, none are needed.
+    let config = load(
+        Some(toml),
+        &env(&[("BRIDGE_CURRENTS_TOKENS", "t"), ("BRIDGE_DRY_RUN", "1")]),
+        &Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(config.default_project.credentials, None);
+    assert_eq!(config.projects[0].credentials, None);
+
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "svc")],
+            "project \"default\": MIXPANEL_SERVICE_ACCOUNT_USERNAME is set but MIXPANEL_SERVICE_ACCOUNT_SECRET (or mixpanel.service_account_secret) is not",
+        ),
+        (
+            &[("MIXPANEL_SERVICE_ACCOUNT_SECRET", "s3cr3t")],
+            "project \"default\": MIXPANEL_SERVICE_ACCOUNT_SECRET is set but MIXPANEL_SERVICE_ACCOUNT_USERNAME (or mixpanel.service_account_username) is not",
+        ),
+        (
+            &[
+                ("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "svc"),
+                ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "s3cr3t"),
+            ],
+            "project \"default\": MIXPANEL_SERVICE_ACCOUNT_USERNAME is set but MIXPANEL_PROJECT_ID (or mixpanel.project_id) is not",
+        ),
+        (
+            &[
+                ("MIXPANEL_API_SECRET", "s3cr3t"),
+                ("MIXPANEL_API_SECRET_FILE", "/run/secret"),
+            ],
+            "MIXPANEL_API_SECRET and MIXPANEL_API_SECRET_FILE are both set: set only one",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let vars: Vec<_> = tokens.iter().chain(*vars).copied().collect();
+        assert_eq!(error("", &env(&vars)), *expected);
+        // Even in dry run: half a set of credentials is a mistake.
+        let vars: Vec<_> = vars.into_iter().chain([("BRIDGE_DRY_RUN", "1")]).collect();
+        assert_eq!(error("", &env(&vars)), *expected);
+    }
+
+    assert_eq!(
+        error(
+            "[[projects]]\nname = \"brand-a\"\nworkspaces = [\"a\"]\nservice_account_username = \"svc\"\n",
+            &with_minimal(&[])
+        ),
+        "project \"brand-a\": bridge.toml:4: projects.brand-a.service_account_username is set but BRIDGE_PROJECT_BRAND_A_SERVICE_ACCOUNT_SECRET (or projects.brand-a.service_account_secret) is not"
+    );
+    assert_eq!(
+        error(
+            "[mixpanel]\napi_secret = \"a\"\napi_secret_file = \"/run/secret\"\n",
+            &env(&tokens)
+        ),
+        "bridge.toml:2: mixpanel.api_secret and bridge.toml:3: mixpanel.api_secret_file are both set: set only one"
+    );
+    assert_eq!(
+        error("[mixpanel]\napi_secret = \" \"\n", &env(&tokens)),
+        "bridge.toml:2: mixpanel.api_secret: expected a secret, found an empty string"
+    );
+    let two_lines = TempFile::new("first\nsecond\n");
+    assert_eq!(
+        error(
+            "",
+            &env(&[
+                ("BRIDGE_CURRENTS_TOKENS", "t"),
+                ("MIXPANEL_PROJECT_TOKEN_FILE", two_lines.path())
+            ])
+        ),
+        format!(
+            "MIXPANEL_PROJECT_TOKEN_FILE ({}): expected a file holding the secret on one line, found 2 lines",
+            two_lines.path()
+        )
+    );
+    let empty = TempFile::new("\n");
+    assert_eq!(
+        error(
+            "",
+            &env(&[
+                ("BRIDGE_CURRENTS_TOKENS", "t"),
+                ("MIXPANEL_PROJECT_TOKEN_FILE", empty.path())
+            ])
+        ),
+        format!(
+            "MIXPANEL_PROJECT_TOKEN_FILE ({}): expected a file holding the secret on one line, found 0 lines",
+            empty.path()
+        )
+    );
+    let missing = load(
+        None,
+        &env(&[
+            ("BRIDGE_CURRENTS_TOKENS", "t"),
+            ("MIXPANEL_PROJECT_TOKEN_FILE", "/nonexistent/token"),
+        ]),
+        &Flags::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(missing, ConfigError::ReadSettingFile { .. }),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn project_and_route_errors() {
+    let minimal = with_minimal(&[("BRIDGE_DRY_RUN", "1")]);
+    let cases = [
+        (
+            "[[projects]]\nworkspaces = [\"a\"]\n",
+            "bridge.toml: projects[0]: expected a name, found none",
+        ),
+        (
+            "[[projects]]\nname = \"default\"\n",
+            "bridge.toml:2: projects[0].name: expected a name of letters, digits, - and _, other than default, found \"default\"",
+        ),
+        (
+            "[[projects]]\nname = \"a-b\"\n[[projects]]\nname = \"a_b\"\n",
+            "bridge.toml:4: projects[1].name: project name \"a_b\" is already used by another project",
+        ),
+        (
+            "[[projects]]\nname = \"a\"\nworkspaces = [\"w\"]\n[[projects]]\nname = \"b\"\nworkspaces = [\"x\", \"w\"]\n",
+            "bridge.toml:6: projects.b.workspaces: workspace \"w\" already routes to project \"a\"",
+        ),
+        (
+            "[[projects]]\nname = \"a\"\napp_group_ids = [\"g\"]\n[[projects]]\nname = \"b\"\napp_group_ids = [\"g\"]\n",
+            "bridge.toml:6: projects.b.app_group_ids: app_group_id \"g\" already routes to project \"a\"",
+        ),
+        (
+            "[[projects]]\nname = \"a\"\nworkspaces = [\"\"]\n",
+            "bridge.toml:3: projects.a.workspaces: expected non-empty names, found \"\"",
+        ),
+    ];
+    for (toml, expected) in cases {
+        assert_eq!(error(toml, &minimal), expected, "{toml}");
+    }
+}
+
+#[test]
+fn routing() {
+    let toml = r#"
+[[projects]]
+name = "brand-a"
+workspaces = ["brand-a", "brand-a-staging"]
+app_group_ids = ["group-a"]
+project_token = "token-a"
+
+[[projects]]
+name = "brand-b"
+app_group_ids = ["group-b"]
+project_token = "token-b"
+"#;
+    let config = ok(toml, &[]);
+    let route = |workspace, app_group_id| config.route(workspace, app_group_id).name.as_str();
+    assert_eq!(route(Some("brand-a"), None), "brand-a");
+    assert_eq!(route(Some("brand-a-staging"), Some("group-b")), "brand-a");
+    assert_eq!(route(None, Some("group-b")), "brand-b");
+    assert_eq!(route(Some("unknown"), Some("group-b")), "brand-b");
+    assert_eq!(route(Some("unknown"), Some("unknown")), "default");
+    assert_eq!(route(None, None), "default");
+    assert_eq!(route(Some("Brand-A"), None), "default");
+
+    let names: Vec<&str> = config
+        .all_projects()
+        .map(|project| project.name.as_str())
+        .collect();
+    assert_eq!(names, ["default", "brand-a", "brand-b"]);
+
+    let mapping = config.mapping_config(config.route(None, Some("group-b")));
+    assert_eq!(mapping.project_token.as_deref(), Some("token-b"));
+    assert_eq!(
+        config.dry_run_path(&config.projects[1]),
+        Path::new("./bridge-data/dry-run/brand-b.ndjson")
+    );
+}
+
+#[test]
+fn secrets_never_show_in_the_rendering_debug_or_errors() {
+    let sa_file = TempFile::new("SECRET-sa-file\n");
+    let toml = format!(
+        r#"
+[ingest]
+tokens = ["SECRET-token-file"]
+
+[mixpanel]
+project_id = "1"
+service_account_username = "svc"
+service_account_secret_file = "{}"
+api_secret = "SECRET-api-unused"
+project_token = "SECRET-project-token"
+
+[[projects]]
+name = "brand-a"
+workspaces = ["a"]
+project_token = "SECRET-brand-token"
+"#,
+        sa_file.path()
+    );
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", "SECRET-token-env"),
+        ("BRIDGE_PROJECT_BRAND_A_API_SECRET", "SECRET-brand-api"),
+    ];
+    let config = load(Some(&toml), &env(&vars), &Flags::default()).unwrap();
+    let rendering = config.to_redacted_toml();
+    let debug = format!("{config:?} {:?}", env(&vars));
+    let warnings = config.warnings().join("\n");
+    for shown in [&rendering, &debug, &warnings] {
+        assert!(!shown.contains("SECRET-"), "{shown}");
+    }
+    for expected in [
+        "\"[redacted] (from BRIDGE_CURRENTS_TOKENS)\",",
+        "project_token = \"[redacted] (from bridge.toml:10)\"",
+        "api_secret = \"[redacted] (from BRIDGE_PROJECT_BRAND_A_API_SECRET)\"",
+        "service_account_username = \"svc\"  # from bridge.toml:7",
+    ] {
+        assert!(rendering.contains(expected), "{expected} in {rendering}");
+    }
+    assert!(
+        warnings.contains("bridge.toml:9: mixpanel.api_secret is set but unused"),
+        "{warnings}"
+    );
+
+    // Errors about secrets name the setting, never the value.
+    let cases = [
+        "[ingest]\ntokens = \"SECRET-a-string\"\n",
+        "[mixpanel]\napi_secret = 12345\n",
+        "[mixpanel]\napi_secrt = \"SECRET-misspelt\"\n",
+        "[ingest]\ntokens = [\"SECRET with space\"]\n",
+    ];
+    for toml in cases {
+        let message = error(toml, &env(&[("MIXPANEL_PROJECT_TOKEN", "p")]));
+        assert!(
+            !message.contains("SECRET") && !message.contains("12345"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn the_rendering_is_valid_toml_with_the_same_keys() {
+    let toml = r#"
+[ingest]
+tokens = ["t"]
+[mapping]
+include_types = ["users.messages.*"]
+[mixpanel]
+project_id = 5
+service_account_username = "svc"
+service_account_secret = "s"
+region = "eu"
+api_url = "http://127.0.0.1:1"
+[[projects]]
+name = "brand-a"
+workspaces = ["a"]
+api_secret = "x"
+"#;
+    let config = load(Some(toml), &Env::default(), &Flags::default()).unwrap();
+    let rendering = config.to_redacted_toml();
+    if let Err(error) = raw::RawConfig::from_toml(&rendering) {
+        panic!("{error}\n{rendering}");
+    }
+}
+
+#[test]
+fn warnings() {
+    let toml = r#"
+[mapping]
+include_types = ["users.messages.emial.*"]
+[[projects]]
+name = "unrouted"
+project_token = "t"
+"#;
+    let config = ok(toml, &[("BRIDGE_MAX_BODY_BYTE", "1")]);
+    let warnings = config.warnings();
+    assert_eq!(
+        warnings,
+        [
+            "BRIDGE_MAX_BODY_BYTE is not a configuration variable and is ignored",
+            "type pattern \"users.messages.emial.*\" in [mapping] matches no known Currents event type",
+            "project \"unrouted\" has no workspaces and no app_group_ids: no batch is routed to it",
+        ]
+    );
+    // Not ours: no warning.
+    let config = ok("", &[("BRIDGE_REFERENCE_DIR", "/x")]);
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn env_values_and_debug() {
+    let vars = env(&[
+        ("MIXPANEL_API_SECRET", "SECRET-value"),
+        ("BRIDGE_LISTEN", ""),
+    ]);
+    assert_eq!(vars.get("BRIDGE_LISTEN").unwrap(), None);
+    assert_eq!(
+        vars.get("MIXPANEL_API_SECRET").unwrap(),
+        Some("SECRET-value")
+    );
+    let debug = format!("{vars:?}");
+    assert!(debug.contains("MIXPANEL_API_SECRET"), "{debug}");
+    assert!(!debug.contains("SECRET-value"), "{debug}");
+}
+
+#[test]
+fn ingest_auth_accepts_any_configured_token() {
+    let auth = IngestAuth::Tokens(vec![Secret::new("old"), Secret::new("new")]);
+    assert!(auth.accepts(Some("old")));
+    assert!(auth.accepts(Some("new")));
+    assert!(!auth.accepts(Some("ne")));
+    assert!(!auth.accepts(Some("newer")));
+    assert!(!auth.accepts(None));
+    assert!(IngestAuth::Unauthenticated.accepts(None));
+}
+
+#[test]
+fn log_formats() {
+    assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+    assert_eq!(" text ".parse::<LogFormat>(), Ok(LogFormat::Text));
+    assert!("yaml".parse::<LogFormat>().is_err());
+}
+
+const EXAMPLE: &str = include_str!("../../../../docs/bridge.example.toml");
+const CONFIGURATION_MD: &str = include_str!("../../../../docs/configuration.md");
+
+#[test]
+fn the_example_file_is_valid() {
+    let tokens = TempFile::new("currents-old\ncurrents-new\n");
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS_FILE", tokens.path()),
+        ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "sa-secret"),
+        ("MIXPANEL_PROJECT_TOKEN", "project-token"),
+        (
+            "BRIDGE_PROJECT_BRAND_B_SERVICE_ACCOUNT_SECRET",
+            "brand-b-secret",
+        ),
+    ];
+    let example = ConfigFile {
+        path: PathBuf::from("docs/bridge.example.toml"),
+        text: EXAMPLE.to_owned(),
+    };
+    let config = Config::from_sources(Some(&example), &env(&vars), &Flags::default()).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.default_project.region, Region::Eu);
+    assert_eq!(
+        config.route(Some("brand-b"), None).credentials,
+        Some(Credentials::service_account(
+            "bridge.4d5e6f.mp-service-account",
+            "brand-b-secret",
+            "7654321"
+        ))
+    );
+    assert!(!config.type_filter.allows("users.behaviors.Location"));
+}
+
+#[test]
+fn the_example_in_the_docs_is_the_example_file() {
+    let example = CONFIGURATION_MD
+        .split("## Example")
+        .nth(1)
+        .and_then(|section| section.split("```toml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_default();
+    assert_eq!(example, EXAMPLE);
+}
