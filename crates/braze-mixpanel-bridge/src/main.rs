@@ -7,8 +7,10 @@
 //! credentials), 2 usage error, 3 `import` finished but some records were
 //! not imported.
 
+mod check_config_cmd;
 mod import_cmd;
 mod mixpanel_args;
+mod server_args;
 mod transform_cmd;
 
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ enum Command {
     Transform(transform_cmd::TransformArgs),
     /// Import Mixpanel events (NDJSON or JSON arrays) into Mixpanel's /import.
     Import(import_cmd::ImportArgs),
+    /// Check the service configuration and print it, secrets redacted (see docs/configuration.md).
+    CheckConfig(server_args::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Transform(args) => transform_cmd::run(args),
         Command::Import(args) => import_cmd::run(args),
+        Command::CheckConfig(args) => check_config_cmd::run(args),
     }
 }
 
