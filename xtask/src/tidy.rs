@@ -6,7 +6,9 @@
 //! - no trailing whitespace in sources and docs;
 //! - each crate's directory name equals its package name;
 //! - dependency edges between our crates follow `docs/architecture.md`;
-//! - every crate is named in `docs/architecture.md`.
+//! - every crate is named in `docs/architecture.md`;
+//! - every `BRIDGE_*` and `MIXPANEL_*` variable named in the bridge-server
+//!   config module (tests aside) appears in `docs/configuration.md`.
 
 use std::path::{Path, PathBuf};
 
@@ -98,6 +100,7 @@ fn find_problems() -> anyhow::Result<Vec<String>> {
             }
         }
     }
+    problems.extend(undocumented_variables(&root)?);
     for file in text_files(&root)? {
         let text = std::fs::read_to_string(&file)?;
         let relative = file.strip_prefix(&root).unwrap_or(&file).display();
@@ -117,6 +120,53 @@ const FORBIDDEN_MARKERS: &[&str] = &[
     concat!("db", "g!("),
     concat!("TO", "DO"),
 ];
+
+/// Variables the configuration reads that `docs/configuration.md` does not name.
+fn undocumented_variables(root: &Path) -> anyhow::Result<Vec<String>> {
+    let src = root.join("crates/bridge-server/src");
+    let mut sources = rust_files(&src.join("config"))?;
+    sources.push(src.join("config.rs"));
+    sources.retain(|path| path.exists() && file_name(path) != "tests.rs");
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let docs = std::fs::read_to_string(root.join("docs/configuration.md"))
+        .context("cannot read docs/configuration.md")?;
+    let mut problems = Vec::new();
+    for source in sources {
+        let text = std::fs::read_to_string(&source)?;
+        let relative = source.strip_prefix(root).unwrap_or(&source).display();
+        for variable in variable_names(&text) {
+            if !docs.contains(variable) {
+                problems.push(format!(
+                    "{relative}: {variable} is not documented in docs/configuration.md"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Words starting with `BRIDGE_` or `MIXPANEL_`, made of `A-Z`, `0-9` and `_`.
+fn variable_names(text: &str) -> Vec<&str> {
+    let is_name_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
+    let mut names = Vec::new();
+    for (start, _) in text.match_indices(['B', 'M']) {
+        let rest = &text[start..];
+        let at_word_start = !text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !at_word_start || !(rest.starts_with("BRIDGE_") || rest.starts_with("MIXPANEL_")) {
+            continue;
+        }
+        let len = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+        if !names.contains(&&rest[..len]) {
+            names.push(&rest[..len]);
+        }
+    }
+    names
+}
 
 fn crate_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
@@ -220,5 +270,20 @@ mod tests {
         if let Err(error) = super::run() {
             panic!("{error:#}");
         }
+    }
+
+    #[test]
+    fn variable_names() {
+        let text =
+            "(\"BRIDGE_LISTEN\", MIXPANEL_API_URL) XBRIDGE_NOT \"BRIDGE_PROJECT_<NAME>\" MIXPANEL_";
+        assert_eq!(
+            super::variable_names(text),
+            [
+                "BRIDGE_LISTEN",
+                "MIXPANEL_API_URL",
+                "BRIDGE_PROJECT_",
+                "MIXPANEL_"
+            ]
+        );
     }
 }
