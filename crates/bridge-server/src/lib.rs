@@ -6,4 +6,5 @@
 
 pub mod config;
 pub mod mapping;
+pub mod spool;
 pub mod transform;

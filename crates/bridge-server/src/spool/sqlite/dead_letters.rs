@@ -1,0 +1,381 @@
+//! The dead-letter store: list, show, replay and purge dead letters, from the
+//! server or from the `dlq` command while the server runs.
+//!
+//! [`DeadLetterStore`] opens the spool's database file with its own
+//! connection and starts no thread. It is safe beside a running server:
+//! SQLite's locks serialize writers (each waits up to the busy timeout), and
+//! every change is one ordinary transaction, so an entry is always in exactly
+//! one place, the dead letters or the batches. Its calls block: async code
+//! runs them on `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
+
+use super::schema::{self, BatchRecord};
+use crate::spool::SpoolError;
+
+/// Events per replayed batch at most.
+pub const REPLAY_MAX_EVENTS_PER_BATCH: usize = 500;
+
+/// Dead letters moved per transaction by `replay` and deleted per transaction
+/// by `purge`, so the server's writer never waits long for the lock.
+const ENTRIES_PER_TRANSACTION: i64 = 5_000;
+
+/// Which dead letters an operation applies to. Every field that is set must
+/// match; the default matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// The reason, exactly (`refused_by_mixpanel`, `missing_id`, …).
+    pub reason: Option<String>,
+    /// The event type, exactly (`users.messages.email.Click`).
+    pub event_type: Option<String>,
+    /// Dead-lettered at or after this time, UNIX milliseconds.
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before this time, UNIX milliseconds.
+    pub until_ms: Option<i64>,
+    /// Only these entry ids, when not empty.
+    pub ids: Vec<i64>,
+}
+
+/// One stored dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterEntry {
+    /// The entry's id in the store.
+    pub id: i64,
+    /// When it was dead-lettered, UNIX milliseconds.
+    pub dead_lettered_at_ms: i64,
+    /// The closed snake_case reason.
+    pub reason: String,
+    /// The details: Mixpanel's message, the parser's explanation.
+    pub detail: String,
+    /// The event's type, when it could be read.
+    pub event_type: Option<String>,
+    /// The Currents event id, when it could be read.
+    pub event_id: Option<String>,
+    /// The workspace of the batch it came in.
+    pub workspace: Option<String>,
+    /// Delivery attempts made before it was dead-lettered.
+    pub attempts: u32,
+    /// The spool id of the batch it came in.
+    pub batch_id: Option<i64>,
+    /// The event's JSON text as received.
+    pub event: Bytes,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Events moved back into the spool.
+    pub n_events: u64,
+    /// Batches they were put in.
+    pub n_batches: u64,
+    /// Matching entries left in the store because their event is not JSON
+    /// (replaying them would make the whole batch unreadable).
+    pub n_not_json: u64,
+}
+
+/// A stored batch that was found damaged and set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineEntry {
+    /// The entry's id.
+    pub id: i64,
+    /// When it was quarantined, UNIX milliseconds.
+    pub quarantined_at_ms: i64,
+    /// The batch's spool id.
+    pub batch_id: Option<i64>,
+    /// `checksum_mismatch`, `length_mismatch` or `undecodable_row`.
+    pub reason: String,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// The stored body, as far as it could be read.
+    pub body: Option<Bytes>,
+}
+
+/// A handle on the dead letters of the spool in a directory.
+pub struct DeadLetterStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for DeadLetterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetterStore {
+    /// Opens the spool in `dir`, which the server must have created. Starts
+    /// no thread and creates nothing; `busy_timeout` is how long a call waits
+    /// for the server's writer.
+    pub fn open(dir: &Path, busy_timeout: Duration) -> Result<DeadLetterStore, SpoolError> {
+        let path = dir.join(schema::FILE_NAME);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| schema::storage_error(path.display(), &error))?;
+        schema::configure(&conn, busy_timeout)
+            .map_err(|error| schema::storage_error(path.display(), &error))?;
+        schema::check(&conn).map_err(|error| error.into_spool_error(&path))?;
+        Ok(DeadLetterStore { conn, path })
+    }
+
+    /// Entries matching `filter`, oldest first, at most `limit`.
+    pub fn list(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterEntry>, SpoolError> {
+        let (conditions, mut params) = where_clause(filter);
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM dead_letters WHERE {conditions} ORDER BY id LIMIT ?"
+        );
+        self.query_entries(&sql, params)
+    }
+
+    /// How many entries match `filter`.
+    pub fn count(&self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
+        let (conditions, params) = where_clause(filter);
+        let sql = format!("SELECT count(*) FROM dead_letters WHERE {conditions}");
+        self.conn
+            .query_row(&sql, rusqlite::params_from_iter(params), |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(|error| self.error(&error))
+    }
+
+    /// The entry `id`, if it is stored.
+    pub fn get(&self, id: i64) -> Result<Option<DeadLetterEntry>, SpoolError> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM dead_letters WHERE id = ?");
+        let mut entries = self.query_entries(&sql, vec![Value::Integer(id)])?;
+        Ok(entries.pop())
+    }
+
+    /// Moves the entries matching `filter` back into the spool as new
+    /// batches `{"events":[...]}`, one workspace per batch and at most
+    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, in id order. Each
+    /// transaction inserts the batches and deletes their entries together,
+    /// so an interrupted replay can simply be run again.
+    pub fn replay(&mut self, filter: &DeadLetterFilter) -> Result<Replayed, SpoolError> {
+        let mut replayed = Replayed::default();
+        let mut last_id = i64::MIN;
+        loop {
+            let n_read = self
+                .replay_chunk(filter, &mut last_id, &mut replayed)
+                .map_err(|error| self.error(&error))?;
+            if n_read < ENTRIES_PER_TRANSACTION as usize {
+                break;
+            }
+        }
+        if replayed.n_not_json != 0 {
+            tracing::warn!(
+                n_not_json = replayed.n_not_json,
+                "Left dead letters whose event is not JSON in the store."
+            );
+        }
+        tracing::info!(
+            n_events = replayed.n_events,
+            n_batches = replayed.n_batches,
+            "Replayed dead letters into the spool."
+        );
+        Ok(replayed)
+    }
+
+    /// Deletes the entries matching `filter`; returns how many.
+    pub fn purge(&mut self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
+        let (conditions, params) = where_clause(filter);
+        let sql = format!(
+            "DELETE FROM dead_letters WHERE id IN
+                 (SELECT id FROM dead_letters WHERE {conditions} LIMIT {ENTRIES_PER_TRANSACTION})"
+        );
+        let mut n_purged = 0;
+        loop {
+            let n_deleted = self
+                .conn
+                .execute(&sql, rusqlite::params_from_iter(params.iter()))
+                .map_err(|error| self.error(&error))?;
+            n_purged += n_deleted as u64;
+            if n_deleted == 0 {
+                break;
+            }
+        }
+        tracing::info!(n_purged, "Purged dead letters.");
+        Ok(n_purged)
+    }
+
+    /// Quarantined batches, oldest first, at most `limit`.
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineEntry>, SpoolError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let result = (|| {
+            let mut statement = self.conn.prepare(
+                "SELECT id, quarantined_at_ms, batch_id, reason, detail, body
+                 FROM quarantine ORDER BY id LIMIT ?1",
+            )?;
+            let entries = statement
+                .query_map([limit], |row| {
+                    Ok(QuarantineEntry {
+                        id: row.get(0)?,
+                        quarantined_at_ms: row.get(1)?,
+                        batch_id: row.get(2)?,
+                        reason: row.get(3)?,
+                        detail: row.get(4)?,
+                        body: match row.get_ref(5)? {
+                            ValueRef::Blob(bytes) | ValueRef::Text(bytes) => {
+                                Some(Bytes::copy_from_slice(bytes))
+                            }
+                            _ => None,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(entries)
+        })();
+        result.map_err(|error: rusqlite::Error| self.error(&error))
+    }
+
+    fn replay_chunk(
+        &mut self,
+        filter: &DeadLetterFilter,
+        last_id: &mut i64,
+        replayed: &mut Replayed,
+    ) -> rusqlite::Result<usize> {
+        let (conditions, mut params) = where_clause(filter);
+        params.push(Value::Integer(*last_id));
+        let sql = format!(
+            "SELECT id, workspace, event FROM dead_letters
+             WHERE {conditions} AND id > ? ORDER BY id LIMIT {ENTRIES_PER_TRANSACTION}"
+        );
+        let txn = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut by_workspace: BTreeMap<Option<String>, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+        let mut n_read = 0;
+        {
+            let mut statement = txn.prepare(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+            while let Some(row) = rows.next()? {
+                n_read += 1;
+                let id: i64 = row.get(0)?;
+                *last_id = id;
+                let workspace: Option<String> = row.get(1)?;
+                let event = row.get_ref(2)?.as_bytes().map(<[u8]>::to_vec);
+                let event = match event {
+                    Ok(event) if is_json(&event) => event,
+                    _ => {
+                        replayed.n_not_json += 1;
+                        continue;
+                    }
+                };
+                by_workspace.entry(workspace).or_default().push((id, event));
+            }
+        }
+        let now_ms = schema::now_ms();
+        for (workspace, entries) in by_workspace {
+            for chunk in entries.chunks(REPLAY_MAX_EVENTS_PER_BATCH) {
+                let mut body = Vec::from(&b"{\"events\":["[..]);
+                for (idx, (_, event)) in chunk.iter().enumerate() {
+                    if idx != 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(event);
+                }
+                body.extend_from_slice(b"]}");
+                let record = BatchRecord::new(crate::spool::NewBatch {
+                    body: Bytes::from(body),
+                    workspace: workspace.clone(),
+                    received_at_ms: now_ms,
+                });
+                record.insert(&txn, now_ms)?;
+                let mut delete = txn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+                for (id, _) in chunk {
+                    delete.execute([id])?;
+                }
+                replayed.n_batches += 1;
+                replayed.n_events += chunk.len() as u64;
+            }
+        }
+        txn.commit()?;
+        Ok(n_read)
+    }
+
+    fn query_entries(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<DeadLetterEntry>, SpoolError> {
+        let result = (|| {
+            let mut statement = self.conn.prepare(sql)?;
+            let entries = statement
+                .query_map(rusqlite::params_from_iter(params), decode_entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(entries)
+        })();
+        result.map_err(|error: rusqlite::Error| self.error(&error))
+    }
+
+    fn error(&self, error: &rusqlite::Error) -> SpoolError {
+        schema::storage_error(self.path.display(), error)
+    }
+}
+
+/// The columns [`decode_entry`] reads, in order.
+const ENTRY_COLUMNS: &str = "id, dead_lettered_at_ms, reason, detail, event_type, event_id, \
+                             workspace, attempts, batch_id, event";
+
+fn decode_entry(row: &Row<'_>) -> rusqlite::Result<DeadLetterEntry> {
+    let attempts: i64 = row.get(7)?;
+    Ok(DeadLetterEntry {
+        id: row.get(0)?,
+        dead_lettered_at_ms: row.get(1)?,
+        reason: row.get(2)?,
+        detail: row.get(3)?,
+        event_type: row.get(4)?,
+        event_id: row.get(5)?,
+        workspace: row.get(6)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        batch_id: row.get(8)?,
+        event: Bytes::copy_from_slice(row.get_ref(9)?.as_bytes()?),
+    })
+}
+
+/// The SQL condition for `filter` and its parameters.
+fn where_clause(filter: &DeadLetterFilter) -> (String, Vec<Value>) {
+    let mut conditions = vec!["1".to_owned()];
+    let mut params = Vec::new();
+    if let Some(reason) = &filter.reason {
+        conditions.push("reason = ?".to_owned());
+        params.push(Value::Text(reason.clone()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        conditions.push("event_type = ?".to_owned());
+        params.push(Value::Text(event_type.clone()));
+    }
+    if let Some(since_ms) = filter.since_ms {
+        conditions.push("dead_lettered_at_ms >= ?".to_owned());
+        params.push(Value::Integer(since_ms));
+    }
+    if let Some(until_ms) = filter.until_ms {
+        conditions.push("dead_lettered_at_ms < ?".to_owned());
+        params.push(Value::Integer(until_ms));
+    }
+    if !filter.ids.is_empty() {
+        let placeholders = vec!["?"; filter.ids.len()].join(", ");
+        conditions.push(format!("id IN ({placeholders})"));
+        params.extend(filter.ids.iter().map(|id| Value::Integer(*id)));
+    }
+    (conditions.join(" AND "), params)
+}
+
+/// Whether `bytes` is one JSON value.
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<&serde_json::value::RawValue>(bytes).is_ok()
+}
