@@ -11,7 +11,8 @@
 //! - `invalid_events`: every invalid reason, and batches that keep going;
 //! - `storage_shape`: the flat storage (Avro) shape of Currents events;
 //! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout;
-//! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes.
+//! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
+//! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
 
 mod harness;
 
@@ -21,5 +22,6 @@ mod import;
 mod input_formats;
 mod invalid_events;
 mod mixed;
+mod serve;
 mod skip_rules;
 mod storage_shape;

@@ -10,6 +10,7 @@
 mod check_config_cmd;
 mod import_cmd;
 mod mixpanel_args;
+mod serve_cmd;
 mod server_args;
 mod transform_cmd;
 
@@ -36,13 +37,14 @@ enum Command {
     Transform(transform_cmd::TransformArgs),
     /// Import Mixpanel events (NDJSON or JSON arrays) into Mixpanel's /import.
     Import(import_cmd::ImportArgs),
+    /// Run the service: receive Braze Currents, spool them, deliver them to Mixpanel.
+    Serve(server_args::ServerArgs),
     /// Check the service configuration and print it, secrets redacted (see docs/configuration.md).
     CheckConfig(server_args::ServerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
@@ -56,21 +58,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Transform(args) => transform_cmd::run(args),
-        Command::Import(args) => import_cmd::run(args),
-        Command::CheckConfig(args) => check_config_cmd::run(args),
+        Command::Transform(args) => {
+            init_logging("warn", false);
+            transform_cmd::run(args)
+        }
+        Command::Import(args) => {
+            init_logging("warn", false);
+            import_cmd::run(args)
+        }
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::CheckConfig(args) => {
+            init_logging("warn", false);
+            check_config_cmd::run(args)
+        }
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level (warnings).
-fn init_logging() {
+/// Logs go to stderr, as text or JSON lines; `RUST_LOG` overrides the
+/// default level.
+pub(crate) fn init_logging(default_level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 /// A closed stdout (`transform | head`) is a normal way to stop.

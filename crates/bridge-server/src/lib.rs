@@ -5,6 +5,10 @@
 //! `braze-mixpanel-bridge transform` command ([`transform`]).
 
 pub mod config;
+pub mod delivery;
+pub mod ingest;
 pub mod mapping;
+pub mod ops;
+pub mod serve;
 pub mod spool;
 pub mod transform;

@@ -1,0 +1,124 @@
+//! One Mixpanel project as delivery sees it: its mapper and where its
+//! events go (Mixpanel, or a dry-run NDJSON file).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mixpanel_client::{Client, Error as MixpanelError, ImportBatch};
+use serde_json::value::RawValue;
+
+use crate::mapping::Mapper;
+
+/// Where a project's events go.
+pub enum Sink {
+    /// Mixpanel's `/import`.
+    Mixpanel(Client),
+    /// An NDJSON file (dry-run): each event one line, fsync'd per batch.
+    DryRun(DryRunFile),
+}
+
+/// An append-only NDJSON file of mapped events.
+pub struct DryRunFile {
+    path: PathBuf,
+    file: Arc<Mutex<std::fs::File>>,
+}
+
+impl DryRunFile {
+    /// Opens (or creates) the file for appending, with its directory.
+    pub fn open(path: &Path) -> std::io::Result<DryRunFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(DryRunFile {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// Where the events go.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn append(&self, text: Vec<u8>) -> std::io::Result<()> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            file.write_all(&text)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// A project delivery can send to.
+pub struct ProjectTarget {
+    /// The project's name (`default`, or its `[[projects]]` name).
+    pub name: String,
+    /// Its mapping (token, type filter).
+    pub mapper: Mapper,
+    /// Where its events go.
+    pub sink: Sink,
+}
+
+/// What a project took of one leased batch.
+pub(super) struct Sent {
+    pub(super) n_delivered: u64,
+    /// (request batch, record index, Mixpanel's message) of each refused record.
+    pub(super) refused: Vec<(usize, usize, String)>,
+}
+
+impl ProjectTarget {
+    pub(super) async fn send(
+        &self,
+        batches: &[(ImportBatch, Vec<&RawValue>)],
+    ) -> Result<Sent, MixpanelError> {
+        let mut sent = Sent {
+            n_delivered: 0,
+            refused: Vec::new(),
+        };
+        match &self.sink {
+            Sink::Mixpanel(client) => {
+                for (batch_idx, (batch, _)) in batches.iter().enumerate() {
+                    let result = client.import(batch).await?;
+                    sent.n_delivered += (batch.len() - result.failed.len()) as u64;
+                    for failed in result.failed {
+                        let message = match &failed.field {
+                            Some(field) => format!("{field}: {}", failed.message),
+                            None => failed.message,
+                        };
+                        sent.refused.push((batch_idx, failed.index, message));
+                    }
+                }
+            }
+            Sink::DryRun(file) => {
+                let mut text = Vec::new();
+                for (batch, _) in batches {
+                    for event in batch.events() {
+                        text.extend_from_slice(event);
+                        text.push(b'\n');
+                    }
+                    sent.n_delivered += batch.len() as u64;
+                }
+                file.append(text)
+                    .await
+                    .map_err(|error| MixpanelError::Transport {
+                        attempts: 1,
+                        message: format!(
+                            "cannot write the dry-run file {}: {error}",
+                            file.path().display()
+                        ),
+                    })?;
+            }
+        }
+        Ok(sent)
+    }
+}

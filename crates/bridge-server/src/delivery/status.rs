@@ -1,0 +1,112 @@
+//! Delivery counters and per-project state, for `/status` and `/metrics`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::mapping::SkipReason;
+
+/// Shared delivery counters. Counted per batch, never per event in a loop.
+pub struct DeliveryStatus {
+    /// Events Mixpanel (or the dry-run file) took.
+    pub delivered: AtomicU64,
+    /// Skipped events, indexed like [`SkipReason::ALL`].
+    pub skipped: [AtomicU64; SkipReason::ALL.len()],
+    /// Events put in the dead-letter store.
+    pub dead_lettered: AtomicU64,
+    /// Batches settled.
+    pub batches_settled: AtomicU64,
+    /// Batches given back for a later attempt.
+    pub batches_released: AtomicU64,
+    projects: Vec<Mutex<ProjectStatus>>,
+}
+
+/// One project's delivery state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProjectStatus {
+    /// The project's name.
+    pub name: String,
+    /// `delivering` or `paused`.
+    pub state: &'static str,
+    /// Why it is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+}
+
+impl DeliveryStatus {
+    pub(super) fn new(names: impl Iterator<Item = String>) -> DeliveryStatus {
+        DeliveryStatus {
+            delivered: AtomicU64::new(0),
+            skipped: std::array::from_fn(|_| AtomicU64::new(0)),
+            dead_lettered: AtomicU64::new(0),
+            batches_settled: AtomicU64::new(0),
+            batches_released: AtomicU64::new(0),
+            projects: names
+                .map(|name| {
+                    Mutex::new(ProjectStatus {
+                        name,
+                        state: "delivering",
+                        paused_reason: None,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Every project's state.
+    pub fn projects(&self) -> Vec<ProjectStatus> {
+        self.projects
+            .iter()
+            .map(|project| {
+                project
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
+    }
+
+    pub(super) fn pause(&self, project_idx: usize, reason: String) {
+        if let Some(project) = self.projects.get(project_idx) {
+            let mut project = project
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            project.state = "paused";
+            project.paused_reason = Some(reason);
+        }
+    }
+
+    pub(super) fn resume(&self, project_idx: usize) {
+        if let Some(project) = self.projects.get(project_idx) {
+            let mut project = project
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if project.state != "delivering" {
+                tracing::info!(project = %project.name, "Mixpanel accepts the project's credentials again; delivery resumed.");
+            }
+            project.state = "delivering";
+            project.paused_reason = None;
+        }
+    }
+
+    pub(super) fn record_delivered(&self, n_delivered: u64, skipped: &[u64], n_dead_letters: u64) {
+        self.delivered.fetch_add(n_delivered, Ordering::Relaxed);
+        for (counter, count) in self.skipped.iter().zip(skipped) {
+            counter.fetch_add(*count, Ordering::Relaxed);
+        }
+        self.dead_lettered
+            .fetch_add(n_dead_letters, Ordering::Relaxed);
+        self.batches_settled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn record_dead_letters(&self, n_dead_letters: u64) {
+        self.dead_lettered
+            .fetch_add(n_dead_letters, Ordering::Relaxed);
+        self.batches_settled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn record_released(&self) {
+        self.batches_released.fetch_add(1, Ordering::Relaxed);
+    }
+}

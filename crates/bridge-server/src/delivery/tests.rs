@@ -1,0 +1,345 @@
+//! Delivery tests: a real SQLite spool, a dry-run file or a wiremock Mixpanel.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use mixpanel_client::{BatchLimits, Client, Credentials, RetryParams};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use super::*;
+use crate::mapping::{Mapper, MappingConfig};
+use crate::spool::NewBatch;
+use crate::spool::sqlite::{DeadLetterFilter, SpoolConfig, SqliteSpool};
+
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new() -> TestDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bridge-delivery-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TestDir(dir)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Workspace `brand-b` or app group `ag-b` go to project 1, the rest to 0.
+struct TwoProjects;
+
+impl Router for TwoProjects {
+    fn route(&self, workspace: Option<&str>, app_group_id: Option<&str>) -> usize {
+        usize::from(workspace == Some("brand-b") || app_group_id == Some("ag-b"))
+    }
+}
+
+fn options() -> DeliveryOptions {
+    DeliveryOptions {
+        workers: 1,
+        lease: Duration::from_secs(60),
+        batch_limits: BatchLimits::default(),
+        pause_retry: Duration::from_secs(60),
+        max_retry_delay: Duration::from_secs(600),
+        idle_poll: Duration::from_millis(10),
+    }
+}
+
+fn mapper(token: &str) -> Mapper {
+    Mapper::new(MappingConfig {
+        project_token: Some(token.to_owned()),
+        ..MappingConfig::default()
+    })
+}
+
+fn mixpanel(server: &MockServer, name: &str) -> ProjectTarget {
+    let client = Client::builder(Credentials::service_account("svc", "secret", "42"))
+        .base_url(server.uri())
+        .retry(RetryParams {
+            max_retries: 1,
+            ..RetryParams::for_test()
+        })
+        .build()
+        .unwrap();
+    ProjectTarget {
+        name: name.to_owned(),
+        mapper: mapper(&format!("token-{name}")),
+        sink: Sink::Mixpanel(client),
+    }
+}
+
+fn event(id: &str, external_user_id: Option<&str>, app_group_id: &str) -> Value {
+    json!({"event_type": "users.messages.email.Click", "id": id, "time": 1732792800,
+        "user": {"user_id": "b-1", "external_user_id": external_user_id},
+        "properties": {"app_group_id": app_group_id, "campaign_name": "Winter ❄", "url": "https://shop.example/x"}})
+}
+
+async fn append(spool: &SqliteSpool, events: &[Value], workspace: Option<&str>) {
+    let body = json!({ "events": events }).to_string();
+    spool
+        .append(NewBatch {
+            body: Bytes::from(body),
+            workspace: workspace.map(str::to_owned),
+            received_at_ms: 1,
+        })
+        .await
+        .unwrap();
+}
+
+fn events_in(request: &Request) -> Vec<Value> {
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(&request.body[..])
+        .read_to_end(&mut text)
+        .unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[tokio::test]
+async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
+    let dir = TestDir::new();
+    let spool =
+        Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
+    let file_path = dir.0.join("dry-run/default.ndjson");
+    let project = ProjectTarget {
+        name: "default".to_owned(),
+        mapper: mapper("tok"),
+        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
+    };
+    let delivery = Delivery::new(Arc::clone(&spool), TwoProjects, vec![project], options());
+    append(
+        &spool,
+        &[
+            event("e-1", Some("cust-1"), "ag"),
+            event("e-2", None, "ag"),
+            json!({"id": "x"}),
+            json!("junk"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Settled)
+    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), None);
+
+    let written = std::fs::read_to_string(&file_path).unwrap();
+    let lines: Vec<Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event"], "Email Click");
+    assert_eq!(lines[0]["properties"]["$insert_id"], "e-1");
+    assert_eq!(lines[0]["properties"]["token"], "tok");
+
+    let store = spool.dead_letter_store().unwrap();
+    let dead = store.list(&DeadLetterFilter::default(), 10).unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|entry| entry.reason.as_str()).collect();
+    assert_eq!(reasons, ["missing_event_type", "not_an_object"]);
+    assert_eq!(dead[1].event, Bytes::from_static(b"\"junk\""));
+    let status = delivery.status();
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        status.skipped[crate::mapping::SkipReason::NoExternalUserId as usize]
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 2);
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+#[tokio::test]
+async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_splits_projects() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server_a = MockServer::start().await;
+    let server_b = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(|request: &Request| {
+            let events = events_in(request);
+            match events.iter().position(|event| event["properties"]["$insert_id"] == "bad-1") {
+                Some(idx) => ResponseTemplate::new(400).set_body_json(json!({"code": 400, "num_records_imported": events.len() - 1,
+                    "failed_records": [{"index": idx, "$insert_id": "bad-1", "field": "properties.time", "message": "too old"}]})),
+                None => ResponseTemplate::new(200).set_body_json(json!({"code": 200, "num_records_imported": events.len()})),
+            }
+        })
+        .mount(&server_a)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server_b)
+        .await;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server_a, "a"), mixpanel(&server_b, "b")],
+        options(),
+    );
+    let bad = event("bad-1", Some("cust-9"), "ag-a");
+    append(
+        &spool,
+        &[
+            event("a-1", Some("cust-1"), "ag-a"),
+            bad.clone(),
+            event("b-1", Some("cust-2"), "ag-b"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Settled)
+    );
+
+    let to_a: Vec<Value> = server_a
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(events_in)
+        .collect();
+    let to_b: Vec<Value> = server_b
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(events_in)
+        .collect();
+    assert_eq!(to_a.len(), 2);
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(to_b[0]["properties"]["token"], "token-b");
+    let dead = spool
+        .dead_letter_store()
+        .unwrap()
+        .list(&DeadLetterFilter::default(), 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, REFUSED_BY_MIXPANEL);
+    assert_eq!(dead[0].detail, "properties.time: too old");
+    assert_eq!(dead[0].event_id.as_deref(), Some("bad-1"));
+    let stored: Value = serde_json::from_slice(&dead[0].event).unwrap();
+    assert_eq!(stored, bad, "the dead letter keeps the Currents event");
+}
+
+#[tokio::test]
+async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.max_retry_delay = Duration::ZERO;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server, "a")],
+        opts,
+    );
+    append(&spool, &[event("o-1", Some("cust-1"), "ag")], None).await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Released)
+    );
+    assert_eq!(spool.stats().await.unwrap().n_batches, 1, "kept for later");
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Settled)
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        3,
+        "two 503s, then the accepted retry"
+    );
+    let status = delivery.status();
+    assert_eq!(status.batches_released.load(Ordering::Relaxed), 1);
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+#[tokio::test]
+async fn refused_credentials_pause_the_project_and_success_resumes_it() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"error": "Invalid credentials"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.pause_retry = Duration::ZERO;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server, "a")],
+        opts,
+    );
+    append(&spool, &[event("p-1", Some("cust-1"), "ag")], None).await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Released)
+    );
+    let projects = delivery.status().projects();
+    assert_eq!(projects[0].state, "paused");
+    assert!(
+        projects[0]
+            .paused_reason
+            .as_deref()
+            .unwrap()
+            .contains("Invalid credentials")
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "401 is not retried"
+    );
+
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(BatchResult::Settled)
+    );
+    assert_eq!(delivery.status().projects()[0].state, "delivering");
+    assert_eq!(delivery.status().delivered.load(Ordering::Relaxed), 1);
+}

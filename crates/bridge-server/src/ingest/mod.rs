@@ -1,0 +1,317 @@
+//! `POST /currents`: Braze's Custom HTTP connector posts batches here.
+//!
+//! The answer decides whether Braze keeps or forgets a batch, so each
+//! situation has exactly one answer (`docs/specs/ingest.md`):
+//!
+//! | situation | answer |
+//! |---|---|
+//! | batch durable in the spool | 200 |
+//! | empty body or `{"events":[]}`, valid token | 200, nothing stored |
+//! | missing or wrong token | 401 (Braze does not resend: several tokens may be valid at once) |
+//! | body not JSON, not `{"events":[...]}`, bad gzip | 400 |
+//! | body over the cap, after gzip inflation | 413 (Braze splits the batch) |
+//! | spool full, storage error, shutting down | 503 with `Retry-After` |
+//! | a bug of ours | 500 (the body reveals nothing) |
+//!
+//! Invalid events inside a valid batch do not change the answer: the batch is
+//! stored whole and each invalid event is dead-lettered with its reason when
+//! the batch is delivered.
+//!
+//! Layers, outermost first: sensitive headers → trace → timeout → panic
+//! catcher → gzip inflation → the inflated-size limit (`DefaultBodyLimit`,
+//! enforced while the handler reads the body) → auth → handler.
+
+pub mod auth;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use currents_model::{Batch, BatchError};
+use serde::Deserialize;
+
+use crate::spool::{NewBatch, Spool, SpoolError};
+use auth::{AuthCheck, BearerTokens};
+
+/// How the endpoint behaves.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Tokens Braze may present; empty accepts any request.
+    pub tokens: BearerTokens,
+    /// The largest body accepted, counted after gzip inflation.
+    pub max_body_bytes: usize,
+    /// Time allowed for one request, body and spooling included.
+    pub request_timeout: Duration,
+}
+
+/// What the handler needs.
+pub struct IngestState<S> {
+    spool: Arc<S>,
+    config: IngestConfig,
+    accepting: AtomicBool,
+}
+
+impl<S: Spool> IngestState<S> {
+    /// State over a spool.
+    pub fn new(spool: Arc<S>, config: IngestConfig) -> IngestState<S> {
+        IngestState {
+            spool,
+            config,
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// From now on, answer 503 so that Braze retries elsewhere or later.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether batches are being accepted.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+}
+
+/// The ingest routes, with their layers.
+pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
+    use tower::ServiceBuilder;
+    use tower_http::catch_panic::CatchPanicLayer;
+    use tower_http::decompression::RequestDecompressionLayer;
+    use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            IngestError::Internal.into_response()
+        }))
+        .layer(RequestDecompressionLayer::new());
+    Router::new()
+        .route("/currents", post(receive::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token::<S>,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(layers)
+        .with_state(state)
+}
+
+/// Why a request was not accepted; each maps to exactly one status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// No bearer token.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A token that is not configured.
+    #[error("invalid bearer token")]
+    WrongToken,
+    /// Over the size cap after inflation.
+    #[error(
+        "body is over the {max_body_bytes}-byte limit (after gzip inflation); send smaller batches"
+    )]
+    TooLarge {
+        /// The cap.
+        max_body_bytes: usize,
+    },
+    /// Not a readable batch.
+    #[error("{0}")]
+    BadBody(String),
+    /// Cannot store now; Braze should retry.
+    #[error("{reason}; retry later")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// Seconds Braze should wait.
+        retry_after_secs: u64,
+    },
+    /// Our own fault.
+    #[error("internal error")]
+    Internal,
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            IngestError::MissingToken | IngestError::WrongToken => StatusCode::UNAUTHORIZED,
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        match &self {
+            IngestError::MissingToken | IngestError::WrongToken => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"currents\""),
+                );
+            }
+            IngestError::Unavailable {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+async fn require_token<S: Spool>(
+    State(state): State<Arc<IngestState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match state.config.tokens.check(authorization) {
+        AuthCheck::Valid => next.run(request).await,
+        AuthCheck::Missing => IngestError::MissingToken.into_response(),
+        AuthCheck::Wrong => {
+            tracing::warn!("Refused a Currents request with an unknown bearer token.");
+            IngestError::WrongToken.into_response()
+        }
+    }
+}
+
+/// Query parameters of `POST /currents`.
+#[derive(Debug, Deserialize)]
+struct IngestParams {
+    /// The Braze workspace, for routing to a Mixpanel project.
+    workspace: Option<String>,
+}
+
+/// The longest workspace name accepted.
+const MAX_WORKSPACE_LEN: usize = 256;
+
+async fn receive<S: Spool>(
+    State(state): State<Arc<IngestState<S>>>,
+    params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, IngestError> {
+    if !state.is_accepting() {
+        return Err(IngestError::Unavailable {
+            reason: "the bridge is shutting down".to_owned(),
+            retry_after_secs: 5,
+        });
+    }
+    let Query(params) = params.map_err(|rejection| IngestError::BadBody(rejection.body_text()))?;
+    if params
+        .workspace
+        .as_ref()
+        .is_some_and(|workspace| workspace.len() > MAX_WORKSPACE_LEN)
+    {
+        return Err(IngestError::BadBody(format!(
+            "workspace is longer than {MAX_WORKSPACE_LEN} bytes"
+        )));
+    }
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => IngestError::TooLarge {
+            max_body_bytes: state.config.max_body_bytes,
+        },
+        _ => IngestError::BadBody(format!("cannot read the body: {}", rejection.body_text())),
+    })?;
+    let version = headers
+        .get("braze-currents-version")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    let n_events = match Batch::parse_bytes(&body) {
+        Ok(batch) => batch.events.len(),
+        Err(
+            error @ (BatchError::InvalidJson { .. }
+            | BatchError::InvalidUtf8 { .. }
+            | BatchError::NotAnEnvelope),
+        ) => {
+            tracing::debug!(error = %error, currents_version = version, "Refused an unreadable Currents body.");
+            return Err(IngestError::BadBody(error.to_string()));
+        }
+        Err(error) => return Err(IngestError::BadBody(error.to_string())),
+    };
+    if n_events == 0 {
+        tracing::debug!(
+            currents_version = version,
+            "Accepted an empty Currents batch (credential check)."
+        );
+        return Ok(accepted(0));
+    }
+    let batch = NewBatch {
+        body,
+        workspace: params.workspace,
+        received_at_ms: now_ms(),
+    };
+    match state.spool.append(batch).await {
+        Ok(id) => {
+            tracing::debug!(
+                batch_id = id.0,
+                n_events,
+                currents_version = version,
+                "Spooled a Currents batch."
+            );
+            Ok(accepted(n_events))
+        }
+        Err(SpoolError::Full { n_bytes, max_bytes }) => {
+            tracing::warn!(n_bytes, max_bytes, "Spool is full; asking Braze to retry.");
+            Err(IngestError::Unavailable {
+                reason: "the spool is full".to_owned(),
+                retry_after_secs: 30,
+            })
+        }
+        Err(SpoolError::Closed) => Err(IngestError::Unavailable {
+            reason: "the bridge is shutting down".to_owned(),
+            retry_after_secs: 5,
+        }),
+        Err(error) => {
+            tracing::error!(error = %error, "Cannot spool a Currents batch.");
+            Err(IngestError::Unavailable {
+                reason: "the spool cannot store the batch".to_owned(),
+                retry_after_secs: 10,
+            })
+        }
+    }
+}
+
+fn accepted(n_events: usize) -> Response {
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "status": "ok", "events": n_events })),
+    )
+        .into_response()
+}
+
+/// Now, UNIX milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests;

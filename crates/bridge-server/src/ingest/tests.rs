@@ -1,0 +1,288 @@
+//! The ingest contract, row by row, through the router with a real spool.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+
+const TOKEN: &str = "cUrReNtS-t0ken==";
+const NEXT_TOKEN: &str = "r0tated-t0ken==";
+
+/// A spool in a fresh directory, removed when dropped.
+struct TestSpool {
+    spool: Arc<SqliteSpool>,
+    dir: PathBuf,
+}
+
+impl Drop for TestSpool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spool(max_bytes: u64) -> TestSpool {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "bridge-ingest-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spool = SqliteSpool::open(SpoolConfig::new(dir.clone(), max_bytes)).expect("spool opens");
+    TestSpool {
+        spool: Arc::new(spool),
+        dir,
+    }
+}
+
+fn state(spool: &TestSpool, max_body_bytes: usize) -> Arc<IngestState<SqliteSpool>> {
+    Arc::new(IngestState::new(
+        Arc::clone(&spool.spool),
+        IngestConfig {
+            tokens: BearerTokens::new([TOKEN, NEXT_TOKEN]),
+            max_body_bytes,
+            request_timeout: Duration::from_secs(10),
+        },
+    ))
+}
+
+fn post() -> axum::http::request::Builder {
+    Request::post("/currents")
+}
+
+async fn send(
+    state: &Arc<IngestState<SqliteSpool>>,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let response = routes(Arc::clone(state))
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+fn authorized(body: &str) -> Request<Body> {
+    post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("braze-currents-version", "1")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn batch_body(n_events: usize) -> String {
+    let events: Vec<String> = (0..n_events)
+        .map(|idx| {
+            format!(
+                r#"{{"event_type":"users.messages.email.Open","id":"3f1c2d4e-0000-4000-8000-{idx:012}","time":1732792800,"user":{{"user_id":"65f1","external_user_id":"cust-{idx}"}},"properties":{{"campaign_name":"Été ☀ sale","email_address":"ana.souza@example.com"}}}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"events":[{}]}}"#, events.join(","))
+}
+
+async fn n_batches(spool: &TestSpool) -> u64 {
+    spool.spool.stats().await.unwrap().n_batches
+}
+
+#[tokio::test]
+async fn a_valid_batch_is_spooled_then_acknowledged() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let body = batch_body(3);
+    let request = post()
+        .uri("/currents?workspace=brand-a")
+        .header(header::AUTHORIZATION, format!("Bearer {NEXT_TOKEN}"))
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (status, _, json) = send(&state, request).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["events"], 3);
+    let leased = spool
+        .spool
+        .lease(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].batch.body, body.as_bytes());
+    assert_eq!(leased[0].batch.workspace.as_deref(), Some("brand-a"));
+}
+
+#[tokio::test]
+async fn empty_bodies_check_credentials_and_store_nothing() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    for body in ["", "  \n", r#"{"events":[]}"#] {
+        let (status, _, json) = send(&state, authorized(body)).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}: {json}");
+    }
+    assert_eq!(n_batches(&spool).await, 0);
+    let request = post()
+        .header(header::AUTHORIZATION, "Bearer not-a-token")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&state, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+}
+
+#[tokio::test]
+async fn missing_or_wrong_tokens_are_refused() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let missing = post().body(Body::from(batch_body(1))).unwrap();
+    let (status, _, json) = send(&state, missing).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["error"], "missing bearer token");
+    let wrong = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}x"))
+        .body(Body::from(batch_body(1)))
+        .unwrap();
+    let (status, _, json) = send(&state, wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!json.to_string().contains(TOKEN));
+    assert_eq!(n_batches(&spool).await, 0);
+}
+
+#[tokio::test]
+async fn undecodable_bodies_are_400_with_a_json_error() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    for body in [
+        "not json",
+        r#"{"events":5}"#,
+        r#"[{"event_type":"x"}]"#,
+        r#"{"events":[1,2"#,
+        r#"{"event_type":"users.messages.email.Open","events":[]}"#,
+    ] {
+        let (status, _, json) = send(&state, authorized(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert!(json["error"].is_string(), "{body:?}: {json}");
+    }
+    let invalid_utf8 = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(vec![b'{', 0xff, b'}']))
+        .unwrap();
+    let (status, _, _) = send(&state, invalid_utf8).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(n_batches(&spool).await, 0);
+}
+
+#[tokio::test]
+async fn invalid_events_inside_a_valid_batch_do_not_refuse_it() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let body = r#"{"events":[{"event_type":"users.messages.email.Open","id":"a-1","time":1,"user":{"external_user_id":"u"}},{"id":7},"garbage",null]}"#;
+    let (status, _, json) = send(&state, authorized(body)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["events"], 4);
+    assert_eq!(n_batches(&spool).await, 1);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_inflated_and_the_cap_applies_after_inflation() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 64 * 1024);
+    let body = batch_body(5);
+    let request = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gzip(body.as_bytes())))
+        .unwrap();
+    let (status, _, json) = send(&state, request).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let leased = spool
+        .spool
+        .lease(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased[0].batch.body, body.as_bytes(), "stored inflated");
+
+    // A gzip bomb: 64 MB of zeros in well under 100 KB.
+    let bomb = gzip(&vec![b' '; 64 << 20]);
+    assert!(bomb.len() < 100 * 1024);
+    let request = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(bomb))
+        .unwrap();
+    let (status, _, json) = send(&state, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+
+    let broken = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(b"\x1f\x8bnot really gzip".to_vec()))
+        .unwrap();
+    let (status, _, _) = send(&state, broken).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_plain_body_over_the_cap_is_413() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1024);
+    let (status, _, json) = send(&state, authorized(&batch_body(20))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        json["error"].as_str().unwrap().contains("1024-byte limit"),
+        "{json}"
+    );
+    assert_eq!(n_batches(&spool).await, 0);
+}
+
+#[tokio::test]
+async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledged() {
+    let body = batch_body(10);
+    let spool = spool(body.len() as u64 * 2 + 10);
+    let state = state(&spool, 1 << 20);
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..5 {
+        let (status, headers, _) = send(&state, authorized(&body)).await;
+        match status {
+            StatusCode::OK => accepted += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert!(headers.contains_key(header::RETRY_AFTER));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        accepted >= 2 && refused >= 1,
+        "accepted {accepted}, refused {refused}"
+    );
+    assert_eq!(n_batches(&spool).await, accepted);
+}
+
+#[tokio::test]
+async fn shutting_down_answers_503() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    state.stop_accepting();
+    let (status, headers, _) = send(&state, authorized(&batch_body(1))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(n_batches(&spool).await, 0);
+}

@@ -1,0 +1,196 @@
+//! `serve`: the whole service from a [`Config`]: the embedded spool, the
+//! ingest endpoint, the operations endpoints, and the delivery workers,
+//! with a graceful shutdown.
+//!
+//! Shutdown (SIGTERM or SIGINT): ingest answers 503 from then on, requests
+//! in flight finish, delivery workers finish the batch each holds (bounded
+//! by `shutdown_deadline`; a batch cut off is handed out again after its
+//! lease), and the spool closes cleanly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mixpanel_client::Client;
+
+use crate::config::{Config, IngestAuth};
+use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
+use crate::ingest::auth::BearerTokens;
+use crate::ingest::{IngestConfig, IngestState};
+use crate::mapping::Mapper;
+use crate::ops::OpsState;
+use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The spool cannot be opened.
+    #[error("cannot open the spool")]
+    Spool(#[source] crate::spool::SpoolError),
+    /// A project's client or dry-run file cannot be set up.
+    #[error("cannot set up project {project:?}: {message}")]
+    Project {
+        /// The project.
+        project: String,
+        /// Why.
+        message: String,
+    },
+    /// The listen address cannot be bound, or serving failed.
+    #[error("cannot serve on {address}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Routes with the configuration's table.
+struct ConfigRouter {
+    config: Arc<Config>,
+    index: HashMap<String, usize>,
+}
+
+impl Router for ConfigRouter {
+    fn route(&self, workspace: Option<&str>, app_group_id: Option<&str>) -> usize {
+        let project = self.config.route(workspace, app_group_id);
+        self.index.get(&project.name).copied().unwrap_or(0)
+    }
+}
+
+/// Runs the service until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let spool_config = SpoolConfig::new(config.data_dir.join("spool"), config.spool.max_bytes);
+    let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
+        .await
+        .map_err(|error| ServeError::Spool(crate::spool::SpoolError::Storage(error.to_string())))?
+        .map_err(ServeError::Spool)?;
+    let spool = Arc::new(spool);
+
+    let mut projects = Vec::new();
+    let mut index = HashMap::new();
+    for (project_idx, project) in config.all_projects().enumerate() {
+        index.insert(project.name.clone(), project_idx);
+        projects.push(project_target(&config, project)?);
+    }
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&spool),
+        ConfigRouter {
+            config: Arc::clone(&config),
+            index,
+        },
+        projects,
+        DeliveryOptions {
+            workers: config.delivery.workers,
+            lease: config.delivery.lease,
+            batch_limits: config.delivery.batch_limits,
+            pause_retry: Duration::from_secs(60),
+            max_retry_delay: Duration::from_secs(600),
+            idle_poll: Duration::from_millis(50),
+        },
+    ));
+
+    let tokens = match &config.ingest.auth {
+        IngestAuth::Tokens(tokens) => BearerTokens::new(tokens.iter().map(|token| token.expose())),
+        IngestAuth::Unauthenticated => BearerTokens::new([]),
+    };
+    let ingest = Arc::new(IngestState::new(
+        Arc::clone(&spool),
+        IngestConfig {
+            tokens,
+            max_body_bytes: config.ingest.max_body_bytes,
+            request_timeout: config.ingest.request_timeout,
+        },
+    ));
+    let ops = Arc::new(OpsState {
+        spool: Arc::clone(&spool),
+        ingest: Arc::clone(&ingest),
+        delivery: delivery.status(),
+    });
+    let app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        dry_run = config.dry_run,
+        "Bridge is serving."
+    );
+
+    let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
+    let delivery_task = tokio::spawn(Arc::clone(&delivery).run(delivery_stopped));
+
+    let ingest_for_shutdown = Arc::clone(&ingest);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("Shutting down: refusing new batches, finishing what is in flight.");
+            ingest_for_shutdown.stop_accepting();
+        })
+        .await;
+
+    let _ = stop_delivery.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), delivery_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Delivery workers did not finish within 30 s; their batches will be handed out again."
+        );
+    }
+    if let Err(error) = spool.close().await {
+        tracing::error!(error = %error, "Cannot close the spool cleanly.");
+    }
+    tracing::info!("Bridge stopped.");
+    served.map_err(|source| ServeError::Listen {
+        address: config.listen,
+        source,
+    })
+}
+
+fn project_target(
+    config: &Config,
+    project: &crate::config::ProjectConfig,
+) -> Result<ProjectTarget, ServeError> {
+    let fail = |message: String| ServeError::Project {
+        project: project.name.clone(),
+        message,
+    };
+    let sink = if config.dry_run {
+        let path = config.dry_run_path(project);
+        let file = DryRunFile::open(&path)
+            .map_err(|error| fail(format!("cannot open {}: {error}", path.display())))?;
+        tracing::info!(project = %project.name, path = %path.display(), "Dry run: mapped events go to a file.");
+        Sink::DryRun(file)
+    } else {
+        let credentials = project
+            .credentials
+            .clone()
+            .ok_or_else(|| fail("no Mixpanel credentials".to_owned()))?;
+        let mut builder = Client::builder(credentials)
+            .region(project.region)
+            .request_timeout(config.delivery.request_timeout)
+            .retry(config.delivery.retry.clone())
+            .max_concurrent_requests(config.delivery.concurrency);
+        if let Some(url) = &project.api_url {
+            builder = builder.base_url(url.as_str());
+        }
+        Sink::Mixpanel(builder.build().map_err(|error| fail(error.to_string()))?)
+    };
+    Ok(ProjectTarget {
+        name: project.name.clone(),
+        mapper: Mapper::new(config.mapping_config(project)),
+        sink,
+    })
+}
