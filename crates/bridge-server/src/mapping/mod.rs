@@ -150,9 +150,8 @@ impl Mapper {
 
         let nested_len =
             nested_len(&event.custom_properties) + nested_len(&event.purchase_properties);
-        let mut properties = Properties::with_capacity(
-            N_ENVELOPE_KEYS + event.properties.len() + 1 + nested_len,
-        );
+        let mut properties =
+            Properties::with_capacity(N_ENVELOPE_KEYS + event.properties.len() + 1 + nested_len);
         properties.insert("$partner_id", PropertyValue::String(Cow::Borrowed("braze")));
         properties.insert("distinct_id", PropertyValue::String(distinct_id));
         properties.insert(
@@ -212,7 +211,10 @@ impl Mapper {
 
 /// Whether a key is one of the envelope's, which properties never overwrite.
 fn is_envelope_key(key: &str) -> bool {
-    matches!(key, "$partner_id" | "distinct_id" | "$insert_id" | "time" | "token")
+    matches!(
+        key,
+        "$partner_id" | "distinct_id" | "$insert_id" | "time" | "token"
+    )
 }
 
 /// The name Braze's Mixpanel export gives a field it renames.
