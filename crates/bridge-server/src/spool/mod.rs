@@ -7,12 +7,13 @@
 //!    fsync'd for the embedded spool; acknowledged by the log for a
 //!    distributed one). Only then may the ingest endpoint answer Braze 2xx.
 //! 2. [`Spool::lease`] hands out batches that are due, hiding each for the
-//!    lease time. A leased batch that is neither settled nor released before
-//!    its lease ends is handed out again (the worker died or hung).
+//!    lease time and counting the delivery attempt. A leased batch that is
+//!    neither settled nor released before its lease ends is handed out again
+//!    (the worker died or hung).
 //! 3. [`Spool::settle`] finishes a batch: it is removed and its dead letters
 //!    are stored, in one atomic step.
-//! 4. [`Spool::release`] gives a batch back to be retried after a delay,
-//!    counting the attempt.
+//! 4. [`Spool::release`] gives a batch back to be retried after a delay
+//!    (the attempt was counted by the lease).
 //!
 //! These are the semantics of a work queue with visibility timeouts, which
 //! both the embedded SQLite spool ([`sqlite::SqliteSpool`]) and a NATS
@@ -51,7 +52,8 @@ pub struct LeasedBatch {
     pub id: BatchId,
     /// The batch as received.
     pub batch: NewBatch,
-    /// Deliveries tried before this one.
+    /// Deliveries tried before this one: how often the batch was leased
+    /// before (released, or its lease ran out, or its worker died).
     pub attempts: u32,
 }
 
@@ -116,7 +118,8 @@ pub trait Spool: Send + Sync + 'static {
     /// Stores a batch durably and returns its id.
     fn append(&self, batch: NewBatch) -> impl Future<Output = Result<BatchId, SpoolError>> + Send;
 
-    /// Leases up to `max_batches` due batches for `lease`.
+    /// Leases up to `max_batches` due batches for `lease`, counting one
+    /// attempt for each.
     fn lease(
         &self,
         max_batches: usize,
@@ -130,7 +133,8 @@ pub trait Spool: Send + Sync + 'static {
         dead_letters: Vec<DeadLetter>,
     ) -> impl Future<Output = Result<(), SpoolError>> + Send;
 
-    /// Gives a leased batch back, due again after `retry_in`, one attempt more.
+    /// Gives a leased batch back, due again after `retry_in` (its attempt was
+    /// counted when it was leased).
     fn release(
         &self,
         id: BatchId,

@@ -36,10 +36,16 @@
 //! - **Nothing blocks the runtime.** The writer is a plain thread;
 //!   [`Spool::stats`] runs on `spawn_blocking` inside a span. The CRC-32 of a
 //!   body (a few µs for 60 KB) is computed by the caller.
-//! - **Leases are visibility timeouts.** A leased batch's `visible_at_ms` is
-//!   pushed out by the lease time; `release` sets it to now plus the delay
-//!   and counts the attempt. Lease changes go through the writer. After a
-//!   restart, batches that were leased become due when their lease ends.
+//! - **Leases are visibility timeouts, kept apart from retry delays.** A
+//!   batch is due when `visible_at_ms` (its retry delay) is past and it is
+//!   not leased (`leased_until_ms` NULL) or its lease has run out. `lease`
+//!   sets `leased_until_ms` to now plus the lease time and counts the
+//!   delivery in `attempts`; `release` clears the lease and sets
+//!   `visible_at_ms` to now plus the delay; `settle` deletes the row. Lease
+//!   changes go through the writer. Only one server process uses a spool
+//!   (the CLI's [`DeadLetterStore`] never leases), so [`SqliteSpool::open`]
+//!   clears every lease: batches a crashed run had leased are due at once
+//!   after a restart, while released batches keep their retry delay.
 //! - **Size bound.** Stored body bytes are kept in memory (loaded at open,
 //!   updated after each commit from the `totals` row, so replays by the CLI
 //!   count too) plus the bytes of appends in flight; an append that would go
@@ -68,15 +74,16 @@
 //!
 //! | table | columns |
 //! |---|---|
-//! | `batches` | `id` INTEGER PRIMARY KEY AUTOINCREMENT (never reused), `received_at_ms`, `visible_at_ms`, `attempts`, `body_len`, `body_crc32` (CRC-32/IEEE of `body`), `workspace` TEXT NULL, `body` BLOB (the Currents body as received; last, so scans over the small columns do not read it) |
+//! | `batches` | `id` INTEGER PRIMARY KEY AUTOINCREMENT (never reused), `received_at_ms`, `visible_at_ms` (due after this: the retry delay of `release`), `leased_until_ms` NULL (the lease's end; NULL when not leased), `attempts` (deliveries tried: leases handed out), `body_len`, `body_crc32` (CRC-32/IEEE of `body`), `workspace` TEXT NULL, `body` BLOB (the Currents body as received; last, so scans over the small columns do not read it) |
 //! | `dead_letters` | `id` INTEGER PRIMARY KEY AUTOINCREMENT, `dead_lettered_at_ms`, `reason`, `detail`, `event_type` NULL, `event_id` NULL, `workspace` NULL, `attempts`, `batch_id` NULL (the batch it came in), `event` BLOB (the event's JSON) |
 //! | `quarantine` | `id`, `quarantined_at_ms`, `batch_id`, `reason` (`checksum_mismatch`, `length_mismatch`, `undecodable_row`), `detail`, and the batch's raw `received_at_ms`, `attempts`, `workspace`, `body` |
 //! | `totals` | one row: `n_batches`, `n_bytes`, `n_dead_letters`, `n_quarantined`, kept equal to the aggregates by triggers on the three tables, whichever process writes |
 //!
-//! Indexes: `batches_due (id, visible_at_ms)`, a covering index that
-//! `lease` scans in id order for due batches; `dead_letters (reason)`,
-//! `(event_type)`, `(dead_lettered_at_ms)`. A file with a newer
-//! `user_version` is refused, never touched.
+//! Indexes: `batches_due (id, visible_at_ms, leased_until_ms)`, a covering
+//! index that `lease` scans in id order for due batches (and `open` for
+//! leases to clear); `dead_letters (reason)`, `(event_type)`,
+//! `(dead_lettered_at_ms)`. A file with a newer `user_version` is refused,
+//! never touched.
 
 mod dead_letters;
 mod recovery;
@@ -171,6 +178,14 @@ impl SqliteSpool {
         })?;
         let path = config.dir.join(schema::FILE_NAME);
         let conn = recovery::open_checked(&path, config.busy_timeout)?;
+        let n_recovered_leases = schema::clear_leases(&conn)
+            .map_err(|error| schema::storage_error(path.display(), &error))?;
+        if n_recovered_leases > 0 {
+            tracing::info!(
+                n_batches = n_recovered_leases,
+                "Recovered batches leased by a previous run; they are due again now."
+            );
+        }
         let totals =
             Totals::read(&conn).map_err(|error| schema::storage_error(path.display(), &error))?;
         let reader = open_reader(&path, config.busy_timeout)?;

@@ -25,7 +25,7 @@ const SALVAGE_MAX_ERRORS: u32 = 64;
 const SALVAGED_TABLES: [(&str, &str); 3] = [
     (
         "batches",
-        "id, received_at_ms, visible_at_ms, attempts, body_len, body_crc32, workspace, body",
+        "id, received_at_ms, visible_at_ms, leased_until_ms, attempts, body_len, body_crc32, workspace, body",
     ),
     (
         "dead_letters",

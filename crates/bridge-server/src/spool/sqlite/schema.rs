@@ -27,13 +27,14 @@ CREATE TABLE batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at_ms INTEGER NOT NULL,
     visible_at_ms INTEGER NOT NULL,
+    leased_until_ms INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     body_len INTEGER NOT NULL,
     body_crc32 INTEGER NOT NULL,
     workspace TEXT,
     body BLOB NOT NULL
 );
-CREATE INDEX batches_due ON batches (id, visible_at_ms);
+CREATE INDEX batches_due ON batches (id, visible_at_ms, leased_until_ms);
 
 CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -210,6 +211,20 @@ impl SchemaError {
 /// A storage error naming the file.
 pub(crate) fn storage_error(path: impl std::fmt::Display, error: &rusqlite::Error) -> SpoolError {
     SpoolError::Storage(format!("{path}: {error}"))
+}
+
+/// Ends every lease, making the batches leased by a previous run of the
+/// server due at once (a batch released with a delay keeps it); returns how
+/// many. Only one server process uses a spool, so at open no lease is held
+/// by a live worker.
+pub(crate) fn clear_leases(conn: &Connection) -> rusqlite::Result<usize> {
+    // Find them on the small covering index rather than scanning the rows.
+    conn.execute(
+        "UPDATE batches SET leased_until_ms = NULL WHERE id IN (
+             SELECT id FROM batches INDEXED BY batches_due WHERE leased_until_ms IS NOT NULL
+         )",
+        [],
+    )
 }
 
 /// The CRC-32 (IEEE) of a stored body.

@@ -148,12 +148,128 @@ async fn an_expired_lease_makes_the_batch_visible_again() {
     let again = spool.lease(10, HOUR).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, id);
-    assert_eq!(again[0].attempts, 0, "an expired lease is not a release");
+    assert_eq!(
+        again[0].attempts, 1,
+        "the lease that ran out was a delivery tried"
+    );
     spool.close().await.unwrap();
 }
 
 #[tokio::test]
-async fn release_delays_the_batch_and_counts_the_attempt() {
+async fn attempts_count_leases_and_release_does_not_count_twice() {
+    let dir = TempDir::new("attempts");
+    let spool = open(&dir);
+    let id = spool.append(batch(1)).await.unwrap();
+    let mut seen = Vec::new();
+    for round in 0..6 {
+        let leased = spool.lease(1, Duration::ZERO).await.unwrap();
+        assert_eq!(leased.len(), 1);
+        seen.push(leased[0].attempts);
+        // Alternate between a worker that gives the batch back and one whose
+        // lease simply runs out.
+        if round % 2 == 0 {
+            spool.release(id, Duration::ZERO).await.unwrap();
+        }
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    spool.close().await.unwrap();
+    drop(spool);
+    let conn = raw_connection(&dir);
+    let attempts: i64 = conn
+        .query_row(
+            "SELECT attempts FROM batches WHERE id = ?1",
+            [id.0],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(attempts, 6, "the stored count includes the last lease");
+}
+
+#[tokio::test]
+async fn a_leased_batch_is_due_at_once_after_reopening() {
+    let dir = TempDir::new("reopen-leased");
+    let spool = open(&dir);
+    let first = spool.append(batch(1)).await.unwrap();
+    let second = spool.append(batch(2)).await.unwrap();
+    let third = spool.append(batch(3)).await.unwrap();
+    let leased = spool.lease(2, HOUR).await.unwrap();
+    assert_eq!(
+        leased.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert!(
+        spool
+            .lease(1, HOUR)
+            .await
+            .unwrap()
+            .iter()
+            .all(|b| b.id == third)
+    );
+
+    // Dropped without close, as close as a test gets to a crash in process.
+    drop(spool);
+    let spool = open(&dir);
+    let again = spool.lease(10, HOUR).await.unwrap();
+    assert_eq!(
+        again.iter().map(|b| (b.id, b.attempts)).collect::<Vec<_>>(),
+        [(first, 1), (second, 1), (third, 1)],
+        "every lease of the previous run is cleared, and counted"
+    );
+    assert!(spool.lease(10, HOUR).await.unwrap().is_empty());
+
+    // The same after a clean close.
+    spool.close().await.unwrap();
+    drop(spool);
+    let spool = open(&dir);
+    let again = spool.lease(10, HOUR).await.unwrap();
+    assert_eq!(
+        again.iter().map(|b| (b.id, b.attempts)).collect::<Vec<_>>(),
+        [(first, 2), (second, 2), (third, 2)]
+    );
+    spool.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_released_batch_keeps_its_retry_delay_across_a_reopen() {
+    let dir = TempDir::new("reopen-released");
+    let spool = open(&dir);
+    let delayed = spool.append(batch(1)).await.unwrap();
+    let leased = spool.append(batch(2)).await.unwrap();
+    assert_eq!(spool.lease(2, HOUR).await.unwrap().len(), 2);
+    spool.release(delayed, HOUR).await.unwrap();
+    spool.close().await.unwrap();
+    drop(spool);
+
+    let spool = open(&dir);
+    let again = spool.lease(10, HOUR).await.unwrap();
+    assert_eq!(
+        again.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [leased],
+        "the released batch still waits for its retry"
+    );
+    spool.close().await.unwrap();
+    drop(spool);
+
+    // A short delay still runs out after a reopen.
+    let dir = TempDir::new("reopen-released-short");
+    let spool = open(&dir);
+    let id = spool.append(batch(1)).await.unwrap();
+    spool.lease(1, HOUR).await.unwrap();
+    spool.release(id, Duration::from_millis(300)).await.unwrap();
+    drop(spool);
+    let spool = open(&dir);
+    assert!(
+        spool.lease(1, HOUR).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let leased = spool.lease(1, HOUR).await.unwrap();
+    assert_eq!((leased[0].id, leased[0].attempts), (id, 1));
+    spool.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_delays_the_batch() {
     let dir = TempDir::new("release");
     let spool = open(&dir);
     let id = spool.append(batch(1)).await.unwrap();
@@ -936,6 +1052,7 @@ enum Op {
     Lease { max_batches: usize },
     Settle { pick: usize, n_dead_letters: usize },
     Release { pick: usize, delayed: bool },
+    Reopen { clean: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -945,6 +1062,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), 0..3usize)
             .prop_map(|(pick, n_dead_letters)| Op::Settle { pick, n_dead_letters }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, delayed)| Op::Release { pick, delayed }),
+        1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
     ]
 }
 
@@ -960,7 +1078,7 @@ enum ModelState {
 /// the stats after each step must agree.
 async fn check_against_model(ops: Vec<Op>) {
     let dir = TempDir::new("model");
-    let spool = open(&dir);
+    let mut spool = open(&dir);
     let mut model: BTreeMap<BatchId, (Bytes, u32, ModelState)> = BTreeMap::new();
     let mut leased_ids: Vec<BatchId> = Vec::new();
     let mut n_dead_letters = 0u64;
@@ -990,7 +1108,9 @@ async fn check_against_model(ops: Vec<Op>) {
                     .collect::<Vec<_>>();
                 assert_eq!(actual, expected);
                 for (id, _, _) in actual {
-                    model.get_mut(&id).unwrap().2 = ModelState::Leased;
+                    let entry = model.get_mut(&id).unwrap();
+                    entry.1 += 1;
+                    entry.2 = ModelState::Leased;
                     leased_ids.push(id);
                 }
             }
@@ -1017,12 +1137,25 @@ async fn check_against_model(ops: Vec<Op>) {
                 let retry_in = if delayed { HOUR } else { Duration::ZERO };
                 spool.release(id, retry_in).await.unwrap();
                 let entry = model.get_mut(&id).unwrap();
-                entry.1 += 1;
                 entry.2 = if delayed {
                     ModelState::Delayed
                 } else {
                     ModelState::Due
                 };
+            }
+            Op::Reopen { clean } => {
+                if clean {
+                    spool.close().await.unwrap();
+                }
+                drop(spool);
+                spool = open(&dir);
+                // Leases of the previous run are cleared; delays are kept.
+                for (_, _, state) in model.values_mut() {
+                    if *state == ModelState::Leased {
+                        *state = ModelState::Due;
+                    }
+                }
+                leased_ids.clear();
             }
         }
         let stats = spool.stats().await.unwrap();

@@ -50,7 +50,7 @@ pub(crate) enum Request {
         max_batches: usize,
         /// For this long.
         lease_ms: i64,
-        /// The batches once their new visibility is committed.
+        /// The batches once their leases are committed.
         answer: oneshot::Sender<Result<Vec<LeasedBatch>, SpoolError>>,
     },
     /// Remove a batch and store its dead letters.
@@ -432,21 +432,26 @@ fn answer(request: Request, outcome: Outcome) {
     }
 }
 
-/// Leases up to `max_batches` due batches, in id order; damaged rows go to
-/// quarantine instead.
+/// Leases up to `max_batches` due batches until `leased_until_ms`, in id
+/// order, counting the delivery in `attempts`; damaged rows go to quarantine
+/// instead. A batch is due when its retry delay is over and it is not
+/// leased, or its lease has run out.
 fn lease(
     conn: &Connection,
     max_batches: usize,
     now_ms: i64,
-    visible_at_ms: i64,
+    leased_until_ms: i64,
     quarantined: &mut Vec<(i64, Damage)>,
 ) -> rusqlite::Result<Vec<LeasedBatch>> {
     // Find the due ids on the small covering index, in id order, so batches
-    // waiting for a retry at the head cost a few bytes each, not a page.
+    // waiting for a retry or leased at the head cost a few bytes each, not a
+    // page.
     let due_ids = {
         let mut statement = conn.prepare_cached(
             "SELECT id FROM batches INDEXED BY batches_due
-             WHERE visible_at_ms <= ?1 ORDER BY id LIMIT ?2",
+             WHERE visible_at_ms <= ?1
+               AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
+             ORDER BY id LIMIT ?2",
         )?;
         let limit = i64::try_from(max_batches).unwrap_or(i64::MAX);
         statement
@@ -463,8 +468,12 @@ fn lease(
             .query_row([id], StoredBatch::decode)?;
         match decoded {
             Ok(stored) => {
-                conn.prepare_cached("UPDATE batches SET visible_at_ms = ?2 WHERE id = ?1")?
-                    .execute([id, visible_at_ms])?;
+                // `stored.attempts` is read before this increment: the
+                // deliveries tried before this one.
+                conn.prepare_cached(
+                    "UPDATE batches SET leased_until_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+                )?
+                .execute([id, leased_until_ms])?;
                 leased.push(stored.into_leased());
             }
             Err(damage) => {
@@ -507,11 +516,12 @@ fn settle(
     Ok(())
 }
 
-/// Makes the batch due at `visible_at_ms`, one attempt more.
+/// Ends the batch's lease and makes it due at `visible_at_ms`. The attempt
+/// was already counted when it was leased.
 fn release(conn: &Connection, id: BatchId, visible_at_ms: i64) -> rusqlite::Result<()> {
     let n_updated = conn
         .prepare_cached(
-            "UPDATE batches SET visible_at_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+            "UPDATE batches SET visible_at_ms = ?2, leased_until_ms = NULL WHERE id = ?1",
         )?
         .execute([id.0, visible_at_ms])?;
     if n_updated == 0 {
