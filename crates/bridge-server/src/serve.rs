@@ -4,8 +4,8 @@
 //!
 //! Shutdown (SIGTERM or SIGINT): ingest answers 503 from then on, requests
 //! in flight finish, delivery workers finish the batch each holds (bounded
-//! by `shutdown_deadline`; a batch cut off is handed out again after its
-//! lease), and the spool closes cleanly.
+//! for at most 30 s; a batch cut off is handed out again at the next
+//! start), and the spool closes cleanly.
 
 use std::collections::HashMap;
 use std::sync::Arc;
