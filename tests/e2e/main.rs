@@ -13,9 +13,11 @@
 //! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout;
 //! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
+//! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`.
 
 mod harness;
 
+mod dlq;
 mod golden;
 mod hostile;
 mod import;

@@ -18,9 +18,9 @@ use crate::harness::{self, TempDir};
 const TOKEN: &str = "e2e-currents-token==";
 
 /// A running `serve`, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 impl Drop for Server {
@@ -30,7 +30,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,7 +38,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(data_dir: &Path, port: u16, mixpanel_url: Option<&str>) -> Server {
+pub(crate) fn start(data_dir: &Path, port: u16, mixpanel_url: Option<&str>) -> Server {
     let mut command = Command::new(harness::binary());
     command
         .arg("serve")
@@ -103,7 +103,7 @@ fn http(address: &str, request: &str, body: &[u8]) -> std::io::Result<(u16, Stri
     Ok((status, body))
 }
 
-fn get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
     http(
         address,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
@@ -111,7 +111,7 @@ fn get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
     )
 }
 
-fn post_batch(address: &str, body: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn post_batch(address: &str, body: &str) -> std::io::Result<(u16, String)> {
     let request = format!(
         "POST /currents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nBraze-Currents-Version: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -119,7 +119,7 @@ fn post_batch(address: &str, body: &str) -> std::io::Result<(u16, String)> {
     http(address, &request, body.as_bytes())
 }
 
-fn event(id: &str) -> Value {
+pub(crate) fn event(id: &str) -> Value {
     json!({"event_type": "users.messages.email.Open", "id": id, "time": 1732792800,
         "user": {"user_id": "65f1c0", "external_user_id": format!("cust-{id}")},
         "properties": {"campaign_name": "Rentrée 🍂", "email_address": "ana.souza@example.com", "app_group_id": "ag-1"}})
@@ -129,7 +129,7 @@ fn batch(ids: &[String]) -> String {
     json!({ "events": ids.iter().map(|id| event(id)).collect::<Vec<_>>() }).to_string()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if done() {

@@ -8,6 +8,7 @@
 //! not imported.
 
 mod check_config_cmd;
+mod dlq_cmd;
 mod import_cmd;
 mod mixpanel_args;
 mod serve_cmd;
@@ -41,6 +42,8 @@ enum Command {
     Serve(server_args::ServerArgs),
     /// Check the service configuration and print it, secrets redacted (see docs/configuration.md).
     CheckConfig(server_args::ServerArgs),
+    /// Inspect the dead letters: list, show, replay into delivery, purge (also while serve runs).
+    Dlq(dlq_cmd::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => {
             init_logging("warn", false);
             check_config_cmd::run(args)
+        }
+        Command::Dlq(args) => {
+            init_logging("warn", false);
+            dlq_cmd::run(args)
         }
     }
 }

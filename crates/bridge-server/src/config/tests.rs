@@ -1183,3 +1183,68 @@ fn the_example_in_the_docs_is_the_example_file() {
         .unwrap_or_default();
     assert_eq!(example, EXAMPLE);
 }
+
+#[test]
+fn data_dir_only_takes_the_flag_then_the_variable_then_the_file_then_the_default() {
+    let toml = file("data_dir = \"from-file\"\n");
+    let flags = Flags {
+        data_dir: Some(PathBuf::from("from-flag")),
+        ..Flags::default()
+    };
+    let with_var = env(&[("BRIDGE_DATA_DIR", "from-env")]);
+    let none = Env::default();
+    let data_dir = |file: Option<&ConfigFile>, env: &Env, flags: &Flags| {
+        data_dir_from_sources(file, env, flags).expect("a data dir")
+    };
+    assert_eq!(
+        data_dir(Some(&toml), &with_var, &flags),
+        Path::new("from-flag")
+    );
+    assert_eq!(
+        data_dir(Some(&toml), &with_var, &Flags::default()),
+        Path::new("from-env")
+    );
+    assert_eq!(
+        data_dir(Some(&toml), &none, &Flags::default()),
+        Path::new("from-file")
+    );
+    assert_eq!(
+        data_dir(None, &none, &Flags::default()),
+        Path::new("./bridge-data")
+    );
+}
+
+#[test]
+fn data_dir_only_needs_no_token_or_credentials() {
+    // No ingest token and no Mixpanel credentials: `load` refuses this.
+    let toml = file("data_dir = \"/var/lib/bridge\"\n[ingest]\nmax_body_bytes = 1000000\n");
+    assert!(Config::from_sources(Some(&toml), &Env::default(), &Flags::default()).is_err());
+    assert_eq!(
+        data_dir_from_sources(Some(&toml), &Env::default(), &Flags::default()).expect("a data dir"),
+        Path::new("/var/lib/bridge")
+    );
+}
+
+#[test]
+fn data_dir_only_rejects_an_empty_path_and_bad_toml() {
+    let message = |toml: &str| {
+        data_dir_from_sources(Some(&file(toml)), &Env::default(), &Flags::default())
+            .expect_err("an error")
+            .to_string()
+    };
+    assert_eq!(
+        message("\n data_dir = \"\"\n"),
+        "bridge.toml:2: data_dir: expected a directory, found an empty path"
+    );
+    assert!(message("data_dri = \"x\"\n").starts_with("bridge.toml:1:1: unknown field"));
+    let flags = Flags {
+        data_dir: Some(PathBuf::new()),
+        ..Flags::default()
+    };
+    assert_eq!(
+        data_dir_from_sources(None, &Env::default(), &flags)
+            .expect_err("an error")
+            .to_string(),
+        "--data-dir: expected a directory, found an empty path"
+    );
+}
