@@ -162,6 +162,19 @@ fn dry_run_serves_maps_and_writes_the_events() {
     let status_json: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status_json["delivered_events"], 5);
     assert_eq!(status_json["projects"][0]["state"], "delivering");
+    let (status, metrics) = get(&server.address, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for expected in [
+        "bridge_ingest_received_events_total 5",
+        "bridge_delivery_delivered_events_total{project=\"default\"} 5",
+        "bridge_ingest_requests_total{status=\"200\"} 2",
+        "bridge_spool_batches 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
 }
 
 fn events_in(request: &Request) -> Vec<Value> {

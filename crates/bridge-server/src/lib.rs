@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod ingest;
 pub mod mapping;
+pub mod metrics;
 pub mod ops;
 pub mod serve;
 pub mod spool;

@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz` (alive), `/readyz` (able to accept),
-//! `/status` (JSON: delivery state per project, backlog, counters).
+//! `/status` (JSON: delivery state per project, backlog, counters),
+//! `/metrics` (Prometheus, see [`crate::metrics`]).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde_json::json;
 use crate::delivery::DeliveryStatus;
 use crate::ingest::IngestState;
 use crate::mapping::SkipReason;
+use crate::metrics::Metrics;
 use crate::spool::Spool;
 
 /// What the operations endpoints read.
@@ -23,6 +25,8 @@ pub struct OpsState<S> {
     pub ingest: Arc<IngestState<S>>,
     /// Delivery counters and project states.
     pub delivery: Arc<DeliveryStatus>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `/healthz`, `/readyz` and `/status`.
@@ -31,6 +35,7 @@ pub fn routes<S: Spool>(state: Arc<OpsState<S>>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S>))
         .route("/status", get(status::<S>))
+        .route("/metrics", get(metrics::<S>))
         .with_state(state)
 }
 
@@ -42,6 +47,33 @@ async fn readyz<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("spool: {error}")).into_response(),
     }
+}
+
+async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
+    if let Ok(stats) = state.spool.stats().await {
+        let metrics = &state.metrics;
+        metrics
+            .spool_bytes
+            .set(i64::try_from(stats.n_bytes).unwrap_or(i64::MAX));
+        metrics
+            .spool_batches
+            .set(i64::try_from(stats.n_batches).unwrap_or(i64::MAX));
+        metrics
+            .dead_letters
+            .set(i64::try_from(stats.n_dead_letters).unwrap_or(i64::MAX));
+        let age_ms = stats.oldest_received_at_ms.map_or(0, |oldest| {
+            crate::ingest::now_ms().saturating_sub(oldest).max(0)
+        });
+        metrics.spool_oldest_age_seconds.set(age_ms / 1000);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {

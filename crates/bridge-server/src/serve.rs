@@ -73,6 +73,7 @@ pub async fn serve(
         .map_err(ServeError::Spool)?;
     let spool = Arc::new(spool);
 
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let mut projects = Vec::new();
     let mut index = HashMap::new();
     for (project_idx, project) in config.all_projects().enumerate() {
@@ -94,6 +95,7 @@ pub async fn serve(
             max_retry_delay: Duration::from_secs(600),
             idle_poll: Duration::from_millis(50),
         },
+        Arc::clone(&metrics),
     ));
 
     let tokens = match &config.ingest.auth {
@@ -107,11 +109,13 @@ pub async fn serve(
             max_body_bytes: config.ingest.max_body_bytes,
             request_timeout: config.ingest.request_timeout,
         },
+        Arc::clone(&metrics),
     ));
     let ops = Arc::new(OpsState {
         spool: Arc::clone(&spool),
         ingest: Arc::clone(&ingest),
         delivery: delivery.status(),
+        metrics,
     });
     let app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
 

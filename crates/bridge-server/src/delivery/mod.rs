@@ -34,7 +34,8 @@ use currents_model::{Batch, Event};
 use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
 use serde_json::value::RawValue;
 
-use crate::mapping::Outcome;
+use crate::mapping::{Outcome, SkipReason};
+use crate::metrics::Metrics;
 use crate::spool::{DeadLetter, LeasedBatch, Spool, SpoolError};
 pub use project::{DryRunFile, ProjectTarget, Sink};
 pub use status::{DeliveryStatus, ProjectStatus};
@@ -76,6 +77,7 @@ pub struct Delivery<S, R> {
     projects: Vec<ProjectTarget>,
     options: DeliveryOptions,
     status: Arc<DeliveryStatus>,
+    metrics: Arc<Metrics>,
 }
 
 /// What became of one leased batch.
@@ -94,6 +96,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         router: R,
         projects: Vec<ProjectTarget>,
         options: DeliveryOptions,
+        metrics: Arc<Metrics>,
     ) -> Delivery<S, R> {
         let status = Arc::new(DeliveryStatus::new(
             projects.iter().map(|project| project.name.clone()),
@@ -104,6 +107,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             projects,
             options,
             status,
+            metrics,
         }
     }
 
@@ -164,8 +168,12 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 workspace: leased.batch.workspace.clone(),
                 attempts: leased.attempts,
             });
-            self.status.record_dead_letters(1);
             self.spool.settle(leased.id, dead_letters).await?;
+            self.status.record_dead_letters(1);
+            self.metrics
+                .dead_lettered_events
+                .get_or_create(&vec![("reason", INVALID_BATCH.to_owned())])
+                .inc();
             return Ok(BatchResult::Settled);
         };
 
@@ -175,7 +183,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             .iter()
             .map(|_| Outgoing::new(self.options.batch_limits))
             .collect();
-        let mut skipped = [0u64; crate::mapping::SkipReason::ALL.len()];
+        let mut skipped = [0u64; SkipReason::ALL.len()];
         for raw in &batch.events {
             let event = match Event::from_raw(raw) {
                 Ok(event) => event,
@@ -230,16 +238,16 @@ impl<S: Spool, R: Router> Delivery<S, R> {
 
         // Send each project's events; any project that cannot take them now
         // makes the whole batch wait.
-        let mut n_delivered = 0u64;
+        let mut delivered_by_project = vec![0u64; self.projects.len()];
         for (project_idx, project_out) in outgoing.into_iter().enumerate() {
             let batches = project_out.finish();
             if batches.is_empty() {
                 continue;
             }
             let project = &self.projects[project_idx];
-            match project.send(&batches).await {
+            match project.send(&batches, &self.metrics).await {
                 Ok(sent) => {
-                    n_delivered += sent.n_delivered;
+                    delivered_by_project[project_idx] += sent.n_delivered;
                     for (batch_idx, index, message) in sent.refused {
                         let raws = &batches[batch_idx].1;
                         dead_letters.push(dead_letter_from_text(
@@ -260,15 +268,54 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                     } else {
                         tracing::warn!(project = %project.name, error = %error, retry_in_secs = retry_in.as_secs(), attempts = leased.attempts + 1, "Cannot deliver a batch now; it will be retried.");
                     }
-                    self.status.record_released();
                     self.spool.release(leased.id, retry_in).await?;
+                    self.status.record_released();
+                    self.metrics.released_batches.inc();
                     return Ok(BatchResult::Released);
                 }
             }
         }
-        self.status
-            .record_delivered(n_delivered, &skipped, dead_letters.len() as u64);
+        let n_dead_letters = dead_letters.len() as u64;
+        let mut dead_by_reason: Vec<(String, u64)> = Vec::new();
+        for dead_letter in &dead_letters {
+            match dead_by_reason
+                .iter_mut()
+                .find(|(reason, _)| *reason == dead_letter.reason)
+            {
+                Some((_, count)) => *count += 1,
+                None => dead_by_reason.push((dead_letter.reason.clone(), 1)),
+            }
+        }
         self.spool.settle(leased.id, dead_letters).await?;
+        // Counted once settled, so a batch retried later is not counted twice.
+        let n_delivered: u64 = delivered_by_project.iter().sum();
+        self.status
+            .record_delivered(n_delivered, &skipped, n_dead_letters);
+        for (project, count) in self.projects.iter().zip(&delivered_by_project) {
+            if *count > 0 {
+                self.metrics
+                    .delivered_events
+                    .get_or_create(&vec![("project", project.name.clone())])
+                    .inc_by(*count);
+            }
+        }
+        for (reason, count) in SkipReason::ALL.iter().zip(skipped) {
+            if count > 0 {
+                self.metrics
+                    .discarded_events
+                    .get_or_create(&vec![
+                        ("reason", reason.as_str().to_owned()),
+                        ("intentional", "true".to_owned()),
+                    ])
+                    .inc_by(count);
+            }
+        }
+        for (reason, count) in dead_by_reason {
+            self.metrics
+                .dead_lettered_events
+                .get_or_create(&vec![("reason", reason)])
+                .inc_by(count);
+        }
         Ok(BatchResult::Settled)
     }
 

@@ -9,6 +9,7 @@ use mixpanel_client::{Client, Error as MixpanelError, ImportBatch};
 use serde_json::value::RawValue;
 
 use crate::mapping::Mapper;
+use crate::metrics::{Metrics, status_label};
 
 /// Where a project's events go.
 pub enum Sink {
@@ -69,6 +70,26 @@ pub struct ProjectTarget {
     pub sink: Sink,
 }
 
+/// Records one `/import` call's final answer, duration and retries.
+fn record_import(
+    metrics: &Metrics,
+    result: &Result<mixpanel_client::ImportResult, MixpanelError>,
+    elapsed: std::time::Duration,
+) {
+    let (status, attempts) = match result {
+        Ok(result) if result.failed.is_empty() => ("200", result.n_requests),
+        Ok(result) => ("400", result.n_requests),
+        Err(MixpanelError::Auth { status, .. }) => (status_label(*status), 1),
+        Err(MixpanelError::Unavailable {
+            status, attempts, ..
+        }) => (status_label(*status), *attempts),
+        Err(MixpanelError::Rejected { status, .. }) => (status_label(*status), 1),
+        Err(MixpanelError::Transport { attempts, .. }) => ("transport", *attempts),
+        Err(_) => ("other", 1),
+    };
+    metrics.record_import(status, elapsed, u64::from(attempts.saturating_sub(1)));
+}
+
 /// What a project took of one leased batch.
 pub(super) struct Sent {
     pub(super) n_delivered: u64,
@@ -80,6 +101,7 @@ impl ProjectTarget {
     pub(super) async fn send(
         &self,
         batches: &[(ImportBatch, Vec<&RawValue>)],
+        metrics: &Metrics,
     ) -> Result<Sent, MixpanelError> {
         let mut sent = Sent {
             n_delivered: 0,
@@ -88,7 +110,10 @@ impl ProjectTarget {
         match &self.sink {
             Sink::Mixpanel(client) => {
                 for (batch_idx, (batch, _)) in batches.iter().enumerate() {
-                    let result = client.import(batch).await?;
+                    let started = std::time::Instant::now();
+                    let result = client.import(batch).await;
+                    record_import(metrics, &result, started.elapsed());
+                    let result = result?;
                     sent.n_delivered += (batch.len() - result.failed.len()) as u64;
                     for failed in result.failed {
                         let message = match &failed.field {

@@ -12,6 +12,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::*;
 use crate::mapping::{Mapper, MappingConfig};
+use crate::metrics::Metrics;
 use crate::spool::NewBatch;
 use crate::spool::sqlite::{DeadLetterFilter, SpoolConfig, SqliteSpool};
 
@@ -116,7 +117,13 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
         mapper: mapper("tok"),
         sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
     };
-    let delivery = Delivery::new(Arc::clone(&spool), TwoProjects, vec![project], options());
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![project],
+        options(),
+        Arc::new(Metrics::new()),
+    );
     append(
         &spool,
         &[
@@ -192,6 +199,7 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
         TwoProjects,
         vec![mixpanel(&server_a, "a"), mixpanel(&server_b, "b")],
         options(),
+        Arc::new(Metrics::new()),
     );
     let bad = event("bad-1", Some("cust-9"), "ag-a");
     append(
@@ -265,6 +273,7 @@ async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
         TwoProjects,
         vec![mixpanel(&server, "a")],
         opts,
+        Arc::new(Metrics::new()),
     );
     append(&spool, &[event("o-1", Some("cust-1"), "ag")], None).await;
     assert_eq!(
@@ -315,6 +324,7 @@ async fn refused_credentials_pause_the_project_and_success_resumes_it() {
         TwoProjects,
         vec![mixpanel(&server, "a")],
         opts,
+        Arc::new(Metrics::new()),
     );
     append(&spool, &[event("p-1", Some("cust-1"), "ag")], None).await;
     assert_eq!(

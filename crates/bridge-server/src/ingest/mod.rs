@@ -38,6 +38,7 @@ use bytes::Bytes;
 use currents_model::{Batch, BatchError};
 use serde::Deserialize;
 
+use crate::metrics::Metrics;
 use crate::spool::{NewBatch, Spool, SpoolError};
 use auth::{AuthCheck, BearerTokens};
 
@@ -57,15 +58,17 @@ pub struct IngestState<S> {
     spool: Arc<S>,
     config: IngestConfig,
     accepting: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Spool> IngestState<S> {
     /// State over a spool.
-    pub fn new(spool: Arc<S>, config: IngestConfig) -> IngestState<S> {
+    pub fn new(spool: Arc<S>, config: IngestConfig, metrics: Arc<Metrics>) -> IngestState<S> {
         IngestState {
             spool,
             config,
             accepting: AtomicBool::new(true),
+            metrics,
         }
     }
 
@@ -107,6 +110,10 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token::<S>,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            track::<S>,
         ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(layers)
@@ -178,6 +185,20 @@ impl IntoResponse for IngestError {
         }
         response
     }
+}
+
+/// Counts every answer and times every acknowledgement.
+async fn track<S: Spool>(
+    State(state): State<Arc<IngestState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_ingest(response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn require_token<S: Spool>(
@@ -267,6 +288,7 @@ async fn receive<S: Spool>(
     };
     match state.spool.append(batch).await {
         Ok(id) => {
+            state.metrics.ingest_received_events.inc_by(n_events as u64);
             tracing::debug!(
                 batch_id = id.0,
                 n_events,

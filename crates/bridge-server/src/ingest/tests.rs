@@ -51,6 +51,7 @@ fn state(spool: &TestSpool, max_body_bytes: usize) -> Arc<IngestState<SqliteSpoo
             max_body_bytes,
             request_timeout: Duration::from_secs(10),
         },
+        Arc::new(crate::metrics::Metrics::new()),
     ))
 }
 

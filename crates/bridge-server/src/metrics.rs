@@ -1,0 +1,243 @@
+//! Every Prometheus metric of the bridge, declared in one place.
+//!
+//! Names follow `bridge_<subsystem>_<name>_<unit>[_total]` in base units
+//! (seconds, bytes); labels come only from closed sets (a status, an
+//! outcome, a reason, a configured project), never from user data. Counters
+//! are incremented per batch, never per event in a loop.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label pairs; values from closed sets only.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// The bridge's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    /// `bridge_ingest_requests_total{status}`: answers to `POST /currents`.
+    pub ingest_requests: Family<Labels, Counter>,
+    /// `bridge_ingest_received_events_total`: events in accepted batches.
+    pub ingest_received_events: Counter,
+    /// `bridge_ingest_ack_duration_seconds`: request to 2xx, spooling included.
+    pub ingest_ack_duration: Histogram,
+    /// `bridge_delivery_delivered_events_total{project}`.
+    pub delivered_events: Family<Labels, Counter>,
+    /// `bridge_delivery_dead_lettered_events_total{reason}`.
+    pub dead_lettered_events: Family<Labels, Counter>,
+    /// `bridge_discarded_events_total{reason,intentional}`: skipped events.
+    pub discarded_events: Family<Labels, Counter>,
+    /// `bridge_delivery_released_batches_total`: batches given back for a retry.
+    pub released_batches: Counter,
+    /// `bridge_mixpanel_import_duration_seconds`: one `/import` call, retries included.
+    pub mixpanel_import_duration: Histogram,
+    /// `bridge_mixpanel_responses_total{status}`: final answers to `/import` calls.
+    pub mixpanel_responses: Family<Labels, Counter>,
+    /// `bridge_mixpanel_retries_total`: requests repeated after 429, 5xx or timeouts.
+    pub mixpanel_retries: Counter,
+    /// `bridge_spool_bytes`: stored batch bytes.
+    pub spool_bytes: Gauge,
+    /// `bridge_spool_batches`: stored batches.
+    pub spool_batches: Gauge,
+    /// `bridge_spool_oldest_age_seconds`: age of the oldest stored batch.
+    pub spool_oldest_age_seconds: Gauge,
+    /// `bridge_dead_letters`: entries in the dead-letter store.
+    pub dead_letters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bridge");
+        let metrics = Metrics {
+            ingest_requests: Family::default(),
+            ingest_received_events: Counter::default(),
+            ingest_ack_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            delivered_events: Family::default(),
+            dead_lettered_events: Family::default(),
+            discarded_events: Family::default(),
+            released_batches: Counter::default(),
+            mixpanel_import_duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            mixpanel_responses: Family::default(),
+            mixpanel_retries: Counter::default(),
+            spool_bytes: Gauge::default(),
+            spool_batches: Gauge::default(),
+            spool_oldest_age_seconds: Gauge::default(),
+            dead_letters: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_requests",
+            "Answers to POST /currents, by status",
+            metrics.ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_received_events",
+            "Events in accepted Currents batches",
+            metrics.ingest_received_events.clone(),
+        );
+        registry.register(
+            "ingest_ack_duration_seconds",
+            "Time from request to acknowledgement, spooling included",
+            metrics.ingest_ack_duration.clone(),
+        );
+        registry.register(
+            "delivery_delivered_events",
+            "Events Mixpanel (or the dry-run file) took, by project",
+            metrics.delivered_events.clone(),
+        );
+        registry.register(
+            "delivery_dead_lettered_events",
+            "Events put in the dead-letter store, by reason",
+            metrics.dead_lettered_events.clone(),
+        );
+        registry.register(
+            "discarded_events",
+            "Events not sent on purpose (skipped), by reason",
+            metrics.discarded_events.clone(),
+        );
+        registry.register(
+            "delivery_released_batches",
+            "Batches given back to the spool for a later attempt",
+            metrics.released_batches.clone(),
+        );
+        registry.register(
+            "mixpanel_import_duration_seconds",
+            "One /import call, retries included",
+            metrics.mixpanel_import_duration.clone(),
+        );
+        registry.register(
+            "mixpanel_responses",
+            "Final answers to /import calls, by status",
+            metrics.mixpanel_responses.clone(),
+        );
+        registry.register(
+            "mixpanel_retries",
+            "/import requests repeated after 429, 5xx or timeouts",
+            metrics.mixpanel_retries.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Stored batch bytes",
+            metrics.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_batches",
+            "Stored batches",
+            metrics.spool_batches.clone(),
+        );
+        registry.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest stored batch",
+            metrics.spool_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Entries in the dead-letter store",
+            metrics.dead_letters.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Records one answer to `POST /currents`.
+    pub fn record_ingest(&self, status: u16, elapsed: Duration) {
+        self.ingest_requests
+            .get_or_create(&vec![("status", status_label(status).to_owned())])
+            .inc();
+        if (200..300).contains(&status) {
+            self.ingest_ack_duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Records one `/import` call's final answer, duration and retries.
+    pub fn record_import(&self, status: &str, elapsed: Duration, retries: u64) {
+        self.mixpanel_responses
+            .get_or_create(&vec![("status", status.to_owned())])
+            .inc();
+        self.mixpanel_import_duration.observe(elapsed.as_secs_f64());
+        self.mixpanel_retries.inc_by(retries);
+    }
+}
+
+/// A closed set of status labels.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        503 => "503",
+        201..=299 => "2xx",
+        402..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_convention_and_labels_are_closed() {
+        let metrics = Metrics::new();
+        metrics.record_ingest(200, Duration::from_millis(3));
+        metrics.record_ingest(401, Duration::from_millis(1));
+        metrics.record_import("400", Duration::from_millis(80), 2);
+        metrics
+            .discarded_events
+            .get_or_create(&vec![
+                ("reason", "no_external_user_id".to_owned()),
+                ("intentional", "true".to_owned()),
+            ])
+            .inc_by(3);
+        let text = metrics.render();
+        for line in text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+        {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(name.starts_with("bridge_"), "{line}");
+            assert!(
+                name.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+                "{line}"
+            );
+        }
+        assert!(
+            text.contains("bridge_ingest_requests_total{status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("bridge_mixpanel_retries_total 2"), "{text}");
+        assert!(text.contains("bridge_discarded_events_total{reason=\"no_external_user_id\",intentional=\"true\"} 3"), "{text}");
+        assert!(
+            text.contains("bridge_ingest_ack_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
