@@ -29,7 +29,7 @@ impl Default for BatchLimits {
 /// of each event so that results can name them and a batch can be split.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportBatch {
-    /// `[e0,e1,…]` once finished; while filling, without the closing `]`.
+    /// `[e0,e1,…]`, the request body itself; empty while the batch is.
     body: Vec<u8>,
     /// Where each event starts in `body`.
     starts: Vec<usize>,
@@ -51,9 +51,17 @@ impl ImportBatch {
         self.starts.is_empty()
     }
 
+    /// An empty batch with room for `body_bytes` of body and `events` events.
+    fn with_capacity(body_bytes: usize, events: usize) -> ImportBatch {
+        ImportBatch {
+            body: Vec::with_capacity(body_bytes),
+            starts: Vec::with_capacity(events),
+        }
+    }
+
     /// The request body size, uncompressed.
     pub fn body_bytes(&self) -> usize {
-        self.body.len() + 1
+        self.body_slice().len()
     }
 
     /// The JSON text of event `idx`.
@@ -62,7 +70,7 @@ impl ImportBatch {
         let end = self
             .starts
             .get(idx + 1)
-            .map_or(self.body.len(), |next| next - 1);
+            .map_or(self.body.len() - 1, |next| next - 1);
         &self.body[start..end]
     }
 
@@ -73,27 +81,37 @@ impl ImportBatch {
 
     /// The request body: a JSON array.
     pub fn body(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.body_bytes());
+        self.body_slice().to_vec()
+    }
+
+    /// The request body, borrowed.
+    pub(crate) fn body_slice(&self) -> &[u8] {
         if self.body.is_empty() {
-            body.push(b'[');
+            b"[]"
         } else {
-            body.extend_from_slice(&self.body);
+            &self.body
         }
-        body.push(b']');
-        body
     }
 
     /// Appends one event's JSON text (no size checks: see [`Batcher`]).
     pub fn push(&mut self, event_json: &[u8]) {
-        self.body
-            .push(if self.body.is_empty() { b'[' } else { b',' });
+        match self.body.last_mut() {
+            // The closing `]` becomes the separator.
+            Some(last) => *last = b',',
+            None => self.body.push(b'['),
+        }
         self.starts.push(self.body.len());
         self.body.extend_from_slice(event_json);
+        self.body.push(b']');
     }
 
     /// The body size after pushing an event of `event_bytes`.
     fn body_bytes_with(&self, event_bytes: usize) -> usize {
-        self.body.len() + 1 + event_bytes + 1
+        if self.body.is_empty() {
+            event_bytes + 2
+        } else {
+            self.body.len() + 1 + event_bytes
+        }
     }
 
     /// Splits into two halves (the first gets the extra event), for a 413.
@@ -149,7 +167,15 @@ impl Batcher {
         let is_full = !self.current.is_empty()
             && (self.current.len() >= self.limits.max_events
                 || self.current.body_bytes_with(event_json.len()) > self.limits.max_bytes);
-        let completed = is_full.then(|| std::mem::take(&mut self.current));
+        let completed = is_full.then(|| {
+            // Room for a batch like the last one, so that filling it
+            // does not copy the body again and again as it grows.
+            let next = ImportBatch::with_capacity(
+                (self.current.body.len() + self.current.body.len() / 8).min(self.limits.max_bytes),
+                self.current.len(),
+            );
+            std::mem::replace(&mut self.current, next)
+        });
         self.current.push(event_json);
         Ok(completed)
     }

@@ -11,6 +11,7 @@
 //!   [`Error::Unavailable`] or [`Error::Transport`].
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -71,6 +72,18 @@ impl Client {
         if batch.is_empty() {
             return Ok(ImportResult::default());
         }
+        self.import_shared(Arc::new(batch.clone())).await
+    }
+
+    /// [`Client::import`] for a batch the caller shares rather than lends,
+    /// so that its body is compressed or sent without being copied.
+    pub(crate) async fn import_shared(
+        &self,
+        batch: Arc<ImportBatch>,
+    ) -> Result<ImportResult, Error> {
+        if batch.is_empty() {
+            return Ok(ImportResult::default());
+        }
         let span = tracing::info_span!(
             "mixpanel.import",
             project = self.project_id().unwrap_or("-"),
@@ -79,12 +92,10 @@ impl Client {
             status = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
-        self.import_with_splits(batch.clone())
-            .instrument(span)
-            .await
+        self.import_with_splits(batch).instrument(span).await
     }
 
-    async fn import_with_splits(&self, batch: ImportBatch) -> Result<ImportResult, Error> {
+    async fn import_with_splits(&self, batch: Arc<ImportBatch>) -> Result<ImportResult, Error> {
         let mut pending = vec![(0usize, batch)];
         let mut result = ImportResult::default();
         while let Some((offset, batch)) = pending.pop() {
@@ -101,8 +112,8 @@ impl Client {
                     );
                     let (first, second) = batch.split();
                     let second_offset = offset + first.len();
-                    pending.push((second_offset, second));
-                    pending.push((offset, first));
+                    pending.push((second_offset, Arc::new(second)));
+                    pending.push((offset, Arc::new(first)));
                 }
                 StatusCode::PAYLOAD_TOO_LARGE => result.failed.push(FailedRecord {
                     index: offset,
@@ -163,7 +174,7 @@ impl Client {
 
     async fn send_import(
         &self,
-        batch: &ImportBatch,
+        batch: &Arc<ImportBatch>,
     ) -> Result<crate::transport::HttpResponse, Error> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -174,12 +185,11 @@ impl Client {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let body = batch.body();
         let body = if self.inner.gzip {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            gzip(body).await?
+            gzip(Arc::clone(batch)).await?
         } else {
-            Bytes::from(body)
+            Bytes::from(batch.body())
         };
         self.inner
             .transport
@@ -196,14 +206,16 @@ impl Client {
     }
 }
 
-/// Compresses off the async runtime: a 10 MB body takes tens of milliseconds.
-async fn gzip(body: Vec<u8>) -> Result<Bytes, Error> {
+/// Compresses the batch's body off the async runtime (a 10 MB body takes
+/// tens of milliseconds), reading it in place.
+async fn gzip(batch: Arc<ImportBatch>) -> Result<Bytes, Error> {
     let compress = move || {
+        let body = batch.body_slice();
         let mut encoder = flate2::write::GzEncoder::new(
             Vec::with_capacity(body.len() / 4),
             flate2::Compression::fast(),
         );
-        encoder.write_all(&body)?;
+        encoder.write_all(body)?;
         encoder.finish()
     };
     let compressed = tokio::task::spawn_blocking(compress)

@@ -216,8 +216,9 @@ pub async fn run(
                 Some(Work::Batch(batch, positions)) => {
                     Counters::add(&counters.batches, 1);
                     Counters::add(&counters.bytes, batch.body_bytes() as u64);
+                    let batch = Arc::new(batch);
                     in_flight.push(async move {
-                        let result = client.import(&batch).await;
+                        let result = client.import_shared(Arc::clone(&batch)).await;
                         (batch, positions, result)
                     });
                 }

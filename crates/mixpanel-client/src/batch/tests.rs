@@ -29,6 +29,23 @@ fn body_is_a_json_array_and_events_are_addressable() {
 }
 
 #[test]
+fn body_bytes_is_the_body_length_at_every_step() {
+    let mut batch = ImportBatch::new();
+    assert_eq!(batch.body_bytes(), 2);
+    for (idx, event) in [&br#"{"a":1}"#[..], b"{}", br#"{"c":[1,2]}"#]
+        .iter()
+        .enumerate()
+    {
+        let expected = batch.body_bytes_with(event.len());
+        batch.push(event);
+        assert_eq!(batch.body_bytes(), expected);
+        assert_eq!(batch.body_bytes(), batch.body().len());
+        assert_eq!(batch.event(idx), *event);
+    }
+    assert_eq!(batch.body(), br#"[{"a":1},{},{"c":[1,2]}]"#);
+}
+
+#[test]
 fn event_count_limit_starts_a_new_batch() {
     let mut batcher = Batcher::new(BatchLimits {
         max_events: 2,
