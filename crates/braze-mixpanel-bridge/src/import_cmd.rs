@@ -78,7 +78,10 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .collect();
 
     let counters = Arc::new(Counters::default());
-    let (feeder, work) = pipeline::channel(limits, concurrency * 2, Arc::clone(&counters));
+    // A few batches ready are enough to refill free request slots; each
+    // one queued is memory held (up to --max-batch-bytes).
+    let max_queued_batches = concurrency.min(4);
+    let (feeder, work) = pipeline::channel(limits, max_queued_batches, Arc::clone(&counters));
     let files = args.files.clone();
     let reader = std::thread::spawn(move || read_all(&files, feeder));
 
