@@ -7,6 +7,8 @@ use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,12 +17,29 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::harness::{self, TempDir};
 
-const TOKEN: &str = "e2e-currents-token==";
+pub(crate) const TOKEN: &str = "e2e-currents-token==";
 
 /// A running `serve`, killed when dropped.
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) address: String,
+    /// Everything the server wrote to stderr so far, drained on a thread so
+    /// that the server never blocks on a full pipe.
+    pub(crate) stderr: Arc<Mutex<Vec<u8>>>,
+    /// The thread draining stderr; it ends when the server exits.
+    pub(crate) drain: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Waits for the server to exit (after a signal) and returns all it
+    /// wrote to stderr.
+    pub(crate) fn wait_for_stderr(&mut self) -> String {
+        let _ = self.child.wait();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
 }
 
 impl Drop for Server {
@@ -39,6 +58,16 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn start(data_dir: &Path, port: u16, mixpanel_url: Option<&str>) -> Server {
+    start_with(data_dir, port, mixpanel_url, &[])
+}
+
+/// [`start`], with extra environment variables (set last, so they win).
+pub(crate) fn start_with(
+    data_dir: &Path,
+    port: u16,
+    mixpanel_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> Server {
     let mut command = Command::new(harness::binary());
     command
         .arg("serve")
@@ -70,10 +99,29 @@ pub(crate) fn start(data_dir: &Path, port: u16, mixpanel_url: Option<&str>) -> S
             command.arg("--dry-run");
         }
     }
-    let child = command.spawn().expect("serve starts");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("serve starts");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let drain = std::thread::spawn({
+        let stderr = Arc::clone(&stderr);
+        move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                stderr.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        }
+    });
     let server = Server {
         child,
         address: format!("127.0.0.1:{port}"),
+        stderr,
+        drain: Some(drain),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -125,7 +173,7 @@ pub(crate) fn event(id: &str) -> Value {
         "properties": {"campaign_name": "Rentrée 🍂", "email_address": "ana.souza@example.com", "app_group_id": "ag-1"}})
 }
 
-fn batch(ids: &[String]) -> String {
+pub(crate) fn batch(ids: &[String]) -> String {
     json!({ "events": ids.iter().map(|id| event(id)).collect::<Vec<_>>() }).to_string()
 }
 
@@ -177,7 +225,7 @@ fn dry_run_serves_maps_and_writes_the_events() {
     }
 }
 
-fn events_in(request: &Request) -> Vec<Value> {
+pub(crate) fn events_in(request: &Request) -> Vec<Value> {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&request.body[..])
         .read_to_end(&mut text)

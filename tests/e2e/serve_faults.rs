@@ -1,0 +1,528 @@
+//! `serve` under faults, end to end: a Mixpanel that is down, rate-limits,
+//! refuses single records or credentials; a spool that fills up; hostile
+//! request bodies; and logs that must never carry a secret.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::harness::{self, TempDir};
+use crate::serve::{
+    Server, TOKEN, batch, event, events_in, free_port, get, post_batch, start_with, wait_for,
+};
+
+/// Fast retries, so that a fault costs seconds, not minutes. The lease rule
+/// holds: (10 + 1) × 5 + 10 × 1 = 65 ≤ 600.
+const FAST_RETRIES: [(&str, &str); 4] = [
+    ("BRIDGE_DELIVERY_RETRY_INITIAL_BACKOFF_SECS", "1"),
+    ("BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS", "1"),
+    ("BRIDGE_DELIVERY_MAX_RETRIES", "10"),
+    ("BRIDGE_DELIVERY_REQUEST_TIMEOUT_SECS", "5"),
+];
+
+/// A raw HTTP/1.1 exchange: the status, the header block and the body.
+/// Status 0 when the server closed the connection without an answer.
+fn raw(address: &str, head: &str, body: &[u8], close_write: bool) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before reading the whole body.
+    let _ = stream.write_all(body);
+    if close_write {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, headers.to_owned(), body.to_owned())
+}
+
+fn post_head(length: usize, extra: &str) -> String {
+    format!(
+        "POST /currents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+fn post_raw(address: &str, body: &[u8], extra: &str) -> (u16, String, String) {
+    raw(address, &post_head(body.len(), extra), body, false)
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|idx| format!("{prefix}-{idx}")).collect()
+}
+
+/// The insert ids Mixpanel has answered 200 for.
+type Imported = Arc<Mutex<BTreeSet<String>>>;
+
+async fn wait_delivered(imported: &Imported, expected: &BTreeSet<String>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let missing: Vec<String> = expected
+            .difference(&imported.lock().unwrap())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} events never reached Mixpanel, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A 200 for the whole request, its insert ids recorded as imported.
+fn ok_body(request: &Request, imported: &Imported) -> ResponseTemplate {
+    let events = events_in(request);
+    let mut imported = imported.lock().unwrap();
+    for event in &events {
+        imported.insert(
+            event["properties"]["$insert_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"code": 200, "num_records_imported": events.len()}))
+}
+
+async fn start_async(data_dir: &Path, uri: &str, env: &[(&str, &str)]) -> Server {
+    let data_dir = data_dir.to_owned();
+    let uri = uri.to_owned();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        start_with(&data_dir, free_port(), Some(&uri), &env)
+    })
+    .await
+    .unwrap()
+}
+
+async fn post_async(address: &str, body: String) -> (u16, String) {
+    let address = address.to_owned();
+    tokio::task::spawn_blocking(move || post_batch(&address, &body).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn get_async(address: &str, target: &'static str) -> (u16, String) {
+    let address = address.to_owned();
+    tokio::task::spawn_blocking(move || get(&address, target).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixpanel_outage_then_recovery() {
+    const FAILURES: usize = 4;
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let seen = Arc::clone(&seen);
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                if seen.fetch_add(1, Ordering::SeqCst) < FAILURES {
+                    ResponseTemplate::new(503).set_body_string("down for maintenance")
+                } else {
+                    ok_body(request, &imported)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-outage");
+    let server = start_async(&dir.join("data"), &mixpanel.uri(), &FAST_RETRIES).await;
+
+    let mut expected = BTreeSet::new();
+    for batch_idx in 0..3 {
+        let ids = ids(&format!("out{batch_idx}"), 10);
+        let (status, body) = post_async(&server.address, batch(&ids)).await;
+        assert_eq!(status, 200, "{body}");
+        expected.extend(ids);
+    }
+    wait_delivered(&imported, &expected, Duration::from_secs(30)).await;
+    assert!(
+        seen.load(Ordering::SeqCst) > FAILURES,
+        "Mixpanel answered 200 at last"
+    );
+
+    let (_, status) = get_async(&server.address, "/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let (_, metrics) = get_async(&server.address, "/metrics").await;
+    let retries = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("bridge_mixpanel_retries_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        status["batches_released"].as_u64().unwrap() > 0 || retries > 0.0,
+        "no retry visible: {status}\n{metrics}"
+    );
+    assert_eq!(status["delivered_events"], 30, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_backed_off() {
+    const STORM: Duration = Duration::from_secs(2);
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    let first = Arc::new(OnceLock::<Instant>::new());
+    let during_storm = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let first = Arc::clone(&first);
+            let imported = Arc::clone(&imported);
+            let during_storm = Arc::clone(&during_storm);
+            move |request: &Request| {
+                let began = *first.get_or_init(Instant::now);
+                if began.elapsed() < STORM {
+                    during_storm.fetch_add(1, Ordering::SeqCst);
+                    ResponseTemplate::new(429).set_body_string("slow down")
+                } else {
+                    ok_body(request, &imported)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-429");
+    let mut env = FAST_RETRIES.to_vec();
+    env.push(("BRIDGE_DELIVERY_WORKERS", "1"));
+    let server = start_async(&dir.join("data"), &mixpanel.uri(), &env).await;
+
+    let mut expected = BTreeSet::new();
+    for batch_idx in 0..3 {
+        let ids = ids(&format!("storm{batch_idx}"), 10);
+        let (status, body) = post_async(&server.address, batch(&ids)).await;
+        assert_eq!(status, 200, "{body}");
+        expected.extend(ids);
+    }
+    wait_delivered(&imported, &expected, Duration::from_secs(30)).await;
+    let stormed = during_storm.load(Ordering::SeqCst);
+    // One worker, full-jitter backoff under 1 s: a handful of requests in
+    // 2 s. Without any backoff it would be hundreds.
+    assert!(
+        (1..=25).contains(&stormed),
+        "{stormed} requests during a 2 s storm of 429s"
+    );
+    let (_, status) = get_async(&server.address, "/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["delivered_events"], 30, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_partial_dead_letters_exactly_the_refused_records() {
+    const REFUSED: &str = "part-1-3";
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                let events = events_in(request);
+                match events
+                    .iter()
+                    .position(|event| event["properties"]["$insert_id"] == REFUSED)
+                {
+                    Some(index) => ResponseTemplate::new(400).set_body_json(json!({
+                        "code": 400,
+                        "error": "some data points in the request failed validation",
+                        "num_records_imported": events.len() - 1,
+                        "status": "Bad Request",
+                        "failed_records": [{"index": index, "$insert_id": REFUSED,
+                            "field": "properties.time", "message": "too old"}],
+                    })),
+                    None => ok_body(request, &imported),
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-400-partial");
+    let data_dir = dir.join("data");
+    let server = start_async(&data_dir, &mixpanel.uri(), &FAST_RETRIES).await;
+    for batch_idx in 0..2 {
+        let (status, body) = post_async(
+            &server.address,
+            batch(&ids(&format!("part-{batch_idx}"), 5)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let address = server.address.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut last = Value::Null;
+        wait_for("both batches settled", Duration::from_secs(30), || {
+            let (_, body) = get(&address, "/status").unwrap();
+            last = serde_json::from_str(&body).unwrap();
+            last["batches_settled"] == 2
+        });
+        last
+    })
+    .await
+    .unwrap();
+    assert_eq!(status["delivered_events"], 9, "{status}");
+    assert_eq!(status["dead_lettered_events"], 1, "{status}");
+
+    let output = std::process::Command::new(harness::binary())
+        .args(["dlq", "list", "--json", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("BRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let entries = harness::parse_ndjson(
+        &String::from_utf8(output.stdout).unwrap(),
+        "dlq list --json",
+    );
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["reason"], "refused_by_mixpanel", "{entries:?}");
+    assert_eq!(entries[0]["event"]["id"], REFUSED, "{entries:?}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    let up = Arc::new(AtomicBool::new(false));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let up = Arc::clone(&up);
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                if up.load(Ordering::SeqCst) {
+                    ok_body(request, &imported)
+                } else {
+                    ResponseTemplate::new(503)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-full-spool");
+    let mut env = FAST_RETRIES.to_vec();
+    env.extend([
+        ("BRIDGE_MAX_BODY_BYTES", "8192"),
+        ("BRIDGE_SPOOL_MAX_BYTES", "16384"),
+    ]);
+    let server = start_async(&dir.join("data"), &mixpanel.uri(), &env).await;
+
+    let address = server.address.clone();
+    let (acknowledged, retry_after) = tokio::task::spawn_blocking(move || {
+        let mut acknowledged = BTreeSet::new();
+        for batch_idx in 0..200 {
+            let ids = ids(&format!("full{batch_idx}"), 5);
+            let body = batch(&ids);
+            assert!(body.len() < 8192);
+            let (status, headers, text) = post_raw(&address, body.as_bytes(), "");
+            match status {
+                200 => acknowledged.extend(ids),
+                503 => {
+                    let retry_after = headers
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("retry-after")
+                                .then(|| value.trim().to_owned())
+                        })
+                        .unwrap_or_else(|| panic!("503 without Retry-After:\n{headers}"));
+                    return (acknowledged, retry_after);
+                }
+                other => panic!("unexpected {other}: {text}"),
+            }
+        }
+        panic!("the spool never filled up");
+    })
+    .await
+    .unwrap();
+    assert!(!acknowledged.is_empty());
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|secs| secs > 0),
+        "Retry-After: {retry_after}"
+    );
+    up.store(true, Ordering::SeqCst);
+    wait_delivered(&imported, &acknowledged, Duration::from_secs(40)).await;
+    // Delivery frees space: ingest accepts again.
+    let address = server.address.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("ingest to accept again", Duration::from_secs(20), || {
+            post_batch(&address, &batch(&ids("again", 1))).is_ok_and(|(status, _)| status == 200)
+        });
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn hostile_bodies_never_crash_the_server() {
+    let dir = TempDir::new("serve-hostile");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[("BRIDGE_MAX_BODY_BYTES", "4194304")],
+    );
+    let address = &server.address;
+
+    // 100,000 levels of `[`: beyond any parser's depth limit, never a crash.
+    let deep = format!(
+        "{{\"events\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (status, _, body) = post_raw(address, deep.as_bytes(), "");
+    assert!(matches!(status, 200 | 400), "deep nesting: {status} {body}");
+    let unclosed = format!("{{\"events\":{}", "[".repeat(100_000));
+    let (status, _, body) = post_raw(address, unclosed.as_bytes(), "");
+    assert_eq!(status, 400, "unclosed nesting: {body}");
+
+    // A 1 MB string inside a valid batch: stored, the answer is 200.
+    let mut big = event("big-string");
+    big["properties"]["campaign_name"] = json!("x".repeat(1_000_000));
+    let (status, _, body) = post_raw(address, json!({"events": [big]}).to_string().as_bytes(), "");
+    assert_eq!(status, 200, "1 MB string: {body}");
+
+    // Not UTF-8.
+    let mut bad = b"{\"events\":[{\"id\":\"".to_vec();
+    bad.extend([0xff, 0xfe, 0xc3]);
+    bad.extend(b"\"}]}");
+    let (status, _, body) = post_raw(address, &bad, "");
+    assert_eq!(status, 400, "invalid UTF-8: {body}");
+    assert!(body.contains("\"error\""), "{body}");
+
+    // Wrong types.
+    let (status, _, body) = post_raw(address, br#"{"events":"x"}"#, "");
+    assert_eq!(status, 400, "events as a string: {body}");
+    let (status, _, body) = post_raw(address, br#"{"events":[1,true,null]}"#, "");
+    assert_eq!(status, 200, "invalid events in a valid batch: {body}");
+
+    // A gzip bomb: 64 MB of spaces inflate beyond the 4 MiB cap.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let spaces = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&spaces).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {}", bomb.len());
+    let (status, _, body) = post_raw(address, &bomb, "Content-Encoding: gzip\r\n");
+    assert_eq!(status, 413, "gzip bomb: {body}");
+
+    // A body cut short of its Content-Length: refused or dropped, never
+    // stored and never a 5xx.
+    let head = post_head(1_000_000, "");
+    let (status, _, body) = raw(address, &head, br#"{"events":[{"#, true);
+    assert!(matches!(status, 0 | 400), "truncated body: {status} {body}");
+
+    assert_eq!(get(address, "/healthz").unwrap().0, 200);
+    let (_, status) = get(address, "/status").unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["accepting"], true, "{status}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs() {
+    const SA_SECRET: &str = "e2e-sa-secret-never-logged";
+    const PROJECT_TOKEN: &str = "e2e-project-token";
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let seen = Arc::clone(&seen);
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    ResponseTemplate::new(401).set_body_json(
+                        json!({"code": 401, "error": "Invalid credentials", "status": 0}),
+                    )
+                } else {
+                    ok_body(request, &imported)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-secrets");
+    let mut env = FAST_RETRIES.to_vec();
+    env.extend([("RUST_LOG", "debug"), ("BRIDGE_LOG_FORMAT", "json")]);
+    let mut server = start_async(&dir.join("data"), &mixpanel.uri(), &env).await;
+
+    let address = server.address.clone();
+    tokio::task::spawn_blocking(move || {
+        let body = batch(&ids("secret", 3));
+        let head = format!(
+            "POST /currents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-{TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let (status, _, _) = raw(&address, &head, body.as_bytes(), false);
+        assert_eq!(status, 401);
+        let (status, text) = post_batch(&address, &body).unwrap();
+        assert_eq!(status, 200, "{text}");
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "Mixpanel was never called");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the refusal be logged.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = server.child.id().to_string();
+    let stderr = tokio::task::spawn_blocking(move || {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        server.wait_for_stderr()
+    })
+    .await
+    .unwrap();
+    harness::assert_no_panic(&stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 5, "too few log lines to judge:\n{stderr}");
+    assert!(
+        lines.iter().any(|line| line.starts_with('{')),
+        "no JSON log lines:\n{stderr}"
+    );
+    for secret in [TOKEN, SA_SECRET, PROJECT_TOKEN] {
+        assert!(
+            !stderr.contains(secret),
+            "the secret {secret:?} appears in the logs"
+        );
+    }
+}
