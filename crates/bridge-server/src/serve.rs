@@ -2,6 +2,10 @@
 //! ingest endpoint, the operations endpoints, and the delivery workers,
 //! with a graceful shutdown.
 //!
+//! If the spool's storage fails for good, the service shuts down the same way
+//! and returns the error (the binary exits 1), so that a supervisor
+//! restarts it and the spool's recovery runs.
+//!
 //! Shutdown (SIGTERM or SIGINT): ingest answers 503 from then on, requests
 //! in flight finish, delivery workers finish the batch each holds (bounded
 //! for at most 30 s; a batch cut off is handed out again at the next
@@ -135,10 +139,33 @@ pub async fn serve(
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
     let delivery_task = tokio::spawn(Arc::clone(&delivery).run(delivery_stopped));
 
+    // A spool whose storage failed (an I/O error on commit, corruption) can
+    // acknowledge nothing any more: stop, so a supervisor restarts us and
+    // the spool's recovery runs, rather than answering 503 forever.
+    let spool_failed = Arc::new(std::sync::Mutex::new(None));
+    let watchdog = {
+        let spool = Arc::clone(&spool);
+        let spool_failed = Arc::clone(&spool_failed);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(failure) = spool.failure() {
+                    tracing::error!(error = %failure, "The spool's storage failed; stopping the bridge.");
+                    *spool_failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
+                    return;
+                }
+            }
+        }
+    };
     let ingest_for_shutdown = Arc::clone(&ingest);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = watchdog => {}
+            }
             tracing::info!("Shutting down: refusing new batches, finishing what is in flight.");
             ingest_for_shutdown.stop_accepting();
         })
@@ -160,7 +187,15 @@ pub async fn serve(
     served.map_err(|source| ServeError::Listen {
         address: config.listen,
         source,
-    })
+    })?;
+    let failure = spool_failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match failure {
+        Some(failure) => Err(ServeError::Spool(failure)),
+        None => Ok(()),
+    }
 }
 
 fn project_target(
