@@ -162,7 +162,7 @@ fn on_off(flag: bool) -> &'static str {
 }
 
 #[allow(clippy::print_stderr)]
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     eprintln!("xtask: {text}");
 }
 
@@ -205,7 +205,7 @@ fn report(results: &[Figures]) -> String {
     text
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|dir| {
@@ -319,7 +319,7 @@ fn run_once(
 }
 
 /// Reads a pipe to its end on a thread; the text arrives on the channel.
-fn collect(pipe: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver<String> {
+pub(crate) fn collect(pipe: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -334,14 +334,14 @@ fn collect(pipe: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver<
 }
 
 /// A running `import_sink`, stopped (or killed) when dropped.
-struct Sink {
+pub(crate) struct Sink {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     rest_of_stdout: Option<mpsc::Receiver<String>>,
 }
 
 impl Sink {
-    fn start(program: &Path) -> anyhow::Result<Sink> {
+    pub(crate) fn start(program: &Path) -> anyhow::Result<Sink> {
         let mut child = Command::new(program)
             .args(["--port", "0"])
             .stdin(Stdio::null())
@@ -378,18 +378,18 @@ impl Sink {
     }
 
     /// CPU ticks (user + system) the sink has used so far.
-    fn cpu_ticks(&self) -> u64 {
+    pub(crate) fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
         stat.ok()
             .and_then(|stat| stat_fields(&stat, &[14, 15]))
             .map_or(0, |fields| fields.iter().sum())
     }
 
-    fn stats(&self) -> anyhow::Result<String> {
+    pub(crate) fn stats(&self) -> anyhow::Result<String> {
         http(&self.address, "GET", "/stats")
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         http(&self.address, "POST", "/shutdown")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait()?.is_none() {
@@ -420,7 +420,7 @@ impl Drop for Sink {
 }
 
 /// One HTTP/1.1 request without a body on loopback; the response body.
-fn http(address: &str, method: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http(address: &str, method: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(address).with_context(|| format!("connect {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -440,7 +440,7 @@ fn http(address: &str, method: &str, path: &str) -> anyhow::Result<String> {
 }
 
 /// The unsigned integer value of `"key":` in flat JSON text.
-fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
+pub(crate) fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
     let pattern = format!("\"{key}\":");
     let start = json
         .find(&pattern)
@@ -457,7 +457,7 @@ fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
 }
 
 /// Fields of a `/proc/<pid>/stat` line, numbered from 1 as in proc(5).
-fn stat_fields(stat: &str, numbers: &[usize]) -> Option<Vec<u64>> {
+pub(crate) fn stat_fields(stat: &str, numbers: &[usize]) -> Option<Vec<u64>> {
     // The command name (field 2) is in parentheses and may hold spaces.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -474,7 +474,7 @@ fn children_cpu_ticks() -> anyhow::Result<u64> {
     Ok(fields.iter().sum())
 }
 
-fn clock_ticks_per_sec() -> f64 {
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -485,7 +485,7 @@ fn clock_ticks_per_sec() -> f64 {
 }
 
 /// A process's peak resident set size so far, while it runs.
-fn vm_hwm_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn vm_hwm_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: u64 = line
@@ -528,10 +528,10 @@ fn events_file(n_events: u64, seed: u64) -> anyhow::Result<PathBuf> {
 }
 
 /// splitmix64: small, fast and the same everywhere.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -539,15 +539,15 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len() as u64) as usize]
     }
 }
@@ -907,7 +907,7 @@ fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
 }
 
-fn uuid(rng: &mut Rng) -> String {
+pub(crate) fn uuid(rng: &mut Rng) -> String {
     let high = rng.next();
     let low = rng.next();
     format!(
@@ -921,7 +921,7 @@ fn uuid(rng: &mut Rng) -> String {
 }
 
 /// A 24-hex-digit id, like Braze's send and dispatch ids.
-fn hex_id(rng: &mut Rng) -> String {
+pub(crate) fn hex_id(rng: &mut Rng) -> String {
     format!("{:016x}{:08x}", rng.next(), rng.next() >> 32)
 }
 

@@ -1,0 +1,770 @@
+//! `cargo xtask bench ingest`: `braze-mixpanel-bridge serve` under load.
+//!
+//! It builds the release binary and the `import_sink` example of
+//! `mixpanel-client`, starts the sink on a free loopback port and `serve`
+//! on another (a fresh data directory under `target/bench/`, delivering to
+//! the sink with a project token), waits for `/readyz`, then runs a load
+//! generator in this process: C threads, each with one keep-alive HTTP/1.1
+//! connection, posting 100-event Braze Currents batches (the Custom HTTP
+//! connector's `{"events":[...]}` shape, about 600 bytes an event) to
+//! `/currents` for S seconds, as fast as the server acknowledges or paced
+//! to a total rate. Bodies are generated before the clock starts; only
+//! each event's id is rewritten per request (a copy and 100 small writes),
+//! so every event sent is unique.
+//!
+//! It reports accepted events/s, ack latency percentiles (from writing a
+//! request to reading its whole response), non-2xx answers by status, the
+//! server's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`, polled
+//! every 5 ms), then how long the spool takes to drain into the sink after
+//! the load stops (`/status` until `spool.batches` is 0). It fails unless
+//! the sink counted at least every accepted event (duplicates allowed).
+//! The server is stopped with SIGTERM; every wait has a deadline. Linux
+//! only, loopback only.
+//!
+//! ```text
+//! cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::bench_import::{
+    Rng, Sink, clock_ticks_per_sec, collect, hex_id, http, json_number, say, stat_fields,
+    target_dir, uuid, vm_hwm_bytes,
+};
+use crate::{cargo, run_command};
+
+const USAGE: &str =
+    "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]";
+const EVENTS_PER_BATCH: usize = 100;
+const BODY_POOL: usize = 64;
+const CURRENTS_TOKEN: &str = "bench-currents-token";
+const GOAL_EVENTS_PER_SEC: f64 = 100_000.0;
+const GOAL_P99_MS: f64 = 20.0;
+const GOAL_RSS_MB: f64 = 200.0;
+const DRAIN_DEADLINE: Duration = Duration::from_secs(180);
+
+#[derive(Debug, PartialEq)]
+struct Options {
+    concurrency: usize,
+    seconds: u64,
+    rate: Option<f64>,
+}
+
+fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        concurrency: 32,
+        seconds: 20,
+        rate: None,
+    };
+    let mut args = args.iter().copied().skip_while(|arg| *arg == "--");
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg {
+            "--concurrency" => options.concurrency = value()?.parse().context(USAGE)?,
+            "--seconds" => options.seconds = value()?.parse().context(USAGE)?,
+            "--rate" => options.rate = Some(value()?.parse().context(USAGE)?),
+            _ => bail!("unexpected argument {arg:?}\n{USAGE}"),
+        }
+    }
+    ensure!(
+        (1..=1024).contains(&options.concurrency),
+        "--concurrency must be 1 to 1024"
+    );
+    ensure!(
+        (1..=600).contains(&options.seconds),
+        "--seconds must be 1 to 600"
+    );
+    if let Some(rate) = options.rate {
+        ensure!(rate > 0.0, "--rate must be positive");
+    }
+    Ok(options)
+}
+
+pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
+    let options = parse_args(args)?;
+    run_command(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "braze-mixpanel-bridge",
+        "-p",
+        "mixpanel-client",
+        "--bins",
+        "--example",
+        "import_sink",
+    ]))?;
+    let release = target_dir().join("release");
+    let bridge = release.join("braze-mixpanel-bridge");
+    let sink = Sink::start(&release.join("examples").join("import_sink"))?;
+    let figures = run_with(&bridge, sink, &options)?;
+    say(&report(&options, &figures));
+    ensure!(
+        figures.stop_secs.is_finite(),
+        "serve did not stop cleanly on SIGTERM"
+    );
+    Ok(())
+}
+
+/// A free loopback port, found by binding port 0 and letting it go.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The running `serve`, killed when dropped unless it was stopped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| stat_fields(&stat, &[14, 15]))
+            .map_or(0, |fields| fields.iter().sum())
+    }
+
+    /// SIGTERM, then up to 60 s for a graceful exit; how long it took.
+    fn stop(&mut self) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM failed: {status}");
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "serve exited with {status}");
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "serve did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct Figures {
+    load_secs: f64,
+    requests: u64,
+    accepted_events: u64,
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<u16, u64>,
+    cpu_load_secs: f64,
+    cpu_drain_secs: f64,
+    peak_rss_bytes: u64,
+    drain_secs: f64,
+    sink_events: u64,
+    sink_cpu_secs: f64,
+    body_bytes: usize,
+    stop_secs: f64,
+}
+
+impl Figures {
+    fn events_per_sec(&self) -> f64 {
+        self.accepted_events as f64 / self.load_secs
+    }
+
+    fn percentile_ms(&self, percent: usize) -> f64 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let idx = (n * percent / 100).min(n - 1);
+        f64::from(self.latencies_us[idx]) / 1000.0
+    }
+
+    fn max_ms(&self) -> f64 {
+        self.latencies_us
+            .last()
+            .map_or(f64::NAN, |&us| f64::from(us) / 1000.0)
+    }
+}
+
+fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figures> {
+    let clock_ticks = clock_ticks_per_sec();
+    let data_dir = target_dir()
+        .join("bench")
+        .join(format!("ingest-data-{}", std::process::id()));
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)?;
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let mut command = Command::new(bridge);
+    command
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // Only these settings: never the caller's bridge or Mixpanel ones.
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("MIXPANEL_") || name_text.starts_with("BRIDGE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("BRIDGE_LISTEN", &address)
+        .env("BRIDGE_DATA_DIR", &data_dir)
+        .env("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN)
+        .env("MIXPANEL_API_URL", format!("http://{}", sink.address))
+        .env("MIXPANEL_PROJECT_TOKEN", "bench-token")
+        .env("RUST_LOG", "warn");
+    let mut server = Server {
+        child: command
+            .spawn()
+            .with_context(|| format!("cannot start {}", bridge.display()))?,
+    };
+    let stderr = collect(server.child.stderr.take());
+    let pid = server.child.id();
+    let ready_deadline = Instant::now() + Duration::from_secs(30);
+    while http(&address, "GET", "/readyz").is_err() {
+        if let Some(status) = server.child.try_wait()? {
+            let text = stderr
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_default();
+            bail!("serve exited with {status} before it was ready:\n{text}");
+        }
+        ensure!(
+            Instant::now() < ready_deadline,
+            "serve was not ready within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    say(&format!(
+        "serve ready on {address} (pid {pid}), sink on {}, data in {}",
+        sink.address,
+        data_dir.display()
+    ));
+
+    let pool = Arc::new(body_pool(20_241_128));
+    let body_bytes = pool.iter().map(|body| body.bytes.len()).sum::<usize>() / pool.len();
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let poller = {
+        let stop_polling = Arc::clone(&stop_polling);
+        let peak_rss = Arc::clone(&peak_rss);
+        std::thread::spawn(move || {
+            while !stop_polling.load(Ordering::Relaxed) {
+                if let Some(hwm) = vm_hwm_bytes(pid) {
+                    peak_rss.fetch_max(hwm, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    say(&format!(
+        "load: {} connections for {} s, {}",
+        options.concurrency,
+        options.seconds,
+        options.rate.map_or("unpaced".to_owned(), |rate| format!(
+            "paced to {rate:.0} events/s"
+        ))
+    ));
+    let cpu_before = server.cpu_ticks();
+    let started = Instant::now();
+    let end = started + Duration::from_secs(options.seconds);
+    let interval = options.rate.map(|rate| {
+        Duration::from_secs_f64(EVENTS_PER_BATCH as f64 * options.concurrency as f64 / rate)
+    });
+    let workers: Vec<_> = (0..options.concurrency)
+        .map(|thread| {
+            let pool = Arc::clone(&pool);
+            let address = address.clone();
+            let threads = options.concurrency;
+            std::thread::spawn(move || {
+                load((thread, threads), &address, &pool, (started, end), interval)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for worker in workers {
+        results.push(
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?,
+        );
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let load_end = Instant::now();
+    let cpu_after_load = server.cpu_ticks();
+
+    let mut latencies_us = Vec::new();
+    let mut statuses = BTreeMap::new();
+    let mut accepted_events = 0;
+    for result in results {
+        latencies_us.extend(result.latencies_us);
+        accepted_events += result.accepted_events;
+        for (status, count) in result.statuses {
+            *statuses.entry(status).or_insert(0) += count;
+        }
+    }
+    latencies_us.sort_unstable();
+    let requests = latencies_us.len() as u64;
+
+    say(&format!(
+        "load done: {accepted_events} events accepted in {load_secs:.1} s; draining the spool"
+    ));
+    let drain_secs = loop {
+        let status = http(&address, "GET", "/status")?;
+        if json_number(&status, "batches")? == 0 {
+            break load_end.elapsed().as_secs_f64();
+        }
+        ensure!(
+            load_end.elapsed() < DRAIN_DEADLINE,
+            "the spool did not drain within {} s: {status}",
+            DRAIN_DEADLINE.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let cpu_after_drain = server.cpu_ticks();
+    stop_polling.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    let status = http(&address, "GET", "/status")?;
+    let stop = server.stop();
+    let text = stderr
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
+    for line in text.lines().take(20) {
+        say(&format!("serve said: {line}"));
+    }
+    let sink_cpu_secs = sink.cpu_ticks() as f64 / clock_ticks;
+    let stats = sink.stats()?;
+    sink.stop()?;
+    let sink_events = json_number(&stats, "events")?;
+    let stop_secs = match stop {
+        Ok(secs) => secs,
+        Err(error) => {
+            say(&format!("WARNING: {error}"));
+            f64::NAN
+        }
+    };
+    ensure!(
+        sink_events >= accepted_events,
+        "the sink counted {sink_events} events, fewer than the {accepted_events} accepted: {stats}; serve: {status}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(Figures {
+        load_secs,
+        requests,
+        accepted_events,
+        latencies_us,
+        statuses,
+        cpu_load_secs: (cpu_after_load - cpu_before) as f64 / clock_ticks,
+        cpu_drain_secs: (cpu_after_drain - cpu_after_load) as f64 / clock_ticks,
+        peak_rss_bytes: peak_rss.load(Ordering::Relaxed),
+        drain_secs,
+        sink_events,
+        sink_cpu_secs,
+        body_bytes,
+        stop_secs,
+    })
+}
+
+fn report(options: &Options, figures: &Figures) -> String {
+    let mut text = String::from(
+        "results (serve on loopback, delivering to import_sink):\n\n\
+         | connections | pacing | accepted events/s | requests | p50 ms | p99 ms | max ms | non-2xx | serve CPU s (load) | serve CPU s (drain) | peak RSS MB | drain s | sink events |\n\
+         |---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    let non_2xx: Vec<String> = figures
+        .statuses
+        .iter()
+        .filter(|(status, _)| !(200..300).contains(*status))
+        .map(|(status, count)| {
+            if *status == 0 {
+                format!("{count} × connection error")
+            } else {
+                format!("{count} × {status}")
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        text,
+        "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+        options.concurrency,
+        options
+            .rate
+            .map_or("none".to_owned(), |rate| format!("{rate:.0}/s")),
+        figures.events_per_sec(),
+        figures.requests,
+        figures.percentile_ms(50),
+        figures.percentile_ms(99),
+        figures.max_ms(),
+        if non_2xx.is_empty() {
+            "none".to_owned()
+        } else {
+            non_2xx.join(", ")
+        },
+        figures.cpu_load_secs,
+        figures.cpu_drain_secs,
+        figures.peak_rss_bytes as f64 / 1e6,
+        figures.drain_secs,
+        figures.sink_events,
+    );
+    let _ = writeln!(
+        text,
+        "\n{} s of load, {} events accepted, bodies about {} bytes ({} events), sink CPU {:.1} s, serve stopped {:.1} s after SIGTERM",
+        figures.load_secs.round(),
+        figures.accepted_events,
+        figures.body_bytes,
+        EVENTS_PER_BATCH,
+        figures.sink_cpu_secs,
+        figures.stop_secs,
+    );
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    if options.rate.is_none() {
+        let _ = writeln!(
+            text,
+            "goal ≥ {GOAL_EVENTS_PER_SEC:.0} events/s: {}",
+            verdict(figures.events_per_sec() >= GOAL_EVENTS_PER_SEC)
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "goal p99 ≤ {GOAL_P99_MS} ms: {}",
+            verdict(figures.percentile_ms(99) <= GOAL_P99_MS)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "goal peak RSS ≤ {GOAL_RSS_MB} MB: {}",
+        verdict(figures.peak_rss_bytes as f64 / 1e6 <= GOAL_RSS_MB)
+    );
+    text
+}
+
+/// One pre-generated request body and where its events' id suffixes are.
+struct Body {
+    bytes: Vec<u8>,
+    /// Offsets of the 12 hex digits ending each event's id.
+    id_suffixes: Vec<usize>,
+}
+
+const CAMPAIGNS: &[&str] = &[
+    "Winter Sale ❄️ – Jäger boots",
+    "Cart reminder 🛒",
+    "Welcome series 1",
+    "Price drop alert",
+];
+const CUSTOM_EVENTS: &[&str] = &[
+    "Viewed Product 👀",
+    "Added to Cart",
+    "Search",
+    "Started Checkout",
+];
+const TIMEZONES: &[&str] = &["America/Sao_Paulo", "Europe/Berlin", "Asia/Tokyo"];
+const EMAIL_TYPES: &[&str] = &[
+    "users.messages.email.Send",
+    "users.messages.email.Delivery",
+    "users.messages.email.Open",
+    "users.messages.email.Click",
+];
+
+/// Pre-generated bodies: Custom HTTP connector batches of 100 events, half
+/// custom events and half email engagement, each about 600 bytes.
+fn body_pool(seed: u64) -> Vec<Body> {
+    let mut rng = Rng(seed);
+    let app_group = uuid(&mut rng);
+    let app_id = uuid(&mut rng);
+    let campaign_ids: Vec<String> = CAMPAIGNS.iter().map(|_| uuid(&mut rng)).collect();
+    (0..BODY_POOL)
+        .map(|_| {
+            let mut text = String::with_capacity(EVENTS_PER_BATCH * 700);
+            let mut id_suffixes = Vec::with_capacity(EVENTS_PER_BATCH);
+            text.push_str("{\"events\":[");
+            for idx in 0..EVENTS_PER_BATCH {
+                if idx > 0 {
+                    text.push(',');
+                }
+                let custom = rng.chance(50);
+                let event_type = if custom {
+                    "users.behaviors.CustomEvent"
+                } else {
+                    rng.pick(EMAIL_TYPES)
+                };
+                let _ = write!(text, "{{\"event_type\":\"{event_type}\",\"id\":\"");
+                let id = uuid(&mut rng);
+                text.push_str(&id);
+                id_suffixes.push(text.len() - 12);
+                let _ = write!(
+                    text,
+                    "\",\"time\":{},\"user\":{{\"user_id\":\"{}\",\"external_user_id\":\"cust-{}\",\"timezone\":\"{}\",\"device_id\":\"{}\"}},\"properties\":{{",
+                    1_764_300_000 + rng.below(86_400),
+                    hex_id(&mut rng),
+                    rng.below(250_000),
+                    rng.pick(TIMEZONES),
+                    uuid(&mut rng),
+                );
+                if custom {
+                    let _ = write!(
+                        text,
+                        "\"app_id\":\"{}\",\"platform\":\"ios\",\"os_version\":\"iOS 17.5.1\",\"device_model\":\"iPhone15,3\",\"name\":\"{}\",\"app_group_id\":\"{app_group}\",\"custom_properties\":{{\"cart_value\":{}.{},\"items\":{},\"coupon\":\"CAFE20\",\"gift\":false,\"skus\":[\"sku-CAFE-250g\",\"sku-MUG-blue\"]}}}}}}",
+                        app_id,
+                        rng.pick(CUSTOM_EVENTS),
+                        rng.below(300),
+                        rng.below(100),
+                        1 + rng.below(9),
+                    );
+                } else {
+                    let campaign = rng.below(CAMPAIGNS.len() as u64) as usize;
+                    let _ = write!(
+                        text,
+                        "\"dispatch_id\":\"{}\",\"campaign_id\":\"{}\",\"campaign_name\":\"{}\",\"email_address\":\"user{}@example.com\",\"send_id\":\"{}\",\"esp\":\"amazon_ses\",\"from_domain\":\"news.cafe-example.com\",\"app_group_id\":\"{app_group}\"}}}}",
+                        hex_id(&mut rng),
+                        campaign_ids[campaign],
+                        CAMPAIGNS[campaign],
+                        rng.below(250_000),
+                        hex_id(&mut rng),
+                    );
+                }
+            }
+            text.push_str("]}");
+            Body {
+                bytes: text.into_bytes(),
+                id_suffixes,
+            }
+        })
+        .collect()
+}
+
+/// Writes `value` as 12 lowercase hex digits into `out`.
+fn write_hex12(out: &mut [u8], value: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (idx, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((value >> (4 * (11 - idx))) & 0xf) as usize];
+    }
+}
+
+#[derive(Default)]
+struct LoadResult {
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<u16, u64>,
+    accepted_events: u64,
+}
+
+/// One connection's share of the load, until `end`.
+fn load(
+    (thread, threads): (usize, usize),
+    address: &str,
+    pool: &[Body],
+    (started, end): (Instant, Instant),
+    interval: Option<Duration>,
+) -> LoadResult {
+    let mut result = LoadResult::default();
+    let mut request = Vec::with_capacity(128 * 1024);
+    let mut response = Vec::with_capacity(4096);
+    let mut stream: Option<TcpStream> = None;
+    let mut sequence: u64 = 0;
+    // Spread paced threads over the first interval.
+    let offset = interval.map_or(Duration::ZERO, |interval| {
+        interval.mul_f64(thread as f64 / threads as f64)
+    });
+    loop {
+        let now = Instant::now();
+        if let Some(interval) = interval {
+            let due = started + offset + interval.mul_f64(sequence as f64);
+            if due >= end {
+                break;
+            }
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        } else if now >= end {
+            break;
+        }
+        let body = &pool[(thread + sequence as usize) % pool.len()];
+        request.clear();
+        let _ = write!(
+            request,
+            "POST /currents HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CURRENTS_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.bytes.len()
+        );
+        let body_start = request.len();
+        request.extend_from_slice(&body.bytes);
+        for (idx, &suffix) in body.id_suffixes.iter().enumerate() {
+            let unique = ((thread as u64) << 36) | (sequence << 7) | idx as u64;
+            let at = body_start + suffix;
+            write_hex12(&mut request[at..at + 12], unique);
+        }
+        sequence += 1;
+        let sent = Instant::now();
+        let outcome = match stream.as_mut() {
+            Some(stream) => exchange(stream, &request, &mut response),
+            None => TcpStream::connect(address)
+                .map_err(anyhow::Error::from)
+                .and_then(|new| {
+                    new.set_nodelay(true)?;
+                    new.set_read_timeout(Some(Duration::from_secs(30)))?;
+                    new.set_write_timeout(Some(Duration::from_secs(30)))?;
+                    let new = stream.insert(new);
+                    exchange(new, &request, &mut response)
+                }),
+        };
+        let latency = sent.elapsed();
+        let status = match outcome {
+            Ok((status, keep_alive)) => {
+                if !keep_alive {
+                    stream = None;
+                }
+                status
+            }
+            Err(_) => {
+                stream = None;
+                0
+            }
+        };
+        result
+            .latencies_us
+            .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        *result.statuses.entry(status).or_insert(0) += 1;
+        if (200..300).contains(&status) {
+            result.accepted_events += body.id_suffixes.len() as u64;
+        }
+    }
+    result
+}
+
+/// Sends one request and reads its response: the status and whether the
+/// connection stays open.
+fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    response: &mut Vec<u8>,
+) -> anyhow::Result<(u16, bool)> {
+    stream.write_all(request)?;
+    response.clear();
+    let mut chunk = [0_u8; 4096];
+    let head_end = loop {
+        if let Some(at) = find(response, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        ensure!(n > 0, "connection closed before the response head");
+        response.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&response[..head_end])?.to_ascii_lowercase();
+    let (status, content_length, chunked, keep_alive) = parse_head(&head)?;
+    if chunked {
+        while find(&response[head_end..], b"0\r\n\r\n").is_none() {
+            let n = stream.read(&mut chunk)?;
+            ensure!(n > 0, "connection closed inside a chunked body");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        while response.len() < head_end + content_length {
+            let n = stream.read(&mut chunk)?;
+            ensure!(n > 0, "connection closed inside the body");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Ok((status, keep_alive))
+}
+
+/// Status, Content-Length, chunked and keep-alive from a lowercased head.
+fn parse_head(head: &str) -> anyhow::Result<(u16, usize, bool, bool)> {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP status line: {status_line:?}"))?;
+    let mut content_length = 0;
+    let mut chunked = false;
+    let mut keep_alive = status_line.starts_with("http/1.1");
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim() {
+            "content-length" => content_length = value.parse()?,
+            "transfer-encoding" => chunked = value.contains("chunked"),
+            "connection" => keep_alive = !value.contains("close"),
+            _ => {}
+        }
+    }
+    Ok((status, content_length, chunked, keep_alive))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let options = parse_args(&["--concurrency", "8", "--rate", "30000"]).ok();
+        assert_eq!(
+            options,
+            Some(Options {
+                concurrency: 8,
+                seconds: 20,
+                rate: Some(30_000.0)
+            })
+        );
+        assert!(parse_args(&["--bogus"]).is_err());
+        assert!(parse_args(&["--seconds"]).is_err());
+    }
+
+    #[test]
+    fn bodies_are_batches_of_realistic_events_with_rewritable_ids() {
+        let pool = body_pool(7);
+        assert_eq!(pool.len(), BODY_POOL);
+        for body in &pool {
+            let text = std::str::from_utf8(&body.bytes).unwrap_or_default();
+            assert!(text.starts_with("{\"events\":[{") && text.ends_with("}]}"));
+            assert_eq!(text.matches("\"event_type\":").count(), EVENTS_PER_BATCH);
+            assert_eq!(body.id_suffixes.len(), EVENTS_PER_BATCH);
+            let per_event = body.bytes.len() / EVENTS_PER_BATCH;
+            assert!((450..=750).contains(&per_event), "{per_event} bytes");
+            for &at in &body.id_suffixes {
+                assert_eq!(body.bytes.get(at + 12), Some(&b'"'));
+                assert_eq!(body.bytes.get(at - 1), Some(&b'-'));
+            }
+        }
+        let mut digits = [0_u8; 12];
+        write_hex12(&mut digits, 0xab_cdef_0123);
+        assert_eq!(&digits, b"00abcdef0123");
+    }
+
+    #[test]
+    fn parses_response_heads() {
+        let head = "http/1.1 200 ok\r\ncontent-length: 17\r\n\r\n";
+        assert_eq!(parse_head(head).ok(), Some((200, 17, false, true)));
+        let head = "http/1.1 503 service unavailable\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(parse_head(head).ok(), Some((503, 0, true, false)));
+        assert!(parse_head("garbage\r\n\r\n").is_err());
+    }
+}
