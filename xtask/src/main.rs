@@ -18,9 +18,11 @@ usage: cargo xtask <task>
 tasks:
   ci                 fmt check, clippy -D warnings, codegen --check, tests
   codegen [--check]  regenerate code from the Currents reference tables
-  bench              run the criterion benchmarks and print the figures
+  bench              the mapping benchmark (criterion)
   bench import [--events N]... [--concurrency C] [--gzip on|off|both]
                      end-to-end import into a local /import sink on loopback
+  bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]
+                     `serve` under HTTP load, delivering to a loopback sink
   tidy               repository hygiene checks (also run as a test)
 ";
 
