@@ -246,7 +246,8 @@ impl Writer {
         self.shut_down(&requests);
     }
 
-    /// Refuses what is still queued, gives back free pages and truncates the WAL.
+    /// Refuses what is still queued, gives back some free pages (bounded, to
+    /// keep shutdown quick) and truncates the WAL.
     fn shut_down(&mut self, requests: &mpsc::Receiver<Request>) {
         while let Ok(request) = requests.try_recv() {
             let reserved = request.reserved_bytes();
@@ -390,8 +391,12 @@ impl Writer {
                 && free_bytes >= self.reclaim_min_free_bytes
                 && free_pages.saturating_mul(4) >= page_count
             {
+                // Closing gives back a few steps at most, so that shutdown
+                // stays quick after a large backlog drained (freeing a
+                // 2 GB file page by page takes minutes); the rest is given
+                // back by the maintenance of the next run.
                 let n_pages = if closing {
-                    free_pages
+                    free_pages.min(VACUUM_STEP_PAGES.saturating_mul(4))
                 } else {
                     free_pages.min(VACUUM_STEP_PAGES)
                 };
