@@ -110,8 +110,9 @@ impl Figures {
     }
 }
 
-pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
-    let options = parse_args(args)?;
+/// Builds the release `braze-mixpanel-bridge` and the `import_sink`
+/// example, and returns the release directory holding them.
+pub(crate) fn build_release_binaries() -> anyhow::Result<PathBuf> {
     run_command(cargo().args([
         "build",
         "--release",
@@ -123,7 +124,12 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
         "--example",
         "import_sink",
     ]))?;
-    let release = target_dir().join("release");
+    Ok(target_dir().join("release"))
+}
+
+pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
+    let options = parse_args(args)?;
+    let release = build_release_binaries()?;
     let importer = release.join("braze-mixpanel-bridge");
     let sink = release.join("examples").join("import_sink");
     let clock_ticks = clock_ticks_per_sec();

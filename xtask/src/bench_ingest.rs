@@ -41,7 +41,6 @@ use crate::bench_import::{
     Rng, Sink, clock_ticks_per_sec, collect, hex_id, http, json_number, say, stat_fields,
     target_dir, uuid, vm_hwm_bytes,
 };
-use crate::{cargo, run_command};
 
 const USAGE: &str =
     "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]";
@@ -95,18 +94,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
 
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     let options = parse_args(args)?;
-    run_command(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "braze-mixpanel-bridge",
-        "-p",
-        "mixpanel-client",
-        "--bins",
-        "--example",
-        "import_sink",
-    ]))?;
-    let release = target_dir().join("release");
+    let release = crate::bench_import::build_release_binaries()?;
     let bridge = release.join("braze-mixpanel-bridge");
     let sink = Sink::start(&release.join("examples").join("import_sink"))?;
     let figures = run_with(&bridge, sink, &options)?;
