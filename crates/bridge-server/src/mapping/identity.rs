@@ -35,10 +35,11 @@ pub(crate) fn is_usable_distinct_id(external_user_id: &str) -> bool {
 /// accepts it as is (`^[A-Za-z0-9-]{1,36}$`), otherwise the lowercase hex of
 /// the first 16 bytes of its SHA-256, so a redelivered event keeps its id.
 pub(crate) fn insert_id(currents_id: Cow<'_, str>) -> Cow<'_, str> {
+    // A fold rather than `all`: a branch-free pass over at most 36 bytes.
     let usable = (1..=36).contains(&currents_id.len())
-        && currents_id
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+        && currents_id.bytes().fold(true, |usable, byte| {
+            usable & (byte.is_ascii_alphanumeric() | (byte == b'-'))
+        });
     if usable {
         return currents_id;
     }

@@ -18,15 +18,17 @@
 mod filter;
 mod generated;
 mod identity;
+mod key_table;
 mod rules;
 
 use std::borrow::Cow;
 
-use currents_model::{Event, EventTypeName, InvalidEvent, NestedProperties};
+use currents_model::{Event, EventType, EventTypeName, InvalidEvent, NestedProperties};
 use mixpanel_client::{Event as MixpanelEvent, Properties, PropertyValue};
 use serde_json::value::RawValue;
 
 pub use filter::TypeFilter;
+use key_table::KeyFate;
 use rules::ExportName;
 
 /// What the operator can set about the mapping.
@@ -116,6 +118,14 @@ impl Mapper {
         }
     }
 
+    /// Maps one event as [`currents_model::Batch::parse_events`] gives it.
+    pub fn map_parsed<'a>(&'a self, parsed: Result<Event<'a>, InvalidEvent>) -> Outcome<'a> {
+        match parsed {
+            Ok(event) => self.map_event(event),
+            Err(invalid) => Outcome::Invalid(invalid),
+        }
+    }
+
     /// Maps a batch of raw events, one outcome per event, in order.
     pub fn map_batch<'a>(&'a self, events: &[&'a RawValue]) -> Vec<Outcome<'a>> {
         events.iter().map(|raw| self.map_raw(raw)).collect()
@@ -163,21 +173,19 @@ impl Mapper {
             properties.insert("token", PropertyValue::String(Cow::Borrowed(token)));
         }
 
-        // The schema lookup (is this a field Braze added since the tables?)
-        // only matters for keys the export list does not name.
-        let is_sent = |input_key: &str, output_key: &str| {
-            !is_envelope_key(output_key)
-                && (property_list.contains(output_key)
-                    || known_type.is_some_and(|known| !known.has_field(input_key)))
-        };
         for property in event.properties {
-            let new_name = renamed(&property.key);
-            if !is_sent(&property.key, new_name.unwrap_or(&property.key)) {
-                continue;
-            }
-            let output_key = match new_name {
-                Some(new_name) => Cow::Borrowed(new_name),
-                None => property.key,
+            let fate = match known_type {
+                Some(known) => key_table::fate(known, &property.key),
+                // A type the tables do not know: decided key by key.
+                None => match output_key_for(None, property_list, &property.key) {
+                    None => KeyFate::Dropped,
+                    Some(_) => renamed(&property.key).map_or(KeyFate::SentAsIs, KeyFate::Sent),
+                },
+            };
+            let output_key = match fate {
+                KeyFate::Sent(output) => Cow::Borrowed(output),
+                KeyFate::SentAsIs => property.key,
+                KeyFate::Dropped => continue,
             };
             if property.value.get() == "null" {
                 // Null means "not set", also over an earlier duplicate key.
@@ -187,7 +195,7 @@ impl Mapper {
             }
         }
         if let Some(device_id) = event.user.device_id
-            && is_sent("device_id", "device_id")
+            && output_key_for(known_type, property_list, "device_id").is_some()
         {
             properties.insert("device_id", PropertyValue::String(device_id));
         }
@@ -209,23 +217,41 @@ impl Mapper {
     }
 }
 
-/// Whether a key is one of the envelope's, which properties never overwrite.
-fn is_envelope_key(key: &str) -> bool {
-    matches!(
-        key,
-        "$partner_id" | "distinct_id" | "$insert_id" | "time" | "token"
-    )
-}
+/// The envelope's keys, which properties never overwrite.
+const ENVELOPE_KEYS: [&str; N_ENVELOPE_KEYS] =
+    ["$partner_id", "distinct_id", "$insert_id", "time", "token"];
+
+/// The fields Braze's Mixpanel export renames, and their new names.
+const RENAMES: [(&str, &str); 4] = [
+    ("device_model", "$device"),
+    ("os_version", "$os"),
+    ("content_card_id", "card_id"),
+    (
+        "canvas_step_message_variation_id",
+        "canvas_step_message_variation_api_id",
+    ),
+];
 
 /// The name Braze's Mixpanel export gives a field it renames.
 fn renamed(key: &str) -> Option<&'static str> {
-    match key {
-        "device_model" => Some("$device"),
-        "os_version" => Some("$os"),
-        "content_card_id" => Some("card_id"),
-        "canvas_step_message_variation_id" => Some("canvas_step_message_variation_api_id"),
-        _ => None,
-    }
+    RENAMES
+        .iter()
+        .find(|(from, _)| *from == key)
+        .map(|(_, to)| *to)
+}
+
+/// The key a property is sent under, or `None` when it is not sent: it is
+/// renamed, then kept unless it is an envelope key, if the type's list names
+/// it or Braze's tables do not know the field (a field added since).
+fn output_key_for(
+    known_type: Option<EventType>,
+    list: rules::PropertyList,
+    input_key: &str,
+) -> Option<&str> {
+    let output = renamed(input_key).unwrap_or(input_key);
+    let sent = !ENVELOPE_KEYS.contains(&output)
+        && (list.contains(output) || known_type.is_some_and(|known| !known.has_field(input_key)));
+    sent.then_some(output)
 }
 
 fn nested_len(nested: &Option<NestedProperties<'_>>) -> usize {

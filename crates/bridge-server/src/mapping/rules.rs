@@ -52,6 +52,11 @@ pub(super) fn lookup(event_type: &EventTypeName<'_>) -> Option<ExportRule> {
     }
 }
 
+/// The rule for a type in the field tables.
+pub(super) fn lookup_known(event_type: EventType) -> ExportRule {
+    rule_for(event_type)
+}
+
 /// Every name in the mapping table, known types first.
 pub(super) fn all_type_names() -> impl Iterator<Item = &'static str> {
     EventType::ALL
