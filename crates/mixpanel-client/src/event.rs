@@ -49,7 +49,7 @@ pub struct Properties<'a> {
     entries: Vec<(Cow<'a, str>, PropertyValue<'a>)>,
     /// One bit per key fingerprint, so that inserting a new key usually
     /// skips the scan for an existing one.
-    fingerprints: u64,
+    fingerprints: u128,
 }
 
 impl<'a> Event<'a> {
@@ -75,8 +75,32 @@ impl<'a> Event<'a> {
 
     /// Appends the event as compact JSON to `out`, on one line even when a
     /// property's JSON text had line breaks.
+    ///
+    /// The same bytes as serializing with serde_json, written directly: this
+    /// is the hot path of every pipeline that sends events, and most keys
+    /// and values need no escaping, so they are copied whole.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, self).expect("writing to a Vec cannot fail");
+        out.reserve(self.name.len() + 32 + 64 * self.properties.len());
+        out.extend_from_slice(b"{\"event\":");
+        write_json_str(out, &self.name);
+        out.extend_from_slice(b",\"properties\":{");
+        for (idx, (key, value)) in self.properties.entries.iter().enumerate() {
+            if idx > 0 {
+                out.push(b',');
+            }
+            write_json_str(out, key);
+            out.push(b':');
+            match value {
+                PropertyValue::String(text) => write_json_str(out, text),
+                PropertyValue::Integer(number) => {
+                    serde_json::to_writer(&mut *out, number).expect("writing to a Vec cannot fail")
+                }
+                PropertyValue::Json(raw) => {
+                    out.extend_from_slice(crate::ndjson::compact(raw.get()).as_bytes())
+                }
+            }
+        }
+        out.extend_from_slice(b"}}");
     }
 
     /// `properties.distinct_id`, when it is a string.
@@ -216,12 +240,70 @@ impl PartialEq for Properties<'_> {
     }
 }
 
-/// A cheap 1-of-64 hash of a key: length and its first and last bytes.
-fn fingerprint(key: &str) -> u64 {
+/// Writes `text` as a JSON string: copied as is when nothing in it needs
+/// escaping, escaped by serde_json otherwise.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if needs_escape(text.as_bytes()) {
+        serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether a JSON string needs escapes: it holds `"`, `\` or a control
+/// character. Eight bytes at a time, with the classic "has a byte below n"
+/// bit trick, since nearly every string is clean and must be scanned whole.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Bytes below `0x20`, and bytes equal to `"` or `\` after an XOR.
+    fn flags(word: u64) -> u64 {
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        (word.wrapping_sub(ONES * 0x20) & !word)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+    }
+    let found = match bytes.len() {
+        0 => 0,
+        // Padded with spaces, which need no escape.
+        len @ 1..8 => {
+            let mut word = [b' '; 8];
+            word[..len].copy_from_slice(bytes);
+            flags(u64::from_ne_bytes(word))
+        }
+        len => {
+            let mut found = 0;
+            let mut chunks = bytes.chunks_exact(8);
+            for chunk in &mut chunks {
+                found |= flags(u64::from_ne_bytes(chunk.try_into().expect("8 bytes")));
+            }
+            if !chunks.remainder().is_empty() {
+                // The last eight bytes, overlapping the last whole chunk.
+                let tail = &bytes[len - 8..];
+                found |= flags(u64::from_ne_bytes(tail.try_into().expect("8 bytes")));
+            }
+            found
+        }
+    };
+    found & HIGH != 0
+}
+
+/// A cheap 1-of-128 hash of a key: its length and its first, middle and
+/// last bytes. 128 bits keep false hits (which cost a scan) rare for the
+/// 20 to 40 keys an event usually has.
+fn fingerprint(key: &str) -> u128 {
     let bytes = key.as_bytes();
-    let first = bytes.first().copied().unwrap_or(0) as usize;
-    let last = bytes.last().copied().unwrap_or(0) as usize;
-    1u64 << ((bytes.len().wrapping_mul(31) ^ first.wrapping_mul(7) ^ last) % 64)
+    let byte_at = |idx: usize| u64::from(bytes.get(idx).copied().unwrap_or(0));
+    let len = bytes.len();
+    let mixed = (len as u64)
+        ^ (byte_at(0) << 8)
+        ^ (byte_at(len / 2) << 16)
+        ^ (byte_at(len.wrapping_sub(1)) << 24)
+        ^ (byte_at(len.wrapping_sub(2)) << 32);
+    1u128 << (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57)
 }
 
 impl<'a> From<&'a str> for PropertyValue<'a> {

@@ -16,13 +16,14 @@ fn insert_replaces_an_existing_key_in_place() {
 
 #[test]
 fn keys_with_the_same_fingerprint_stay_distinct() {
-    // Same length, first and last byte: same fingerprint bit.
+    // Same length, first, middle and last bytes: the same fingerprint bit.
     let mut properties = Properties::default();
-    properties.insert("axxb", PropertyValue::Integer(1));
-    properties.insert("ayyb", PropertyValue::Integer(2));
+    properties.insert("a11m2qz", PropertyValue::Integer(1));
+    properties.insert("a99m8qz", PropertyValue::Integer(2));
+    assert_eq!(super::fingerprint("a11m2qz"), super::fingerprint("a99m8qz"));
     assert_eq!(properties.len(), 2);
-    assert_eq!(properties.get("ayyb"), Some(&PropertyValue::Integer(2)));
-    assert_eq!(properties.get("azzb"), None);
+    assert_eq!(properties.get("a99m8qz"), Some(&PropertyValue::Integer(2)));
+    assert_eq!(properties.get("a55m5qz"), None);
 }
 
 #[test]
@@ -80,6 +81,46 @@ proptest::proptest! {
         for key in distinct {
             let last = keys.iter().rposition(|k| k == key).unwrap() as i64;
             proptest::prop_assert_eq!(properties.get(key), Some(&PropertyValue::Integer(last)));
+        }
+    }
+
+    #[test]
+    fn write_json_writes_what_serde_json_writes(
+        name in "(?s).{0,12}",
+        entries in proptest::collection::vec(("(?s).{0,10}", 0u8..3, "(?s).{0,10}", proptest::num::i64::ANY), 0..8),
+    ) {
+        let mut event = Event::new(name);
+        for (key, kind, text, number) in entries {
+            let value = match kind {
+                0 => PropertyValue::from(text),
+                1 => PropertyValue::Integer(number),
+                _ => {
+                    // JSON text with a line break inside, as cut from a pretty-printed document.
+                    let json = format!("[\n {},\n {number}\n]", serde_json::to_string(&text).unwrap());
+                    PropertyValue::Json(std::borrow::Cow::Owned(
+                        serde_json::value::RawValue::from_string(json).unwrap(),
+                    ))
+                }
+            };
+            event.properties.insert(key, value);
+        }
+        let mut written = Vec::new();
+        event.write_json(&mut written);
+        proptest::prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&event).unwrap());
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_json_escapes(
+        prefix in proptest::collection::vec(0x20u8..0x80, 0..20),
+        special in proptest::prop_oneof![0u8..0x20, proptest::strategy::Just(b'"'), proptest::strategy::Just(b'\\')],
+        clean_high in proptest::collection::vec(0x80u8..=0xff, 0..12),
+    ) {
+        let clean: Vec<u8> = prefix.iter().copied().filter(|b| *b != b'"' && *b != b'\\').chain(clean_high).collect();
+        proptest::prop_assert!(!super::needs_escape(&clean));
+        for at in 0..=clean.len() {
+            let mut dirty = clean.clone();
+            dirty.insert(at, special);
+            proptest::prop_assert!(super::needs_escape(&dirty), "{:?}", dirty);
         }
     }
 }
