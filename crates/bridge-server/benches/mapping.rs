@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use bridge_server::mapping::{Mapper, MappingConfig, Outcome, OutcomeCounts};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use currents_model::{AvroType, Batch, Event, EventType, FieldLocation, FieldSpec};
+use currents_model::{AvroType, Batch, EventType, FieldLocation, FieldSpec};
 use serde_json::Value;
 
 /// Fixed seed: the stream is the same on every run and every machine.
@@ -1185,10 +1185,10 @@ fn build_stream() -> Stream {
 /// Parse, map and serialize one envelope; returns how many events were mapped.
 fn bridge_envelope(mapper: &Mapper, body: &str, out: &mut Vec<u8>) -> usize {
     out.clear();
-    let batch = Batch::parse(body).expect("the stream holds valid envelopes");
+    let events = Batch::parse_events(body).expect("the stream holds valid envelopes");
     let mut mapped = 0;
-    for raw in &batch.events {
-        if let Outcome::Mapped(event) = mapper.map_raw(raw) {
+    for parsed in events {
+        if let Outcome::Mapped(event) = mapper.map_parsed(parsed.event) {
             event.write_json(out);
             out.push(b'\n');
             mapped += 1;
@@ -1313,9 +1313,9 @@ fn bench_mapping(c: &mut Criterion) {
         b.iter(|| {
             let mut mapped = 0;
             for body in &stream.envelopes {
-                let batch = Batch::parse(black_box(body)).expect("valid envelope");
-                for raw in &batch.events {
-                    if let Outcome::Mapped(event) = mapper.map_raw(raw) {
+                let events = Batch::parse_events(black_box(body)).expect("valid envelope");
+                for parsed in events {
+                    if let Outcome::Mapped(event) = mapper.map_parsed(parsed.event) {
                         black_box(&event);
                         mapped += 1;
                     }
@@ -1329,9 +1329,9 @@ fn bench_mapping(c: &mut Criterion) {
         b.iter(|| {
             let mut parsed = 0;
             for body in &stream.envelopes {
-                let batch = Batch::parse(black_box(body)).expect("valid envelope");
-                for raw in &batch.events {
-                    let event = Event::from_raw(raw).expect("valid event");
+                let events = Batch::parse_events(black_box(body)).expect("valid envelope");
+                for item in events {
+                    let event = item.event.expect("valid event");
                     black_box(&event);
                     parsed += 1;
                 }

@@ -11,10 +11,9 @@
 //! - otherwise the input is one **document** (e.g. a pretty-printed
 //!   envelope) read whole, and a syntax error in it is an error.
 
-use std::borrow::Cow;
 use std::io::{self, BufRead, Write};
 
-use currents_model::{Batch, InvalidEvent, InvalidReason};
+use currents_model::{Batch, Event, InvalidEvent, InvalidReason, ParsedEvent};
 use mixpanel_client::ndjson;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -73,6 +72,7 @@ pub fn transform(
         mapper,
         counts: OutcomeCounts::default(),
         json_values: 0,
+        buffer: Vec::new(),
     };
     let mut line = Vec::new();
     let mut line_number = 0u64;
@@ -171,6 +171,8 @@ struct Sink<'a> {
     mapper: &'a Mapper,
     counts: OutcomeCounts,
     json_values: u64,
+    /// Reused for each output line.
+    buffer: Vec<u8>,
 }
 
 /// One line of the rejects stream.
@@ -188,7 +190,7 @@ struct Reject<'a> {
 #[serde(untagged)]
 enum RejectedEvent<'a> {
     /// The event as received, on one line.
-    Json(Cow<'a, RawValue>),
+    Json(Box<RawValue>),
     /// Input that is not JSON, kept as text.
     Text(&'a str),
 }
@@ -203,6 +205,13 @@ impl Sink<'_> {
                 return self.invalid_text(lossy.trim_end(), &detail, line_number);
             }
         };
+        // An envelope, the common case, is read in one pass.
+        if text.trim_start().starts_with("{\"events\"")
+            && let Ok(events) = Batch::parse_events(text)
+        {
+            self.json_values += 1;
+            return self.events(events.into_iter(), line_number);
+        }
         match serde_json::from_str::<&RawValue>(text) {
             Ok(value) => self.value(value, line_number),
             Err(error) => self.invalid_text(text.trim_end(), &error.to_string(), line_number),
@@ -216,26 +225,31 @@ impl Sink<'_> {
         if text.starts_with('[') {
             let events: Vec<&RawValue> =
                 serde_json::from_str(text).expect("a JSON array holds JSON values");
-            return self.events(&events, line_number);
+            return self.events(events.into_iter().map(parse_one), line_number);
         }
         if text.starts_with('{') && text.contains("\"events\"") {
-            if let Ok(batch) = Batch::parse(text) {
-                return self.events(&batch.events, line_number);
+            if let Ok(events) = Batch::parse_events(text) {
+                return self.events(events.into_iter(), line_number);
             }
         }
-        self.events(&[value], line_number)
+        self.events(std::iter::once(parse_one(value)), line_number)
     }
 
-    fn events(&mut self, events: &[&RawValue], line_number: u64) -> Result<(), TransformError> {
-        for raw in events {
-            let outcome = self.mapper.map_raw(raw);
+    fn events<'e>(
+        &mut self,
+        events: impl Iterator<Item = ParsedEvent<'e>>,
+        line_number: u64,
+    ) -> Result<(), TransformError> {
+        for ParsedEvent { raw, event } in events {
+            let outcome = self.mapper.map_parsed(event);
             self.counts.record(&outcome);
             match outcome {
                 Outcome::Mapped(event) => {
-                    serde_json::to_writer(&mut *self.output, &event)
-                        .map_err(|error| TransformError::Write(error.into()))?;
+                    self.buffer.clear();
+                    event.write_json(&mut self.buffer);
+                    self.buffer.push(b'\n');
                     self.output
-                        .write_all(b"\n")
+                        .write_all(&self.buffer)
                         .map_err(TransformError::Write)?;
                 }
                 Outcome::Skipped(reason) => self.reject(&Reject {
@@ -280,12 +294,15 @@ impl Sink<'_> {
     }
 }
 
-/// The event's JSON text without line breaks, so a reject stays one NDJSON line.
-fn one_line(raw: &RawValue) -> Cow<'_, RawValue> {
-    match ndjson::compact(raw.get()) {
-        Cow::Borrowed(_) => Cow::Borrowed(raw),
-        Cow::Owned(compacted) => {
-            Cow::Owned(RawValue::from_string(compacted).expect("compacting keeps JSON valid"))
-        }
+/// An event given as its own JSON value, parsed.
+fn parse_one(raw: &RawValue) -> ParsedEvent<'_> {
+    ParsedEvent {
+        raw: raw.get(),
+        event: Event::from_raw(raw),
     }
+}
+
+/// The event's JSON text without line breaks, so a reject stays one NDJSON line.
+fn one_line(raw: &str) -> Box<RawValue> {
+    RawValue::from_string(ndjson::compact(raw).into_owned()).expect("compacting keeps JSON valid")
 }

@@ -2,7 +2,8 @@
 //!
 //! A batch is split into raw events without parsing them, so that one bad
 //! event never makes the batch unreadable: each event is parsed (and judged)
-//! on its own with [`crate::Event::from_raw`].
+//! on its own with [`crate::Event::from_raw`]. [`Batch::parse_events`] does
+//! both in one pass over the body, which is what a busy service wants.
 
 use std::fmt;
 
@@ -10,8 +11,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::BatchError;
 use crate::json::CowStr;
+use crate::{BatchError, Event, InvalidEvent};
 
 /// The events of one batch, each still unparsed JSON text.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +60,76 @@ impl<'a> Batch<'a> {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+
+    /// Reads a request body and parses every event in it: the same result as
+    /// [`Batch::parse`] followed by [`Event::parse`] on each event, in one
+    /// pass over the bytes.
+    ///
+    /// The single pass covers the shape Braze sends, `{"events":[{...},...]}`
+    /// (any whitespace) with every element a well-formed object. Any other
+    /// body (more keys, an element that is not an object, broken JSON) takes
+    /// the two-step path, so that one bad event still only affects itself
+    /// and errors read the same.
+    pub fn parse_events(body: &'a str) -> Result<Vec<ParsedEvent<'a>>, BatchError> {
+        if let Some(events) = parse_events_in_one_pass(body) {
+            return Ok(events);
+        }
+        let batch = Batch::parse(body)?;
+        Ok(batch
+            .events
+            .into_iter()
+            .map(|raw| ParsedEvent {
+                raw: raw.get(),
+                event: Event::from_raw(raw),
+            })
+            .collect())
+    }
+}
+
+/// One event of a batch: its JSON text, and the event or why it is invalid.
+#[derive(Debug)]
+pub struct ParsedEvent<'a> {
+    /// The event exactly as it appears in the body.
+    pub raw: &'a str,
+    /// What it parsed to.
+    pub event: Result<Event<'a>, InvalidEvent>,
+}
+
+/// What JSON counts as whitespace (`str::trim` would also take Unicode spaces).
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// The one-pass path of [`Batch::parse_events`]; `None` hands the body to
+/// the two-step path.
+pub(crate) fn parse_events_in_one_pass(body: &str) -> Option<Vec<ParsedEvent<'_>>> {
+    let mut rest = body.trim_start_matches(JSON_WHITESPACE);
+    for token in ["{", "\"events\"", ":", "["] {
+        rest = rest
+            .strip_prefix(token)?
+            .trim_start_matches(JSON_WHITESPACE);
+    }
+    let mut events = Vec::with_capacity(100);
+    if let Some(after) = rest.strip_prefix(']') {
+        rest = after;
+    } else {
+        loop {
+            let (event, len) = Event::parse_prefix(rest)?;
+            events.push(ParsedEvent {
+                raw: &rest[..len],
+                event,
+            });
+            rest = rest[len..].trim_start_matches(JSON_WHITESPACE);
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after.trim_start_matches(JSON_WHITESPACE);
+            } else {
+                rest = rest.strip_prefix(']')?;
+                break;
+            }
+        }
+    }
+    let rest = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix('}')?;
+    rest.trim_start_matches(JSON_WHITESPACE)
+        .is_empty()
+        .then_some(events)
 }
 
 /// `events` is `None` when absent or not an array.

@@ -164,6 +164,19 @@ impl<'a> Event<'a> {
         Event::parse(raw.get())
     }
 
+    /// Parses the JSON object at the start of `text` as an event and returns
+    /// it with the number of bytes it spans; what follows is not looked at.
+    /// `None` when there is no well-formed object there: the caller falls
+    /// back to a path that can say what is wrong with it.
+    pub(crate) fn parse_prefix(text: &'a str) -> Option<(Result<Event<'a>, InvalidEvent>, usize)> {
+        if !text.starts_with('{') {
+            return None;
+        }
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<RawEvent<'a>>();
+        let raw = stream.next()?.ok()?;
+        Some((raw.validate(), stream.byte_offset()))
+    }
+
     /// The external user id, if the event has one.
     pub fn external_user_id(&self) -> Option<&str> {
         self.user.external_user_id.as_deref()

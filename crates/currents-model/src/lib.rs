@@ -97,7 +97,7 @@ mod schema;
 pub mod typed;
 mod typed_generated;
 
-pub use batch::Batch;
+pub use batch::{Batch, ParsedEvent};
 pub use event::{Event, EventTypeName, NestedProperties, Property, Shape, User};
 pub use generated::EventType;
 pub use invalid::{BatchError, InvalidEvent, InvalidReason};

@@ -854,6 +854,65 @@ fn batch_envelopes() {
     );
 }
 
+/// Each event's text and parse result, as `Batch::parse` then `Event::from_raw` give them.
+fn events_in_two_steps(body: &str) -> Result<Vec<(String, String)>, BatchError> {
+    Batch::parse(body).map(|batch| {
+        let events = batch.events.iter();
+        events
+            .map(|raw| (raw.get().to_owned(), format!("{:?}", Event::from_raw(raw))))
+            .collect()
+    })
+}
+
+/// The same from `Batch::parse_events`, which must agree in every case.
+fn events_in_one_pass(body: &str) -> Result<Vec<(String, String)>, BatchError> {
+    Batch::parse_events(body).map(|events| {
+        let events = events.into_iter();
+        events
+            .map(|parsed| (parsed.raw.to_owned(), format!("{:?}", parsed.event)))
+            .collect()
+    })
+}
+
+#[test]
+fn parse_events_agrees_with_the_two_step_path() {
+    let event = r#"{"event_type":"users.messages.email.Open","id":"e-1","time":1732792800,"user":{"external_user_id":"u-1"},"properties":{"email_address":"a@example.com"}}"#;
+    let bodies = [
+        "",
+        " \n",
+        r#"{"events":[]}"#,
+        " {\"events\" : [ ] } \n",
+        &format!(r#"{{"events":[{event}]}}"#),
+        &format!("\r\n{{ \"events\" :\n[ {event} ,\n\t{event} ]\n}}\n"),
+        &format!(r#"{{"events":[{event},{{"id":5}},{{"event_type":"x","id":"a","time":1.5}}]}}"#),
+        &format!(r#"{{"events":[{event},2,"x",null]}}"#),
+        &format!(r#"{{"events":[{event}],"more":1}}"#),
+        &format!(r#"{{"meta":1,"events":[{event}]}}"#),
+        &format!(r#"{{"events":[{event},]}}"#),
+        &format!(r#"{{"events":[{event}]}} trailing"#),
+        &format!(r#"{{"events":[{event}]}}{{}}"#),
+        &format!(r#"{{"events":[{event}]"#),
+        &format!(r#"{{"events":[{event}"#),
+        &format!("{{\"events\":[{event}]}}\u{a0}"),
+        &format!("{{\"events\":\u{a0}[{event}]}}"),
+        r#"{"events":[{"event_type":"users.messages.email.Open","events":[]}]}"#,
+        r#"{"event_type":"users.messages.email.Open","events":[{"a":1}]}"#,
+        r#"{"events":[{"a":1}],"event_type":null}"#,
+    ];
+    for body in bodies {
+        assert_eq!(
+            events_in_one_pass(body),
+            events_in_two_steps(body),
+            "{body:?}"
+        );
+    }
+    // The shapes Braze sends do take the single pass, invalid events and all.
+    for body in &bodies[2..7] {
+        let events = crate::batch::parse_events_in_one_pass(body);
+        assert!(events.is_some(), "{body:?}");
+    }
+}
+
 #[test]
 fn batch_bytes_must_be_utf8() {
     let error = Batch::parse_bytes(b"{\"events\":[\"\xff\"]}").unwrap_err();
@@ -1161,6 +1220,25 @@ proptest! {
         for raw in Batch::parse(&body).unwrap().events {
             let _ = Event::from_raw(raw);
         }
+    }
+
+    #[test]
+    fn parse_events_agrees_with_the_two_step_path_on_any_batch(
+        events in prop::collection::vec(prop_oneof![4 => arb_event_like(), 1 => arb_json()], 0..4),
+        pretty in any::<bool>(),
+        cut in prop::option::of(0usize..2000),
+    ) {
+        let envelope = json!({ "events": events });
+        let mut body = if pretty {
+            serde_json::to_string_pretty(&envelope).unwrap()
+        } else {
+            envelope.to_string()
+        };
+        if let Some(cut) = cut {
+            let cut = (0..=cut.min(body.len())).rev().find(|idx| body.is_char_boundary(*idx)).unwrap();
+            body.truncate(cut);
+        }
+        prop_assert_eq!(events_in_one_pass(&body), events_in_two_steps(&body), "{}", body);
     }
 
     #[test]

@@ -30,9 +30,8 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use currents_model::{Batch, Event};
+use currents_model::{Batch, Event, ParsedEvent};
 use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
-use serde_json::value::RawValue;
 
 use crate::mapping::{Outcome, SkipReason};
 use crate::metrics::Metrics;
@@ -158,7 +157,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         let workspace = leased.batch.workspace.as_deref();
         let mut dead_letters = Vec::new();
         let text = std::str::from_utf8(&leased.batch.body).ok();
-        let Some(batch) = text.and_then(|text| Batch::parse(text).ok()) else {
+        let Some(events) = text.and_then(|text| Batch::parse_events(text).ok()) else {
             dead_letters.push(DeadLetter {
                 event: leased.batch.body.clone(),
                 reason: INVALID_BATCH.to_owned(),
@@ -184,8 +183,8 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             .map(|_| Outgoing::new(self.options.batch_limits))
             .collect();
         let mut skipped = [0u64; SkipReason::ALL.len()];
-        for raw in &batch.events {
-            let event = match Event::from_raw(raw) {
+        for ParsedEvent { raw, event } in events {
+            let event = match event {
                 Ok(event) => event,
                 Err(invalid) => {
                     dead_letters.push(dead_letter(
@@ -205,17 +204,15 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 .router
                 .route(workspace, app_group_id.as_deref())
                 .min(self.projects.len() - 1);
-            let event_type = event.event_type.as_str().to_owned();
-            let event_id = event.id.to_string();
+            // The rare dead letter below reads the type and id again from
+            // `raw`, so that the common path copies neither.
             match self.projects[project_idx].mapper.map_event(event) {
                 Outcome::Mapped(mapped) => {
                     if let Err(error) = outgoing[project_idx].push(&mapped, raw) {
-                        dead_letters.push(dead_letter(
+                        dead_letters.push(dead_letter_from_text(
                             raw,
                             EVENT_TOO_LARGE,
                             &error.to_string(),
-                            Some(event_type),
-                            Some(event_id),
                             workspace,
                             leased.attempts,
                         ));
@@ -223,12 +220,10 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 }
                 Outcome::Skipped(reason) => skipped[reason as usize] += 1,
                 Outcome::Invalid(invalid) => {
-                    dead_letters.push(dead_letter(
+                    dead_letters.push(dead_letter_from_text(
                         raw,
                         invalid.reason.as_str(),
                         &invalid.detail,
-                        Some(event_type),
-                        Some(event_id),
                         workspace,
                         leased.attempts,
                     ));
@@ -336,8 +331,8 @@ impl<S: Spool, R: Router> Delivery<S, R> {
 /// each request with the raw Currents events behind its records.
 struct Outgoing<'a> {
     batcher: Batcher,
-    raws: Vec<&'a RawValue>,
-    done: Vec<(ImportBatch, Vec<&'a RawValue>)>,
+    raws: Vec<&'a str>,
+    done: Vec<(ImportBatch, Vec<&'a str>)>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -352,7 +347,7 @@ impl<'a> Outgoing<'a> {
     fn push(
         &mut self,
         event: &mixpanel_client::Event<'_>,
-        raw: &'a RawValue,
+        raw: &'a str,
     ) -> Result<(), MixpanelError> {
         if let Some(full) = self.batcher.push_event(event)? {
             let raws = self.raws.drain(..full.len()).collect();
@@ -362,7 +357,7 @@ impl<'a> Outgoing<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<(ImportBatch, Vec<&'a RawValue>)> {
+    fn finish(mut self) -> Vec<(ImportBatch, Vec<&'a str>)> {
         if let Some(last) = self.batcher.flush() {
             self.done.push((last, std::mem::take(&mut self.raws)));
         }
@@ -382,7 +377,7 @@ fn app_group_id(event: &Event<'_>) -> Option<String> {
 }
 
 fn dead_letter(
-    raw: &RawValue,
+    raw: &str,
     reason: &str,
     detail: &str,
     event_type: Option<String>,
@@ -391,9 +386,7 @@ fn dead_letter(
     attempts: u32,
 ) -> DeadLetter {
     DeadLetter {
-        event: bytes::Bytes::copy_from_slice(
-            mixpanel_client::ndjson::compact(raw.get()).as_bytes(),
-        ),
+        event: bytes::Bytes::copy_from_slice(mixpanel_client::ndjson::compact(raw).as_bytes()),
         reason: reason.to_owned(),
         detail: detail.to_owned(),
         event_type,
@@ -405,13 +398,13 @@ fn dead_letter(
 
 /// A dead letter for a refused record, reading its type and id again.
 fn dead_letter_from_text(
-    raw: &RawValue,
+    raw: &str,
     reason: &str,
     detail: &str,
     workspace: Option<&str>,
     attempts: u32,
 ) -> DeadLetter {
-    let event = Event::from_raw(raw).ok();
+    let event = Event::parse(raw).ok();
     let event_type = event
         .as_ref()
         .map(|event| event.event_type.as_str().to_owned());

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use mixpanel_client::{Client, Error as MixpanelError, ImportBatch};
-use serde_json::value::RawValue;
 
 use crate::mapping::Mapper;
 use crate::metrics::{Metrics, status_label};
@@ -100,7 +99,7 @@ pub(super) struct Sent {
 impl ProjectTarget {
     pub(super) async fn send(
         &self,
-        batches: &[(ImportBatch, Vec<&RawValue>)],
+        batches: &[(ImportBatch, Vec<&str>)],
         metrics: &Metrics,
     ) -> Result<Sent, MixpanelError> {
         let mut sent = Sent {
