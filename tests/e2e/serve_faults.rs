@@ -309,8 +309,38 @@ async fn a_400_partial_dead_letters_exactly_the_refused_records() {
     drop(server);
 }
 
+/// The `Retry-After` of a 503's header block.
+fn retry_after_of(headers: &str) -> String {
+    headers
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("retry-after")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("503 without Retry-After:\n{headers}"))
+}
+
+/// Sends SIGTERM and returns all the server wrote to stderr.
+async fn stop(mut server: Server) -> String {
+    let pid = server.child.id().to_string();
+    tokio::task::spawn_blocking(move || {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        server.wait_for_stderr()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
+    /// Requests sent once the spool is full, all refused.
+    const N_REFUSED: usize = 200;
+    let started = Instant::now();
     let mixpanel = MockServer::start().await;
     let imported = Imported::default();
     let up = Arc::new(AtomicBool::new(false));
@@ -347,21 +377,23 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
             let (status, headers, text) = post_raw(&address, body.as_bytes(), "");
             match status {
                 200 => acknowledged.extend(ids),
-                503 => {
-                    let retry_after = headers
-                        .lines()
-                        .find_map(|line| {
-                            let (name, value) = line.split_once(':')?;
-                            name.eq_ignore_ascii_case("retry-after")
-                                .then(|| value.trim().to_owned())
-                        })
-                        .unwrap_or_else(|| panic!("503 without Retry-After:\n{headers}"));
-                    return (acknowledged, retry_after);
-                }
+                503 => return (acknowledged, retry_after_of(&headers)),
                 other => panic!("unexpected {other}: {text}"),
             }
         }
         panic!("the spool never filled up");
+    })
+    .await
+    .unwrap();
+    // Braze keeps posting; Mixpanel is still down, so nothing frees space.
+    let address = server.address.clone();
+    tokio::task::spawn_blocking(move || {
+        for batch_idx in 0..N_REFUSED {
+            let body = batch(&ids(&format!("refused{batch_idx}"), 5));
+            let (status, headers, text) = post_raw(&address, body.as_bytes(), "");
+            assert_eq!(status, 503, "{text}");
+            retry_after_of(&headers);
+        }
     })
     .await
     .unwrap();
@@ -381,6 +413,33 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
     })
     .await
     .unwrap();
+
+    // Over 200 answers 503, intended back-pressure: a warning when it
+    // starts and a summary per 10 s while it lasts, not an error each.
+    let stderr = stop(server).await;
+    harness::assert_no_panic(&stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("ERROR"))
+        .collect();
+    assert!(
+        !errors
+            .iter()
+            .any(|line| line.contains("503") || line.contains("Currents")),
+        "503s logged as errors:\n{stderr}"
+    );
+    assert!(errors.len() * 10 < N_REFUSED, "{stderr}");
+    let refusal_lines = stderr
+        .lines()
+        .filter(|line| {
+            line.contains("refusing Currents batches") || line.contains("Refusing Currents batches")
+        })
+        .count();
+    let max_lines = 2 + started.elapsed().as_secs() as usize / 10;
+    assert!(
+        (1..=max_lines).contains(&refusal_lines),
+        "{refusal_lines} lines about refusals, expected 1 to {max_lines}:\n{stderr}"
+    );
 }
 
 #[test]
@@ -477,7 +536,7 @@ async fn secrets_never_appear_in_logs() {
     let dir = TempDir::new("serve-secrets");
     let mut env = FAST_RETRIES.to_vec();
     env.extend([("RUST_LOG", "debug"), ("BRIDGE_LOG_FORMAT", "json")]);
-    let mut server = start_async(&dir.join("data"), &mixpanel.uri(), &env).await;
+    let server = start_async(&dir.join("data"), &mixpanel.uri(), &env).await;
 
     let address = server.address.clone();
     tokio::task::spawn_blocking(move || {
@@ -501,17 +560,7 @@ async fn secrets_never_appear_in_logs() {
     // Let the refusal be logged.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = server.child.id().to_string();
-    let stderr = tokio::task::spawn_blocking(move || {
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        server.wait_for_stderr()
-    })
-    .await
-    .unwrap();
+    let stderr = stop(server).await;
     harness::assert_no_panic(&stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 5, "too few log lines to judge:\n{stderr}");

@@ -22,6 +22,10 @@ pub struct Metrics {
     registry: Registry,
     /// `bridge_ingest_requests_total{status}`: answers to `POST /currents`.
     pub ingest_requests: Family<Labels, Counter>,
+    /// `bridge_ingest_unavailable_requests_total{reason}`: the 503 answers
+    /// among them, by reason: `spool_full`, `shutting_down`,
+    /// `storage_error`, `timeout`. Braze retries these batches later.
+    pub ingest_unavailable_requests: Family<Labels, Counter>,
     /// `bridge_ingest_received_events_total`: events in accepted batches.
     pub ingest_received_events: Counter,
     /// `bridge_ingest_ack_duration_seconds`: request to 2xx, spooling included.
@@ -62,6 +66,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("bridge");
         let metrics = Metrics {
             ingest_requests: Family::default(),
+            ingest_unavailable_requests: Family::default(),
             ingest_received_events: Counter::default(),
             ingest_ack_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             delivered_events: Family::default(),
@@ -81,6 +86,11 @@ impl Metrics {
             "ingest_requests",
             "Answers to POST /currents, by status",
             metrics.ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_unavailable_requests",
+            "Answers 503 to POST /currents (Braze retries), by reason",
+            metrics.ingest_unavailable_requests.clone(),
         );
         registry.register(
             "ingest_received_events",
@@ -170,6 +180,14 @@ impl Metrics {
         }
     }
 
+    /// Records why one answer to `POST /currents` was 503; `reason` is an
+    /// `ingest::Unavailable` label.
+    pub fn record_unavailable(&self, reason: &'static str) {
+        self.ingest_unavailable_requests
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
     /// Records one `/import` call's final answer, duration and retries.
     pub fn record_import(&self, status: &str, elapsed: Duration, retries: u64) {
         self.mixpanel_responses
@@ -208,6 +226,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.record_ingest(200, Duration::from_millis(3));
         metrics.record_ingest(401, Duration::from_millis(1));
+        metrics.record_ingest(503, Duration::from_millis(1));
+        metrics.record_unavailable("spool_full");
         metrics.record_import("400", Duration::from_millis(80), 2);
         metrics
             .discarded_events
@@ -231,6 +251,10 @@ mod tests {
         }
         assert!(
             text.contains("bridge_ingest_requests_total{status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bridge_ingest_unavailable_requests_total{reason=\"spool_full\"} 1"),
             "{text}"
         );
         assert!(text.contains("bridge_mixpanel_retries_total 2"), "{text}");

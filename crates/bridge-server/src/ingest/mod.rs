@@ -17,15 +17,24 @@
 //! stored whole and each invalid event is dead-lettered with its reason when
 //! the batch is delivered.
 //!
-//! Layers, outermost first: sensitive headers → trace → timeout → panic
+//! Layers, outermost first: sensitive headers → trace → track (metrics and
+//! the refusal log, over every answer, timeouts included) → timeout → panic
 //! catcher → gzip inflation → the inflated-size limit (`DefaultBodyLimit`,
 //! enforced while the handler reads the body) → auth → handler.
+//!
+//! What the log gets: a 500 is a fault of ours, logged at error level for each
+//! request by the trace layer. A 503 is back-pressure and a 401 may be a
+//! connector's wrong token: both go to [`refusal_log`], which logs when they
+//! start, sums them up every 10 s while they go on, and says when batches are
+//! accepted again, instead of a line per request. Other client errors (400,
+//! 413) are logged at debug level only.
 
 pub mod auth;
+mod refusal_log;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
@@ -41,6 +50,7 @@ use serde::Deserialize;
 use crate::metrics::Metrics;
 use crate::spool::{NewBatch, Spool, SpoolError};
 use auth::{AuthCheck, BearerTokens};
+use refusal_log::{Refusal, RefusalLog};
 
 /// How the endpoint behaves.
 #[derive(Debug, Clone)]
@@ -59,6 +69,7 @@ pub struct IngestState<S> {
     config: IngestConfig,
     accepting: AtomicBool,
     metrics: Arc<Metrics>,
+    refusals: RefusalLog,
 }
 
 impl<S: Spool> IngestState<S> {
@@ -69,6 +80,7 @@ impl<S: Spool> IngestState<S> {
             config,
             accepting: AtomicBool::new(true),
             metrics,
+            refusals: RefusalLog::new(refusal_log::SUMMARY_INTERVAL),
         }
     }
 
@@ -96,7 +108,11 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_server_error))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            track::<S>,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.config.request_timeout,
@@ -111,12 +127,10 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
             Arc::clone(&state),
             require_token::<S>,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            track::<S>,
-        ))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(layers)
+        .route_layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // Route layers, so that a request to another path is neither
+        // counted nor refused as an ingest request.
+        .route_layer(layers)
         .with_state(state)
 }
 
@@ -141,16 +155,65 @@ pub enum IngestError {
     #[error("{0}")]
     BadBody(String),
     /// Cannot store now; Braze should retry.
-    #[error("{reason}; retry later")]
-    Unavailable {
-        /// Why.
-        reason: String,
-        /// Seconds Braze should wait.
-        retry_after_secs: u64,
-    },
+    #[error("{0}; retry later")]
+    Unavailable(Unavailable),
     /// Our own fault.
     #[error("internal error")]
     Internal,
+}
+
+/// Why a batch cannot be stored now: the answer is 503, and Braze retries.
+/// A closed set, also the `reason` label of
+/// `bridge_ingest_unavailable_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The spool is at its size bound until delivery frees space.
+    #[error("the spool is full")]
+    SpoolFull,
+    /// SIGTERM or SIGINT was received, or the spool is closing.
+    #[error("the bridge is shutting down")]
+    ShuttingDown,
+    /// The spool could not store the batch (an I/O error, a full disk).
+    #[error("the spool cannot store the batch")]
+    StorageError,
+    /// The request took longer than `request_timeout`. The timeout layer
+    /// answers it (503, no body), never the handler.
+    #[error("the request took longer than the request timeout")]
+    Timeout,
+}
+
+impl Unavailable {
+    /// The snake_case name, for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unavailable::SpoolFull => "spool_full",
+            Unavailable::ShuttingDown => "shutting_down",
+            Unavailable::StorageError => "storage_error",
+            Unavailable::Timeout => "timeout",
+        }
+    }
+
+    /// The `Retry-After` Braze gets: long enough for delivery to free space,
+    /// or for a restart.
+    pub fn retry_after_secs(self) -> u64 {
+        match self {
+            Unavailable::SpoolFull => 30,
+            Unavailable::ShuttingDown => 5,
+            Unavailable::StorageError | Unavailable::Timeout => 10,
+        }
+    }
+}
+
+impl IngestError {
+    /// The refusal the log reports, for those it reports.
+    fn refusal(&self) -> Option<Refusal> {
+        match self {
+            IngestError::MissingToken => Some(Refusal::MissingToken),
+            IngestError::WrongToken => Some(Refusal::WrongToken),
+            IngestError::Unavailable(unavailable) => Some(Refusal::Unavailable(*unavailable)),
+            IngestError::TooLarge { .. } | IngestError::BadBody(_) | IngestError::Internal => None,
+        }
+    }
 }
 
 impl IntoResponse for IngestError {
@@ -159,7 +222,7 @@ impl IntoResponse for IngestError {
             IngestError::MissingToken | IngestError::WrongToken => StatusCode::UNAUTHORIZED,
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
-            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (
@@ -174,31 +237,75 @@ impl IntoResponse for IngestError {
                     HeaderValue::from_static("Bearer realm=\"currents\""),
                 );
             }
-            IngestError::Unavailable {
-                retry_after_secs, ..
-            } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            IngestError::Unavailable(unavailable) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(unavailable.retry_after_secs()),
+                );
             }
             _ => {}
+        }
+        if let Some(refusal) = self.refusal() {
+            response.extensions_mut().insert(refusal);
         }
         response
     }
 }
 
-/// Counts every answer and times every acknowledgement.
+/// Counts every answer, times every acknowledgement, and tells the refusal
+/// log what was refused and what accepted. It sits outside the timeout, so a
+/// 503 without a [`Refusal`] is the timeout layer's.
 async fn track<S: Spool>(
     State(state): State<Arc<IngestState<S>>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let response = next.run(request).await;
+    let status = response.status();
     state
         .metrics
-        .record_ingest(response.status().as_u16(), started.elapsed());
+        .record_ingest(status.as_u16(), started.elapsed());
+    let refusal = match response.extensions().get::<Refusal>() {
+        Some(refusal) => Some(*refusal),
+        None if status == StatusCode::SERVICE_UNAVAILABLE => {
+            Some(Refusal::Unavailable(Unavailable::Timeout))
+        }
+        None => None,
+    };
+    let now = Instant::now();
+    match refusal {
+        Some(refusal) => {
+            if let Refusal::Unavailable(unavailable) = refusal {
+                state.metrics.record_unavailable(unavailable.label());
+            }
+            state.refusals.refused(refusal, now);
+        }
+        None if status.is_success() => {
+            state.refusals.accepted(now);
+        }
+        None => {}
+    }
     response
+}
+
+/// The trace layer's failure log. A 500 is a fault of ours: logged at error
+/// level, each time. A 503 is back-pressure, for [`track`] and the refusal
+/// log to report without a line per request.
+fn log_server_error(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    if let ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) = class {
+        return;
+    }
+    tracing::error!(
+        classification = %class,
+        latency_ms = latency.as_millis(),
+        "Answered a Currents request with a server error."
+    );
 }
 
 async fn require_token<S: Spool>(
@@ -213,10 +320,7 @@ async fn require_token<S: Spool>(
     match state.config.tokens.check(authorization) {
         AuthCheck::Valid => next.run(request).await,
         AuthCheck::Missing => IngestError::MissingToken.into_response(),
-        AuthCheck::Wrong => {
-            tracing::warn!("Refused a Currents request with an unknown bearer token.");
-            IngestError::WrongToken.into_response()
-        }
+        AuthCheck::Wrong => IngestError::WrongToken.into_response(),
     }
 }
 
@@ -237,10 +341,7 @@ async fn receive<S: Spool>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, IngestError> {
     if !state.is_accepting() {
-        return Err(IngestError::Unavailable {
-            reason: "the bridge is shutting down".to_owned(),
-            retry_after_secs: 5,
-        });
+        return Err(IngestError::Unavailable(Unavailable::ShuttingDown));
     }
     let Query(params) = params.map_err(|rejection| IngestError::BadBody(rejection.body_text()))?;
     if params
@@ -297,23 +398,16 @@ async fn receive<S: Spool>(
             );
             Ok(accepted(n_events))
         }
+        // Each refusal is logged at debug level; the refusal log reports
+        // them to the operator without a line per request.
         Err(SpoolError::Full { n_bytes, max_bytes }) => {
-            tracing::warn!(n_bytes, max_bytes, "Spool is full; asking Braze to retry.");
-            Err(IngestError::Unavailable {
-                reason: "the spool is full".to_owned(),
-                retry_after_secs: 30,
-            })
+            tracing::debug!(n_bytes, max_bytes, "Spool is full; asking Braze to retry.");
+            Err(IngestError::Unavailable(Unavailable::SpoolFull))
         }
-        Err(SpoolError::Closed) => Err(IngestError::Unavailable {
-            reason: "the bridge is shutting down".to_owned(),
-            retry_after_secs: 5,
-        }),
+        Err(SpoolError::Closed) => Err(IngestError::Unavailable(Unavailable::ShuttingDown)),
         Err(error) => {
-            tracing::error!(error = %error, "Cannot spool a Currents batch.");
-            Err(IngestError::Unavailable {
-                reason: "the spool cannot store the batch".to_owned(),
-                retry_after_secs: 10,
-            })
+            tracing::debug!(error = %error, "Cannot spool a Currents batch.");
+            Err(IngestError::Unavailable(Unavailable::StorageError))
         }
     }
 }

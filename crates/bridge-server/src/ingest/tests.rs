@@ -44,15 +44,33 @@ fn spool(max_bytes: u64) -> TestSpool {
 }
 
 fn state(spool: &TestSpool, max_body_bytes: usize) -> Arc<IngestState<SqliteSpool>> {
+    state_with_timeout(spool, max_body_bytes, Duration::from_secs(10))
+}
+
+fn state_with_timeout(
+    spool: &TestSpool,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+) -> Arc<IngestState<SqliteSpool>> {
     Arc::new(IngestState::new(
         Arc::clone(&spool.spool),
         IngestConfig {
             tokens: BearerTokens::new([TOKEN, NEXT_TOKEN]),
             max_body_bytes,
-            request_timeout: Duration::from_secs(10),
+            request_timeout,
         },
         Arc::new(crate::metrics::Metrics::new()),
     ))
+}
+
+/// The value of one sample in the metrics text, 0 when absent.
+fn sample(state: &IngestState<SqliteSpool>, name_and_labels: &str) -> u64 {
+    state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse().unwrap())
 }
 
 fn post() -> axum::http::request::Builder {
@@ -275,6 +293,17 @@ async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledge
         "accepted {accepted}, refused {refused}"
     );
     assert_eq!(n_batches(&spool).await, accepted);
+    assert_eq!(
+        sample(
+            &state,
+            "bridge_ingest_unavailable_requests_total{reason=\"spool_full\"}"
+        ),
+        refused
+    );
+    assert_eq!(
+        sample(&state, "bridge_ingest_requests_total{status=\"503\"}"),
+        refused
+    );
 }
 
 #[tokio::test]
@@ -286,4 +315,55 @@ async fn shutting_down_answers_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers[header::RETRY_AFTER], "5");
     assert_eq!(n_batches(&spool).await, 0);
+    assert_eq!(
+        sample(
+            &state,
+            "bridge_ingest_unavailable_requests_total{reason=\"shutting_down\"}"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_is_counted_as_unavailable() {
+    let spool = spool(1 << 30);
+    let state = state_with_timeout(&spool, 1 << 20, Duration::from_millis(200));
+    // Another connection holds the write lock, as the dead-letter CLI may:
+    // the append waits for it (up to the spool's 5 s busy timeout), longer
+    // than the request may take.
+    let blocker = rusqlite::Connection::open(spool.dir.join("spool.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, _, _) = send(&state, authorized(&batch_body(1))).await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        sample(
+            &state,
+            "bridge_ingest_unavailable_requests_total{reason=\"timeout\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        sample(&state, "bridge_ingest_requests_total{status=\"503\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn other_paths_are_not_ingest_requests() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let request = Request::get("/currents/../admin")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, _) = send(&state, request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        !state
+            .metrics
+            .render()
+            .contains("bridge_ingest_requests_total"),
+        "{}",
+        state.metrics.render()
+    );
 }
