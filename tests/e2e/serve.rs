@@ -68,7 +68,24 @@ pub(crate) fn start_with(
     mixpanel_url: Option<&str>,
     env: &[(&str, &str)],
 ) -> Server {
-    let mut command = Command::new(harness::binary());
+    start_through(
+        Command::new(harness::binary()),
+        data_dir,
+        port,
+        mixpanel_url,
+        env,
+    )
+}
+
+/// [`start_with`], running `serve` as arguments of `command`: the binary
+/// itself, or a wrapper that ends by running the binary with them.
+pub(crate) fn start_through(
+    mut command: Command,
+    data_dir: &Path,
+    port: u16,
+    mixpanel_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> Server {
     command
         .arg("serve")
         .env("BRIDGE_LISTEN", format!("127.0.0.1:{port}"))

@@ -1,6 +1,7 @@
 //! `serve` under faults, end to end: a Mixpanel that is down, rate-limits,
-//! refuses single records or credentials; a spool that fills up; hostile
-//! request bodies; and logs that must never carry a secret.
+//! refuses single records or credentials; a spool that fills up, and one
+//! whose storage fails; hostile request bodies; and logs that must never
+//! carry a secret.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -16,7 +17,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::harness::{self, TempDir};
 use crate::serve::{
-    Server, TOKEN, batch, event, events_in, free_port, get, post_batch, start_with, wait_for,
+    Server, TOKEN, batch, event, events_in, free_port, get, post_batch, start_through, start_with,
+    wait_for,
 };
 
 /// Fast retries, so that a fault costs seconds, not minutes. The lease rule
@@ -440,6 +442,131 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
         (1..=max_lines).contains(&refusal_lines),
         "{refusal_lines} lines about refusals, expected 1 to {max_lines}:\n{stderr}"
     );
+}
+
+/// Runs the binary with the size of the files it writes capped by
+/// `ulimit -f` (4096 blocks: 2 MiB in POSIX shells, 4 MiB in bash's own
+/// mode), so that a write past the cap fails with `EFBIG`, which SQLite
+/// reports as an I/O error: a storage failure, without root or a special
+/// file system. `SIGXFSZ` would kill the process at that write; ignored
+/// here, it stays ignored across `exec`.
+fn capped_file_size() -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "trap '' XFSZ; ulimit -f 4096 && exec \"$@\"", "sh"])
+        .arg(harness::binary());
+    command
+}
+
+/// An accepted batch of 100 events of about 2 KB each.
+fn big_batch(ids: &[String]) -> String {
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut event = event(id);
+            event["properties"]["campaign_name"] = json!("x".repeat(2000));
+            event
+        })
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_spool_stops_serve_with_exit_1_and_a_restart_delivers_what_was_acknowledged() {
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    let up = Arc::new(AtomicBool::new(false));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let up = Arc::clone(&up);
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                if up.load(Ordering::SeqCst) {
+                    ok_body(request, &imported)
+                } else {
+                    ResponseTemplate::new(503)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-spool-failure");
+    let data_dir = dir.join("data");
+
+    // Mixpanel is down, so every acknowledged batch stays in the spool,
+    // which grows until a write to its WAL goes past the cap. Without
+    // retries, a delivery worker is never in the middle of one at shutdown.
+    let uri = mixpanel.uri();
+    let (mut server, acknowledged, refusal) = tokio::task::spawn_blocking({
+        let data_dir = data_dir.clone();
+        move || {
+            let mut env = FAST_RETRIES.to_vec();
+            env.extend([
+                ("BRIDGE_DELIVERY_MAX_RETRIES", "0"),
+                ("BRIDGE_MAX_BODY_BYTES", "1048576"),
+            ]);
+            let server =
+                start_through(capped_file_size(), &data_dir, free_port(), Some(&uri), &env);
+            let mut acknowledged = BTreeSet::new();
+            for batch_idx in 0..200 {
+                let ids = ids(&format!("fail{batch_idx}"), 100);
+                match post_batch(&server.address, &big_batch(&ids)) {
+                    Ok((200, _)) => acknowledged.extend(ids),
+                    Ok((status, body)) => {
+                        return (server, acknowledged, format!("{status} {body}"));
+                    }
+                    Err(error) => return (server, acknowledged, error.to_string()),
+                }
+            }
+            panic!("the spool took 40 MB without failing");
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !acknowledged.is_empty(),
+        "the very first batch failed: {refusal}"
+    );
+    assert!(
+        refusal.starts_with("503 ") || !refusal.starts_with(char::is_numeric),
+        "a failed spool must answer 503 (or be gone): {refusal}"
+    );
+
+    // The watchdog stops serve; it exits 1 so that a supervisor restarts it.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() >= deadline {
+            let stderr = String::from_utf8_lossy(&server.stderr.lock().unwrap()).into_owned();
+            panic!("serve still runs 45 s after its spool failed ({refusal}):\n{stderr}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = tokio::task::spawn_blocking(move || server.wait_for_stderr())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(1), "{exit:?}:\n{stderr}");
+    harness::assert_no_panic(&stderr);
+    assert!(
+        stderr.contains("The spool's storage failed; stopping the bridge."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "braze-mixpanel-bridge: the spool's storage failed while serving; restart the bridge"
+        ),
+        "{stderr}"
+    );
+
+    // The restart a supervisor would do: the spool recovers, and every
+    // batch acknowledged before the failure is delivered.
+    up.store(true, Ordering::SeqCst);
+    let server = start_async(&data_dir, &mixpanel.uri(), &FAST_RETRIES).await;
+    wait_delivered(&imported, &acknowledged, Duration::from_secs(60)).await;
+    drop(server);
 }
 
 #[test]

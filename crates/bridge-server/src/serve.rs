@@ -2,9 +2,14 @@
 //! ingest endpoint, the operations endpoints, and the delivery workers,
 //! with a graceful shutdown.
 //!
-//! If the spool's storage fails for good, the service shuts down the same way
-//! and returns the error (the binary exits 1), so that a supervisor
-//! restarts it and the spool's recovery runs.
+//! If the spool's storage fails for good (an I/O error, which includes a
+//! failed fsync, or corruption; see `spool::sqlite::writer`), a watchdog
+//! notices within half a second, the service shuts down the same way and
+//! returns [`ServeError::SpoolFailed`] (the binary exits 1), so that a
+//! supervisor restarts it and the spool's recovery runs. Without the
+//! watchdog the service would answer 503 forever while looking alive. A disk
+//! found full when writing (`SQLITE_FULL`) is not such a failure: ingest
+//! answers 503 until space is freed.
 //!
 //! Shutdown (SIGTERM or SIGINT): ingest answers 503 from then on, requests
 //! in flight finish, delivery workers finish the batch each holds (bounded
@@ -32,6 +37,10 @@ pub enum ServeError {
     /// The spool cannot be opened.
     #[error("cannot open the spool")]
     Spool(#[source] crate::spool::SpoolError),
+    /// The spool's storage failed for good while serving; restarting runs
+    /// the spool's recovery.
+    #[error("the spool's storage failed while serving; restart the bridge")]
+    SpoolFailed(#[source] crate::spool::SpoolError),
     /// A project's client or dry-run file cannot be set up.
     #[error("cannot set up project {project:?}: {message}")]
     Project {
@@ -193,7 +202,7 @@ pub async fn serve(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
     match failure {
-        Some(failure) => Err(ServeError::Spool(failure)),
+        Some(failure) => Err(ServeError::SpoolFailed(failure)),
         None => Ok(()),
     }
 }
