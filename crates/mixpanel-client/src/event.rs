@@ -242,6 +242,7 @@ impl PartialEq for Properties<'_> {
 
 /// Writes `text` as a JSON string: copied as is when nothing in it needs
 /// escaping, escaped by serde_json otherwise.
+#[inline]
 fn write_json_str(out: &mut Vec<u8>, text: &str) {
     if needs_escape(text.as_bytes()) {
         serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
@@ -255,6 +256,7 @@ fn write_json_str(out: &mut Vec<u8>, text: &str) {
 /// Whether a JSON string needs escapes: it holds `"`, `\` or a control
 /// character. Eight bytes at a time, with the classic "has a byte below n"
 /// bit trick, since nearly every string is clean and must be scanned whole.
+#[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
