@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::event::RawEvent;
 use crate::json::CowStr;
+use crate::scan::Scanner;
 use crate::{BatchError, Event, InvalidEvent};
 
 /// The events of one batch, each still unparsed JSON text.
@@ -95,41 +97,37 @@ pub struct ParsedEvent<'a> {
     pub event: Result<Event<'a>, InvalidEvent>,
 }
 
-/// What JSON counts as whitespace (`str::trim` would also take Unicode spaces).
-const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-
 /// The one-pass path of [`Batch::parse_events`]; `None` hands the body to
 /// the two-step path.
 pub(crate) fn parse_events_in_one_pass(body: &str) -> Option<Vec<ParsedEvent<'_>>> {
-    let mut rest = body.trim_start_matches(JSON_WHITESPACE);
-    for token in ["{", "\"events\"", ":", "["] {
-        rest = rest
-            .strip_prefix(token)?
-            .trim_start_matches(JSON_WHITESPACE);
+    let mut scanner = Scanner::new(body);
+    if !scanner.open_object()? || scanner.key()? != "events" {
+        return None;
     }
+    scanner.eat(b'[')?;
     let mut events = Vec::with_capacity(100);
-    if let Some(after) = rest.strip_prefix(']') {
-        rest = after;
+    if scanner.peek()? == b']' {
+        scanner.eat(b']')?;
     } else {
         loop {
-            let (event, len) = Event::parse_prefix(rest)?;
+            scanner.peek()?;
+            let start = scanner.pos();
+            let event = RawEvent::scan_event(&mut scanner)?;
             events.push(ParsedEvent {
-                raw: &rest[..len],
+                raw: &body[start..scanner.pos()],
                 event,
             });
-            rest = rest[len..].trim_start_matches(JSON_WHITESPACE);
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after.trim_start_matches(JSON_WHITESPACE);
-            } else {
-                rest = rest.strip_prefix(']')?;
-                break;
+            match scanner.peek()? {
+                b',' => scanner.eat(b',')?,
+                _ => {
+                    scanner.eat(b']')?;
+                    break;
+                }
             }
         }
     }
-    let rest = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix('}')?;
-    rest.trim_start_matches(JSON_WHITESPACE)
-        .is_empty()
-        .then_some(events)
+    scanner.eat(b'}')?;
+    scanner.peek().is_none().then_some(events)
 }
 
 /// `events` is `None` when absent or not an array.

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::json::{CowStr, PropertyList, Scalar, parse_owned_object};
+use crate::json::{CowStr, PropertyList, Scalar, borrow_raw, parse_owned_object};
+use crate::scan::{MAX_EVENT_DEPTH, Scanner};
 use crate::{EventType, FieldLocation, InvalidEvent, InvalidReason};
 
 /// An event's type: one of the known [`EventType`]s, or a name this version
@@ -144,6 +145,18 @@ impl<'a> Event<'a> {
     /// `event_type`, a non-empty string `id` or an integer `time`, or when
     /// `user`, `properties` or a user id field has the wrong JSON type.
     pub fn parse(text: &'a str) -> Result<Event<'a>, InvalidEvent> {
+        let mut scanner = Scanner::new(text);
+        if let Some(raw) = RawEvent::scan(&mut scanner)
+            && scanner.peek().is_none()
+        {
+            return raw.validate();
+        }
+        Event::parse_with_serde(text)
+    }
+
+    /// [`Event::parse`] by serde_json alone: the path for whatever the fast
+    /// scanner leaves to it, and the reference it is tested against.
+    pub(crate) fn parse_with_serde(text: &'a str) -> Result<Event<'a>, InvalidEvent> {
         let first_byte = text.trim_start().as_bytes().first().copied();
         if first_byte != Some(b'{') {
             return Err(match serde_json::from_str::<IgnoredAny>(text) {
@@ -164,19 +177,6 @@ impl<'a> Event<'a> {
         Event::parse(raw.get())
     }
 
-    /// Parses the JSON object at the start of `text` as an event and returns
-    /// it with the number of bytes it spans; what follows is not looked at.
-    /// `None` when there is no well-formed object there: the caller falls
-    /// back to a path that can say what is wrong with it.
-    pub(crate) fn parse_prefix(text: &'a str) -> Option<(Result<Event<'a>, InvalidEvent>, usize)> {
-        if !text.starts_with('{') {
-            return None;
-        }
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<RawEvent<'a>>();
-        let raw = stream.next()?.ok()?;
-        Some((raw.validate(), stream.byte_offset()))
-    }
-
     /// The external user id, if the event has one.
     pub fn external_user_id(&self) -> Option<&str> {
         self.user.external_user_id.as_deref()
@@ -185,7 +185,7 @@ impl<'a> Event<'a> {
 
 /// What the visitor collects before the event is checked.
 #[derive(Default)]
-struct RawEvent<'a> {
+pub(crate) struct RawEvent<'a> {
     event_type: Option<Scalar<'a>>,
     id: Option<Scalar<'a>>,
     time: Option<Scalar<'a>>,
@@ -454,9 +454,12 @@ fn user_string<'a>(
 fn nested_from_raw(raw: &RawValue) -> Option<NestedProperties<'_>> {
     let text = raw.get();
     match text.as_bytes().first() {
-        Some(b'{') => match serde_json::from_str::<PropertyList<'_>>(text) {
-            Ok(PropertyList(list)) => Some(NestedProperties::Object(list)),
-            Err(_) => Some(NestedProperties::Undecodable(Cow::Borrowed(raw))),
+        Some(b'{') => match scan_object(text) {
+            Some(list) => Some(NestedProperties::Object(list)),
+            None => match serde_json::from_str::<PropertyList<'_>>(text) {
+                Ok(PropertyList(list)) => Some(NestedProperties::Object(list)),
+                Err(_) => Some(NestedProperties::Undecodable(Cow::Borrowed(raw))),
+            },
         },
         Some(b'"') => match serde_json::from_str::<CowStr<'_>>(text) {
             Ok(CowStr(encoded)) => nested_from_encoded(encoded),
@@ -623,4 +626,169 @@ impl<'de> Deserialize<'de> for PropertiesField<'de> {
         }
         deserializer.deserialize_any(PropertiesVisitor)
     }
+}
+
+// The fast path: the same `RawEvent` as the serde visitors above build, read
+// with `Scanner`. Each function mirrors its visitor; `None` means "let
+// serde_json read this event", never "invalid".
+
+/// Levels a value directly in the event may still nest.
+const EVENT_MEMBER_DEPTH: usize = MAX_EVENT_DEPTH - 1;
+/// Levels a value in `user` or `properties` may still nest.
+const NESTED_MEMBER_DEPTH: usize = MAX_EVENT_DEPTH - 2;
+
+impl<'a> RawEvent<'a> {
+    /// Reads one event object at the scanner's position.
+    pub(crate) fn scan_event(scanner: &mut Scanner<'a>) -> Option<Result<Event<'a>, InvalidEvent>> {
+        RawEvent::scan(scanner).map(RawEvent::validate)
+    }
+
+    fn scan(scanner: &mut Scanner<'a>) -> Option<RawEvent<'a>> {
+        let mut event = RawEvent::default();
+        let mut more = scanner.open_object()?;
+        while more {
+            match scanner.key()? {
+                "event_type" => event.event_type = Some(scan_scalar(scanner, EVENT_MEMBER_DEPTH)?),
+                "id" => event.id = Some(scan_scalar(scanner, EVENT_MEMBER_DEPTH)?),
+                "time" => event.time = Some(scan_scalar(scanner, EVENT_MEMBER_DEPTH)?),
+                "user" => event.user = Some(scan_user(scanner)?),
+                "properties" => event.properties = Some(scan_properties(scanner)?),
+                key => event
+                    .rest
+                    .push(scan_property(scanner, key, EVENT_MEMBER_DEPTH)?),
+            }
+            more = scanner.next_member()?;
+        }
+        Some(event)
+    }
+}
+
+/// A whole JSON object as a list of properties, as `PropertyList` reads it.
+pub(crate) fn scan_object(text: &str) -> Option<Vec<Property<'_>>> {
+    let mut scanner = Scanner::new(text);
+    let mut list = Vec::with_capacity(8);
+    let mut more = scanner.open_object()?;
+    while more {
+        let key = scanner.key()?;
+        list.push(scan_property(&mut scanner, key, EVENT_MEMBER_DEPTH)?);
+        more = scanner.next_member()?;
+    }
+    scanner.peek().is_none().then_some(list)
+}
+
+fn scan_property<'a>(
+    scanner: &mut Scanner<'a>,
+    key: &'a str,
+    depth: usize,
+) -> Option<Property<'a>> {
+    let raw = scanner.raw_value(depth)?;
+    Some(Property {
+        key: Cow::Borrowed(key),
+        value: Cow::Borrowed(borrow_raw(raw)),
+    })
+}
+
+/// What a value that is not an object is, in the visitors' words; `None`
+/// for `null`.
+fn non_object_kind(first_byte: u8) -> Option<&'static str> {
+    match first_byte {
+        b'"' => Some("a string"),
+        b't' | b'f' => Some("a boolean"),
+        b'[' => Some("an array"),
+        b'n' => None,
+        _ => Some("a number"),
+    }
+}
+
+fn scan_scalar<'a>(scanner: &mut Scanner<'a>, depth: usize) -> Option<Scalar<'a>> {
+    let first_byte = scanner.peek()?;
+    if first_byte == b'"' {
+        let (raw, content, escaped) = scanner.raw_string()?;
+        return if escaped {
+            serde_json::from_str(raw).ok()
+        } else {
+            Some(Scalar::Str(Cow::Borrowed(content)))
+        };
+    }
+    let raw = scanner.raw_value(depth)?;
+    Some(match first_byte {
+        b'0'..=b'9' if raw.len() <= 18 && raw.bytes().all(|byte| byte.is_ascii_digit()) => {
+            Scalar::Int(raw.parse().ok()?)
+        }
+        // Negative numbers (`-0` is a float to serde_json), long ones and
+        // fractions: serde_json says what they are.
+        b'-' | b'0'..=b'9' => serde_json::from_str(raw).ok()?,
+        b't' | b'f' => Scalar::Bool,
+        b'n' => Scalar::Null,
+        b'[' => Scalar::Array,
+        _ => Scalar::Object,
+    })
+}
+
+fn scan_user<'a>(scanner: &mut Scanner<'a>) -> Option<UserField<'a>> {
+    let first_byte = scanner.peek()?;
+    if first_byte != b'{' {
+        scanner.raw_value(EVENT_MEMBER_DEPTH)?;
+        return Some(non_object_kind(first_byte).map_or(UserField::Null, UserField::Other));
+    }
+    let mut user = RawUser::default();
+    let mut more = scanner.open_object()?;
+    while more {
+        match scanner.key()? {
+            "user_id" => user.user_id = Some(scan_scalar(scanner, NESTED_MEMBER_DEPTH)?),
+            "external_user_id" => {
+                user.external_user_id = Some(scan_scalar(scanner, NESTED_MEMBER_DEPTH)?)
+            }
+            "device_id" => user.device_id = Some(scan_scalar(scanner, NESTED_MEMBER_DEPTH)?),
+            "timezone" => user.timezone = Some(scan_scalar(scanner, NESTED_MEMBER_DEPTH)?),
+            key => user
+                .extra
+                .push(scan_property(scanner, key, NESTED_MEMBER_DEPTH)?),
+        }
+        more = scanner.next_member()?;
+    }
+    Some(UserField::Object(user))
+}
+
+fn scan_properties<'a>(scanner: &mut Scanner<'a>) -> Option<PropertiesField<'a>> {
+    let first_byte = scanner.peek()?;
+    match first_byte {
+        b'{' => {}
+        b'"' => {
+            let (raw, content, escaped) = scanner.raw_string()?;
+            let encoded = if escaped {
+                Cow::Owned(serde_json::from_str::<String>(raw).ok()?)
+            } else {
+                Cow::Borrowed(content)
+            };
+            return Some(PropertiesField::Encoded(encoded));
+        }
+        _ => {
+            scanner.raw_value(EVENT_MEMBER_DEPTH)?;
+            return Some(
+                non_object_kind(first_byte).map_or(PropertiesField::Null, PropertiesField::Other),
+            );
+        }
+    }
+    let mut list = Vec::with_capacity(32);
+    let mut custom = None;
+    let mut purchase = None;
+    let mut more = scanner.open_object()?;
+    while more {
+        match scanner.key()? {
+            "custom_properties" => {
+                custom = Some(borrow_raw(scanner.raw_value(NESTED_MEMBER_DEPTH)?))
+            }
+            "purchase_properties" => {
+                purchase = Some(borrow_raw(scanner.raw_value(NESTED_MEMBER_DEPTH)?))
+            }
+            key => list.push(scan_property(scanner, key, NESTED_MEMBER_DEPTH)?),
+        }
+        more = scanner.next_member()?;
+    }
+    Some(PropertiesField::Object {
+        list,
+        custom,
+        purchase,
+    })
 }

@@ -10,6 +10,29 @@ use serde_json::value::RawValue;
 
 use crate::Property;
 
+/// The JSON text `json` as a [`RawValue`], without reading it again: `json`
+/// must be one valid JSON value, as [`crate::scan::Scanner`] delimits them.
+///
+/// serde_json has no public way to borrow a `RawValue` without validating
+/// it, which would scan every property a second time. Its `&RawValue`
+/// deserializer takes the text from a one-entry map under serde_json's
+/// marker key; that is what this does. Should a future serde_json read it
+/// differently, the fallback validates the text instead: slower, still right
+/// (and the test `borrowed_raw_values_take_the_fast_path` fails, to say so).
+pub(crate) fn borrow_raw(json: &str) -> &RawValue {
+    borrow_raw_by_marker(json)
+        .or_else(|_| serde_json::from_str(json))
+        .expect("the scanner only delimits valid JSON values")
+}
+
+/// The fast half of [`borrow_raw`].
+pub(crate) fn borrow_raw_by_marker(json: &str) -> Result<&RawValue, serde::de::value::Error> {
+    use serde::de::value::{BorrowedStrDeserializer, Error, MapDeserializer};
+    const MARKER: &str = "$serde_json::private::RawValue";
+    let entry = (MARKER, BorrowedStrDeserializer::<Error>::new(json));
+    <&RawValue>::deserialize(MapDeserializer::<_, Error>::new(std::iter::once(entry)))
+}
+
 /// A string that borrows from the input unless it contained escapes.
 pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
 

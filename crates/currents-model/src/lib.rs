@@ -93,6 +93,7 @@ mod event;
 mod generated;
 mod invalid;
 mod json;
+mod scan;
 mod schema;
 pub mod typed;
 mod typed_generated;

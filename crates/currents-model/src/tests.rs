@@ -1187,6 +1187,141 @@ fn check_batch(value: &Value, text: &str) {
     }
 }
 
+/// Text inserted into valid JSON to probe what the fast parser accepts:
+/// each is valid in some places and invalid in others.
+const JSON_EDITS: &[&str] = &[
+    " ",
+    "\n",
+    ",",
+    ":",
+    "]",
+    "}",
+    "[",
+    "{",
+    "\"",
+    "\\",
+    "-",
+    "0",
+    "01",
+    "-0",
+    "1.5",
+    "1.",
+    ".5",
+    "1e5",
+    "1E-2",
+    "99999999999999999999",
+    "123456789012345678901234",
+    "\\u0041",
+    "\\uD83D\\uDE00",
+    "\\uD800",
+    "\\uDC00x",
+    "\\u12",
+    "\\x",
+    "\\/",
+    "\u{1}",
+    "\u{7f}",
+    "\u{a0}",
+    "\u{2028}",
+    "nul",
+    "tru",
+    "true",
+    "null",
+    "\"a\":1,",
+    "[]",
+    "{}",
+    "\"\":\"\",",
+];
+
+/// Every single edit from `JSON_EDITS` at every position of realistic events:
+/// wherever serde_json refuses the result, the fast parser must step aside.
+#[test]
+fn the_fast_parser_agrees_with_serde_json_on_every_single_edit() {
+    let http = r#"{"event_type":"users.behaviors.CustomEvent","id":"5b3f2c1e-8a4d","time":1732792800,"user":{"user_id":"65f1","external_user_id":"cust-1","device_id":null,"tz":[1,-2.5,true,false]},"properties":{"name":"Caf\u00e9 \"x\"","custom_properties":{"n":0,"list":[{"a":[]},"\\/"],"o":{}},"app_id":"a1"},"sdk":"9.1"}"#;
+    let storage = r#"{"event_type":"users.behaviors.Purchase","id":"p-1","time":5,"external_user_id":"u","properties":"{\"sku\":\"x\"}","price":-0.0}"#;
+    let pretty_value: Value = serde_json::from_str(http).unwrap();
+    let pretty = serde_json::to_string_pretty(&pretty_value).unwrap();
+    let mut fast = 0;
+    for base in [http, storage, pretty.as_str()] {
+        assert!(
+            crate::batch::parse_events_in_one_pass(&format!(r#"{{"events":[{base}]}}"#)).is_some()
+        );
+        let positions = base.char_indices().map(|(idx, _)| idx).chain([base.len()]);
+        for at in positions {
+            for edit in JSON_EDITS {
+                let mut text = base.to_owned();
+                text.insert_str(at, edit);
+                let mut scanner = crate::scan::Scanner::new(&text);
+                fast += usize::from(crate::event::RawEvent::scan_event(&mut scanner).is_some());
+                assert_eq!(
+                    format!("{:?}", Event::parse(&text)),
+                    format!("{:?}", Event::parse_with_serde(&text)),
+                    "{text}"
+                );
+            }
+        }
+    }
+    // Many edits leave valid JSON, which the fast parser must keep reading.
+    assert!(fast > 5_000, "only {fast} edited events took the fast path");
+}
+
+/// The same for custom and purchase property objects, which are read on
+/// their own.
+#[test]
+fn the_fast_object_reader_agrees_with_serde_json_on_every_single_edit() {
+    let base = r#"{"plan":"Caf\u00e9 \"x\"","n":-1.5,"ok":true,"none":null,"list":[{"a":[]},"\\/"],"o":{"p":0}}"#;
+    let mut fast = 0;
+    for at in base.char_indices().map(|(idx, _)| idx).chain([base.len()]) {
+        for edit in JSON_EDITS {
+            let mut text = base.to_owned();
+            text.insert_str(at, edit);
+            if let Some(list) = crate::event::scan_object(&text) {
+                fast += 1;
+                let by_serde = serde_json::from_str::<crate::json::PropertyList<'_>>(&text);
+                let by_serde = by_serde.unwrap_or_else(|error| panic!("{text}: {error}"));
+                assert_eq!(format!("{list:?}"), format!("{:?}", by_serde.0), "{text}");
+            }
+        }
+    }
+    assert!(
+        fast > 1_000,
+        "only {fast} edited objects took the fast path"
+    );
+}
+
+#[test]
+fn the_fast_parser_agrees_with_serde_json_on_deep_nesting() {
+    for depth in [1, 97, 98, 99, 100, 101, 125, 126, 127, 128, 129, 200] {
+        let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        for event in [
+            format!(r#"{{"event_type":"x","id":"a","time":1,"extra":{nested}}}"#),
+            format!(r#"{{"event_type":"x","id":"a","time":1,"properties":{{"p":{nested}}}}}"#),
+            format!(r#"{{"event_type":"x","id":"a","time":1,"user":{nested}}}"#),
+            format!(r#"{{"event_type":{nested},"id":"a","time":1}}"#),
+        ] {
+            assert_eq!(
+                format!("{:?}", Event::parse(&event)),
+                format!("{:?}", Event::parse_with_serde(&event)),
+                "depth {depth}"
+            );
+            let body = format!(r#"{{"events":[{event}]}}"#);
+            assert_eq!(
+                events_in_one_pass(&body),
+                events_in_two_steps(&body),
+                "depth {depth}"
+            );
+        }
+    }
+}
+
+#[test]
+fn borrowed_raw_values_take_the_fast_path() {
+    for json in [r#""text""#, "12", "[1,{\"a\":null}]", "{}", "null"] {
+        let raw = crate::json::borrow_raw_by_marker(json).expect("serde_json takes the marker");
+        assert_eq!(raw.get(), json);
+        assert_eq!(raw.get().as_ptr(), json.as_ptr(), "borrowed, not copied");
+    }
+}
+
 fn no_persistence() -> ProptestConfig {
     ProptestConfig {
         failure_persistence: None,
@@ -1266,5 +1401,38 @@ proptest! {
             }
             _ => prop_assert!(std::str::from_utf8(&bytes).is_ok()),
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(no_persistence())]
+    #[test]
+    fn the_fast_parser_agrees_with_serde_json(
+        value in arb_event_like(),
+        pretty in any::<bool>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), prop::sample::select(JSON_EDITS)), 0..3),
+    ) {
+        let mut text = if pretty {
+            serde_json::to_string_pretty(&value).unwrap()
+        } else {
+            value.to_string()
+        };
+        for (at, edit) in edits {
+            // Next to a structural character, where edits matter most.
+            let spots: Vec<usize> = text
+                .char_indices()
+                .filter(|(_, ch)| "{}[],:\"\\0123456789".contains(*ch))
+                .flat_map(|(idx, ch)| [idx, idx + ch.len_utf8()])
+                .collect();
+            let at = if spots.is_empty() { 0 } else { spots[at.index(spots.len())] };
+            text.insert_str(at, edit);
+        }
+        prop_assert_eq!(
+            format!("{:?}", Event::parse(&text)),
+            format!("{:?}", Event::parse_with_serde(&text)),
+            "{}", text
+        );
+        let body = format!("{{\"events\":[{text},{text}]}}");
+        prop_assert_eq!(events_in_one_pass(&body), events_in_two_steps(&body), "{}", body);
     }
 }
