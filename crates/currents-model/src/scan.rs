@@ -117,17 +117,27 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let start = self.pos + 1;
-        let mut idx = start;
-        let mut escaped = false;
+        let end = start + clean_prefix_len(&bytes[start..]);
+        if bytes.get(end) == Some(&b'"') {
+            // Nearly every string: no escapes.
+            self.pos = end + 1;
+            return Some((&self.text[start..end], false));
+        }
+        self.string_with_escapes(start, end)
+    }
+
+    /// The rest of a string from `idx`, where an escape or a control
+    /// character was found.
+    #[inline(never)]
+    fn string_with_escapes(&mut self, start: usize, mut idx: usize) -> Option<(&'a str, bool)> {
+        let bytes = self.bytes();
         loop {
-            idx += clean_prefix_len(&bytes[idx..]);
             match *bytes.get(idx)? {
                 b'"' => {
                     self.pos = idx + 1;
-                    return Some((&self.text[start..idx], escaped));
+                    return Some((&self.text[start..idx], true));
                 }
                 b'\\' => {
-                    escaped = true;
                     idx += match *bytes.get(idx + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
                         // Surrogates (which must pair up where a string is
@@ -139,6 +149,7 @@ impl<'a> Scanner<'a> {
                 // A control character, which JSON strings cannot hold raw.
                 _ => return None,
             }
+            idx += clean_prefix_len(&bytes[idx..]);
         }
     }
 
