@@ -23,7 +23,10 @@
 //!
 //! It is built for throughput: keys and strings borrow from the input when
 //! they have no escapes, and property values are kept as unparsed JSON text
-//! ([`serde_json::value::RawValue`]) until someone needs them.
+//! ([`serde_json::value::RawValue`]) until someone needs them. Events are
+//! read by a strict JSON scanner; whatever it cannot judge exactly goes to
+//! serde_json, so both read any text the same way. [`Batch::parse_events`]
+//! reads a body and its events in one pass.
 //!
 //! # Example
 //!
