@@ -7,6 +7,7 @@
 pub mod config;
 pub mod delivery;
 pub mod ingest;
+mod log_limit;
 pub mod mapping;
 pub mod metrics;
 pub mod ops;
