@@ -490,6 +490,34 @@ async fn a_failed_commit_acknowledges_nothing_and_the_spool_goes_on() {
     spool.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_request_queued_as_the_spool_fails_gets_the_failure_wrapped_once() {
+    let dir = TempDir::new("failed-once");
+    let spool = open(&dir);
+    let expected = "spool storage failed: spool.db: disk I/O error";
+    spool.shared.fail("spool.db: disk I/O error".to_owned());
+    // A request sent just before the failure, past the handle's own check,
+    // is refused by the writer.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    spool
+        .requests
+        .send(super::writer::Request::Lease {
+            max_batches: 1,
+            lease_ms: 1000,
+            answer,
+        })
+        .unwrap();
+    let refused = answered.await.unwrap().unwrap_err();
+    assert_eq!(refused.to_string(), expected);
+    // A request after it is refused by the handle, in the same words.
+    assert_eq!(
+        spool.lease(1, HOUR).await.unwrap_err().to_string(),
+        expected
+    );
+    assert_eq!(spool.failure().unwrap().to_string(), expected);
+    spool.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
     let dir = TempDir::new("group");

@@ -125,16 +125,20 @@ pub(crate) struct Shared {
 impl Shared {
     /// The error every call gets once the spool has failed, if it has.
     pub(crate) fn failure(&self) -> Option<SpoolError> {
-        let failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        failure
-            .as_ref()
-            .map(|message| SpoolError::Storage(message.clone()))
+        self.failure_message().map(SpoolError::Storage)
     }
 
-    fn fail(&self, message: String) {
+    /// Why the spool failed for good, if it did: the text of
+    /// [`SpoolError::Storage`], not yet wrapped in it.
+    fn failure_message(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Marks the spool failed for good; the first message stays.
+    pub(crate) fn fail(&self, message: String) {
         let mut failure = self
             .failure
             .lock()
@@ -261,9 +265,11 @@ impl Writer {
     /// Applies `group` in one transaction and answers every request.
     fn commit_group(&mut self, group: Vec<Request>) {
         let group_bytes: u64 = group.iter().map(Request::reserved_bytes).sum();
-        if let Some(error) = self.shared.failure() {
+        // Requests sent just before the spool failed: the failure's message
+        // as it is, not wrapped a second time.
+        if let Some(message) = self.shared.failure_message() {
             for request in group {
-                request.refuse(SpoolError::Storage(error.to_string()));
+                request.refuse(SpoolError::Storage(message.clone()));
             }
             self.shared.unreserve(group_bytes);
             return;
