@@ -108,7 +108,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use self::schema::{BatchRecord, Totals};
-use self::writer::{GroupLimits, Request, Shared, Writer};
+use self::writer::{FailureLog, GroupLimits, Request, Shared, Writer};
 use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
 
 /// Where the spool lives and how big it may grow.
@@ -206,6 +206,7 @@ impl SqliteSpool {
                 max_bytes: config.max_group_bytes.max(1),
             },
             reclaim_min_free_bytes: config.reclaim_min_free_bytes,
+            failures: FailureLog::default(),
         };
         let (requests, receiver) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()

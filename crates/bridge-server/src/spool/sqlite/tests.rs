@@ -518,6 +518,62 @@ async fn a_request_queued_as_the_spool_fails_gets_the_failure_wrapped_once() {
     spool.close().await.unwrap();
 }
 
+#[test]
+fn failed_commits_and_maintenance_are_logged_per_episode() {
+    use super::writer::FailureLog;
+    use crate::log_limit::Line;
+
+    let full = rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full".to_owned()),
+    );
+    let mut log = FailureLog::default();
+    let start = std::time::Instant::now();
+    let at = |millis: u64| start + Duration::from_millis(millis);
+    // A full disk: a failed group commit every 10 ms for 25 s, with the
+    // occasional commit that succeeds (a settle that frees pages).
+    let mut lines = Vec::new();
+    for step_idx in 0..2500 {
+        if step_idx % 100 == 50 {
+            lines.extend(log.committed(at(step_idx * 10)));
+        } else {
+            lines.extend(log.commit_failed(at(step_idx * 10), &full, 3));
+        }
+    }
+    assert_eq!(lines[0], Line::Started { n_events: 1 });
+    assert!(
+        (3..=4).contains(&lines.len()),
+        "a start and about one line per 10 s: {lines:?}"
+    );
+    // Space is freed: commits succeed, and the end is logged once.
+    let ended = log.committed(at(40_000));
+    assert!(matches!(ended, Some(Line::Ended { .. })), "{ended:?}");
+    let n_logged: u64 = lines.iter().chain(&ended).map(|line| line.n_events()).sum();
+    assert_eq!(n_logged, 2475, "every failed commit is counted in one line");
+    assert_eq!(log.committed(at(60_000)), None);
+
+    // Maintenance has its own episode, once a second at most.
+    assert_eq!(
+        log.maintenance_failed(at(60_000), &full, false),
+        Some(Line::Started { n_events: 1 })
+    );
+    for secs in 61..70 {
+        assert_eq!(log.maintenance_failed(at(secs * 1000), &full, false), None);
+    }
+    assert_eq!(
+        log.commit_failed(at(65_000), &full, 1),
+        Some(Line::Started { n_events: 1 }),
+        "a commit failing again starts its own episode"
+    );
+    assert_eq!(
+        log.maintained(at(70_000)),
+        Some(Line::Ended {
+            n_events: 9,
+            over: Duration::from_secs(10)
+        })
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
     let dir = TempDir::new("group");

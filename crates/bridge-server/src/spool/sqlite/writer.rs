@@ -16,6 +16,14 @@
 //! [`SpoolError::Storage`] and the process should restart (which checks the
 //! file and recovers; see [`super::recovery`]). Other failures (disk full, the
 //! CLI holding the write lock past the busy timeout) fail only their group.
+//!
+//! Failures are logged per episode ([`FailureLog`], on `crate::log_limit`):
+//! a full disk fails every group commit, many a second, so the first failure
+//! is logged at error level with its error, then at most one summary per
+//! interval with the count and the latest error, then one info line when
+//! commits succeed again. Failed maintenance is logged the same way at
+//! warning level. The failure that stops the spool for good is logged
+//! whatever the episode, once: nothing is committed after it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +34,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::schema::{self, BatchRecord, Damage, DeadLetterRecord, StoredBatch, Totals};
+use crate::log_limit::{Episode, Line, SUMMARY_INTERVAL};
 use crate::spool::{BatchId, DeadLetter, LeasedBatch, SpoolError};
 
 /// How often, at most, the writer looks at free pages and the WAL.
@@ -175,6 +184,15 @@ pub(crate) struct GroupLimits {
     pub(crate) max_bytes: u64,
 }
 
+/// The writer's failures in the log, an episode each for group commits and
+/// for maintenance (see the module doc). Each method takes the time, logs
+/// the line that is due and returns it.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    commits: Episode,
+    maintenance: Episode,
+}
+
 /// What one applied request produced, answered after the commit.
 enum Outcome {
     Appended(i64),
@@ -194,6 +212,8 @@ pub(crate) struct Writer {
     pub(crate) limits: GroupLimits,
     /// Free space below which pages are not given back.
     pub(crate) reclaim_min_free_bytes: u64,
+    /// Failures, logged per episode.
+    pub(crate) failures: FailureLog,
 }
 
 impl Writer {
@@ -282,6 +302,7 @@ impl Writer {
                     .store(totals.n_bytes, Ordering::Release);
                 self.shared.unreserve(group_bytes);
                 self.shared.n_commits.fetch_add(1, Ordering::Relaxed);
+                self.failures.committed(Instant::now());
                 for (batch_id, damage) in quarantined {
                     tracing::error!(
                         batch_id,
@@ -315,11 +336,8 @@ impl Writer {
                         "{message} (the spool stopped after this; restart the process)"
                     ));
                 } else {
-                    tracing::error!(
-                        error = %error,
-                        n_requests = group.len(),
-                        "Spool commit failed; nothing in it was acknowledged."
-                    );
+                    self.failures
+                        .commit_failed(Instant::now(), &error, group.len());
                 }
                 for request in group {
                     request.refuse(SpoolError::Storage(message.clone()));
@@ -419,9 +437,94 @@ impl Writer {
                 .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))?;
             Ok(())
         })();
-        if let Err(error) = result {
-            tracing::warn!(error = %error, closing, "Spool maintenance failed; will try again.");
+        match result {
+            Ok(()) => {
+                self.failures.maintained(Instant::now());
+            }
+            Err(error) => {
+                self.failures
+                    .maintenance_failed(Instant::now(), &error, closing);
+            }
         }
+    }
+}
+
+impl FailureLog {
+    /// A group commit failed, not for good.
+    pub(crate) fn commit_failed(
+        &mut self,
+        now: Instant,
+        error: &rusqlite::Error,
+        n_requests: usize,
+    ) -> Option<Line> {
+        let line = self.commits.occurred(now, SUMMARY_INTERVAL)?;
+        match line {
+            Line::Started { n_events } => tracing::error!(
+                error = %error,
+                n_requests,
+                n_failed_commits = n_events,
+                "Spool commit failed; nothing in it was acknowledged."
+            ),
+            Line::Summary { n_events, over } | Line::Ended { n_events, over } => {
+                tracing::error!(
+                    error = %error,
+                    n_failed_commits = n_events,
+                    over_secs = over.as_secs(),
+                    "Spool commits still fail; nothing in them was acknowledged."
+                );
+            }
+        }
+        Some(line)
+    }
+
+    /// A group commit succeeded.
+    pub(crate) fn committed(&mut self, now: Instant) -> Option<Line> {
+        let line = self.commits.ended(now, SUMMARY_INTERVAL)?;
+        tracing::info!(
+            n_failed_commits = line.n_events(),
+            over_secs = line.over().as_secs(),
+            "Spool commits succeed again."
+        );
+        Some(line)
+    }
+
+    /// Giving back pages or checkpointing the WAL failed.
+    pub(crate) fn maintenance_failed(
+        &mut self,
+        now: Instant,
+        error: &rusqlite::Error,
+        closing: bool,
+    ) -> Option<Line> {
+        let line = self.maintenance.occurred(now, SUMMARY_INTERVAL)?;
+        match line {
+            Line::Started { n_events } => tracing::warn!(
+                error = %error,
+                closing,
+                n_failures = n_events,
+                "Spool maintenance failed; will try again."
+            ),
+            Line::Summary { n_events, over } | Line::Ended { n_events, over } => {
+                tracing::warn!(
+                    error = %error,
+                    closing,
+                    n_failures = n_events,
+                    over_secs = over.as_secs(),
+                    "Spool maintenance still fails; will try again."
+                );
+            }
+        }
+        Some(line)
+    }
+
+    /// Maintenance succeeded.
+    pub(crate) fn maintained(&mut self, now: Instant) -> Option<Line> {
+        let line = self.maintenance.ended(now, SUMMARY_INTERVAL)?;
+        tracing::info!(
+            n_failures = line.n_events(),
+            over_secs = line.over().as_secs(),
+            "Spool maintenance succeeds again."
+        );
+        Some(line)
     }
 }
 
