@@ -23,19 +23,26 @@
 //!
 //! Nothing is dropped: every event ends delivered, skipped (counted), or in
 //! the dead-letter store.
+//!
+//! Failures that repeat per worker or per batch (the spool cannot be used;
+//! a project cannot take its events, or refuses its credentials) are logged
+//! per episode by `failure_log`, never a line per attempt.
 
+mod failure_log;
 mod project;
 mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use currents_model::{Batch, Event, ParsedEvent};
 use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
 
+use crate::log_limit::SUMMARY_INTERVAL;
 use crate::mapping::{Outcome, SkipReason};
 use crate::metrics::Metrics;
 use crate::spool::{DeadLetter, LeasedBatch, Spool, SpoolError};
+use failure_log::FailureLog;
 pub use project::{DryRunFile, ProjectTarget, Sink};
 pub use status::{DeliveryStatus, ProjectStatus};
 
@@ -77,6 +84,7 @@ pub struct Delivery<S, R> {
     options: DeliveryOptions,
     status: Arc<DeliveryStatus>,
     metrics: Arc<Metrics>,
+    failures: FailureLog,
 }
 
 /// What became of one leased batch.
@@ -107,6 +115,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             options,
             status,
             metrics,
+            failures: FailureLog::new(SUMMARY_INTERVAL),
         }
     }
 
@@ -124,16 +133,21 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             let mut shutdown = shutdown.clone();
             workers.spawn(async move {
                 while !*shutdown.borrow() {
-                    match delivery.deliver_next().await {
-                        Ok(Some(_)) => {}
+                    let result = delivery.deliver_next().await;
+                    let now = Instant::now();
+                    match result {
+                        Ok(Some(_)) => {
+                            delivery.failures.spool_worked(now);
+                        }
                         Ok(None) => {
+                            delivery.failures.spool_worked(now);
                             tokio::select! {
                                 _ = tokio::time::sleep(delivery.options.idle_poll) => {}
                                 _ = shutdown.changed() => {}
                             }
                         }
                         Err(error) => {
-                            tracing::error!(worker = worker_idx, error = %error, "Delivery cannot use the spool; retrying.");
+                            delivery.failures.spool_failed(now, worker_idx, &error);
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
@@ -254,15 +268,22 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                         ));
                     }
                     self.status.resume(project_idx);
+                    self.failures
+                        .sent(Instant::now(), project_idx, &project.name);
                 }
                 Err(error) => {
                     let retry_in = self.retry_delay(&error, leased.attempts);
                     if error.is_auth() {
                         self.status.pause(project_idx, error.to_string());
-                        tracing::error!(project = %project.name, error = %error, "Mixpanel refused the project's credentials; delivery to it is paused, ingest goes on.");
-                    } else {
-                        tracing::warn!(project = %project.name, error = %error, retry_in_secs = retry_in.as_secs(), attempts = leased.attempts + 1, "Cannot deliver a batch now; it will be retried.");
                     }
+                    self.failures.send_failed(
+                        Instant::now(),
+                        project_idx,
+                        &project.name,
+                        &error,
+                        retry_in,
+                        leased.attempts + 1,
+                    );
                     self.spool.release(leased.id, retry_in).await?;
                     self.status.record_released();
                     self.metrics.released_batches.inc();

@@ -77,14 +77,13 @@ impl DeliveryStatus {
         }
     }
 
+    /// Marks the project delivering again. The log line saying so is the
+    /// failure log's, which writes it once per episode.
     pub(super) fn resume(&self, project_idx: usize) {
         if let Some(project) = self.projects.get(project_idx) {
             let mut project = project
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if project.state != "delivering" {
-                tracing::info!(project = %project.name, "Mixpanel accepts the project's credentials again; delivery resumed.");
-            }
             project.state = "delivering";
             project.paused_reason = None;
         }

@@ -353,3 +353,187 @@ async fn refused_credentials_pause_the_project_and_success_resumes_it() {
     assert_eq!(delivery.status().projects()[0].state, "delivering");
     assert_eq!(delivery.status().delivered.load(Ordering::Relaxed), 1);
 }
+
+/// The failure log, with the time passed in.
+mod failure_episodes {
+    use super::*;
+    use crate::delivery::failure_log::{Failure, FailureLog};
+    use crate::log_limit::Line;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn unavailable() -> MixpanelError {
+        MixpanelError::Unavailable {
+            status: 503,
+            attempts: 3,
+            retry_after: None,
+            message: "down for maintenance".to_owned(),
+        }
+    }
+
+    fn refused_credentials() -> MixpanelError {
+        MixpanelError::Auth {
+            status: 401,
+            message: "Invalid credentials".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_failing_spool_logs_a_start_a_summary_per_interval_and_the_end() {
+        let log = FailureLog::new(INTERVAL);
+        let start = Instant::now();
+        let error = SpoolError::Storage("spool.db: database or disk is full".to_owned());
+        let mut lines = Vec::new();
+        // Four workers, each failing once a second for a minute.
+        for secs in 0..60u64 {
+            for worker_idx in 0..4 {
+                let at = start + Duration::from_secs(secs) + Duration::from_millis(worker_idx * 10);
+                lines.extend(log.spool_failed(at, worker_idx as usize, &error));
+            }
+        }
+        assert_eq!(lines[0], Line::Started { n_events: 1 });
+        assert_eq!(
+            lines.len(),
+            6,
+            "a start and one summary per 10 s: {lines:?}"
+        );
+        assert!(
+            lines[1..]
+                .iter()
+                .all(|line| matches!(line, Line::Summary { n_events: 40, .. })),
+            "{lines:?}"
+        );
+        // A worker leases again: the end, with the failures not yet told.
+        let ended = log.spool_worked(start + Duration::from_secs(60));
+        assert!(
+            matches!(ended, Some(Line::Ended { n_events: 39, .. })),
+            "{ended:?}"
+        );
+        let n_logged: u64 = lines.iter().chain(&ended).map(|line| line.n_events()).sum();
+        assert_eq!(n_logged, 240, "every failure is counted in one line");
+        assert_eq!(log.spool_worked(start + Duration::from_secs(90)), None);
+    }
+
+    #[test]
+    fn each_project_has_its_own_episodes_and_a_success_ends_both_of_its_own() {
+        let log = FailureLog::new(INTERVAL);
+        let start = Instant::now();
+        let retry_in = Duration::from_secs(5);
+        // Project 0 is down; project 1 refuses the credentials.
+        for batch_idx in 0..100u32 {
+            let at = start + Duration::from_millis(100) * batch_idx;
+            log.send_failed(at, 0, "a", &unavailable(), retry_in, 1);
+            log.send_failed(at, 1, "b", &refused_credentials(), retry_in, 1);
+        }
+        assert_eq!(
+            log.n_unreported(Failure::CannotDeliver { project_idx: 0 }),
+            99,
+            "the first was logged, the others counted"
+        );
+        assert_eq!(
+            log.n_unreported(Failure::CredentialsRefused { project_idx: 1 }),
+            99
+        );
+        assert_eq!(
+            log.n_unreported(Failure::CannotDeliver { project_idx: 1 }),
+            0
+        );
+
+        // Project 1 takes a batch: its episode ends, project 0's goes on.
+        let at = start + Duration::from_secs(10);
+        assert_eq!(
+            log.sent(at, 1, "b"),
+            vec![Line::Ended {
+                n_events: 99,
+                over: Duration::from_secs(10)
+            }]
+        );
+        assert_eq!(
+            log.n_unreported(Failure::CannotDeliver { project_idx: 0 }),
+            99
+        );
+        assert_eq!(
+            log.send_failed(at, 0, "a", &unavailable(), retry_in, 2),
+            Some(Line::Summary {
+                n_events: 100,
+                over: Duration::from_secs(10)
+            })
+        );
+        assert!(log.sent(at + INTERVAL * 2, 1, "b").is_empty(), "said once");
+    }
+
+    #[test]
+    fn refused_credentials_after_an_outage_are_a_new_episode() {
+        let log = FailureLog::new(INTERVAL);
+        let start = Instant::now();
+        let retry_in = Duration::from_secs(60);
+        assert_eq!(
+            log.send_failed(start, 0, "a", &unavailable(), retry_in, 1),
+            Some(Line::Started { n_events: 1 })
+        );
+        // Credentials refused during the outage's episode: told at once.
+        assert_eq!(
+            log.send_failed(start, 0, "a", &refused_credentials(), retry_in, 1),
+            Some(Line::Started { n_events: 1 })
+        );
+        // A success ends both, each with its own line.
+        assert_eq!(log.sent(start + INTERVAL, 0, "a").len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.max_retry_delay = Duration::ZERO;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server, "a")],
+        opts,
+        Arc::new(Metrics::new()),
+    );
+    for batch_idx in 0..3 {
+        append(
+            &spool,
+            &[event(&format!("l-{batch_idx}"), Some("cust-1"), "ag")],
+            None,
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            delivery.deliver_next().await.unwrap(),
+            Some(BatchResult::Released)
+        );
+    }
+    let cannot_deliver = super::failure_log::Failure::CannotDeliver { project_idx: 0 };
+    assert_eq!(
+        delivery.failures.n_unreported(cannot_deliver),
+        2,
+        "the first failed attempt is logged, the next ones counted"
+    );
+    // Every attempt is still counted in the status and the metrics.
+    assert_eq!(
+        delivery.status().batches_released.load(Ordering::Relaxed),
+        3
+    );
+    // When the project takes a batch an interval later, the end is logged
+    // with the failures not told yet.
+    let ended = delivery
+        .failures
+        .sent(Instant::now() + SUMMARY_INTERVAL, 0, "a");
+    assert!(
+        matches!(
+            ended[..],
+            [crate::log_limit::Line::Ended { n_events: 2, .. }]
+        ),
+        "{ended:?}"
+    );
+}
