@@ -442,6 +442,18 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
         (1..=max_lines).contains(&refusal_lines),
         "{refusal_lines} lines about refusals, expected 1 to {max_lines}:\n{stderr}"
     );
+    // Mixpanel was down meanwhile: batch after batch failed delivery, which
+    // the log reports per episode too, not per attempt.
+    let delivery_lines = stderr
+        .lines()
+        .filter(|line| {
+            line.contains("Cannot deliver a batch now") || line.contains("Still cannot deliver")
+        })
+        .count();
+    assert!(
+        delivery_lines <= max_lines,
+        "{delivery_lines} lines about failed deliveries, expected at most {max_lines}:\n{stderr}"
+    );
 }
 
 /// Runs the binary with the size of the files it writes capped by
@@ -560,6 +572,16 @@ async fn a_failed_spool_stops_serve_with_exit_1_and_a_restart_delivers_what_was_
         ),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("spool storage failed: spool storage failed"),
+        "the failure is wrapped twice:\n{stderr}"
+    );
+    // Every worker fails on the spool until serve stops: one line says so.
+    let spool_lines = stderr
+        .lines()
+        .filter(|line| line.contains("Delivery cannot use the spool"))
+        .count();
+    assert!(spool_lines <= 1, "{spool_lines} lines:\n{stderr}");
 
     // The restart a supervisor would do: the spool recovers, and every
     // batch acknowledged before the failure is delivered.
