@@ -163,8 +163,10 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
             }
         };
         let out_of_attempts = self.attempts > self.params.max_retries;
+        // Per-request events are DEBUG: the caller gets the error and knows
+        // how to report an outage without a line per request.
         if out_of_attempts || !self.budget.withdraw() {
-            tracing::warn!(
+            tracing::debug!(
                 endpoint = request.endpoint,
                 attempts = self.attempts,
                 reason = %reason,
@@ -183,7 +185,7 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
             .params
             .backoff(self.attempts)
             .max(server_delay.unwrap_or_default());
-        tracing::info!(
+        tracing::debug!(
             endpoint = request.endpoint,
             attempt = self.attempts,
             reason = %reason,
