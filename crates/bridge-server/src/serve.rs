@@ -73,6 +73,9 @@ impl Router for ConfigRouter {
     }
 }
 
+/// How many events Braze's Custom HTTP connector puts in one batch, at most.
+const BRAZE_EVENTS_PER_BATCH: usize = 100;
+
 /// Runs the service until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -102,6 +105,14 @@ pub async fn serve(
         projects,
         DeliveryOptions {
             workers: config.delivery.workers,
+            // Braze sends about 100 events per batch: lease enough batches
+            // to fill one `/import` request.
+            batches_per_lease: config
+                .delivery
+                .batch_limits
+                .max_events
+                .div_ceil(BRAZE_EVENTS_PER_BATCH)
+                .max(1),
             lease: config.delivery.lease,
             batch_limits: config.delivery.batch_limits,
             pause_retry: Duration::from_secs(60),

@@ -1,25 +1,29 @@
 //! Delivery: workers lease spooled batches, map their events, send them to
-//! each event's Mixpanel project, and settle the batch only when every
+//! each event's Mixpanel project, and settle a batch only when every
 //! project has answered for its events.
 //!
-//! For one leased batch:
-//! - every event is parsed and routed (`?workspace=` of the batch, then the
+//! A worker leases a group of batches, enough to fill one `/import` request
+//! (Braze sends about 100 events per batch; Mixpanel takes 2,000 per
+//! request). For the group:
+//! - every event is parsed and routed (`?workspace=` of its batch, then the
 //!   event's `properties.app_group_id`, then the default project);
-//! - it is mapped with its project's mapper: mapped events are batched for
-//!   `/import`, skipped events are counted by reason, invalid events become
-//!   dead letters;
+//! - it is mapped with its project's mapper: mapped events are packed into
+//!   that project's `/import` requests, skipped events are counted by
+//!   reason, invalid events become dead letters of their batch;
 //! - each project's events are sent (or, in dry-run, appended to its NDJSON
-//!   file and fsync'd); records Mixpanel refuses become dead letters with
-//!   Mixpanel's message, holding the original Currents event;
-//! - if every project accepted its events, the batch is settled (removed,
-//!   dead letters stored, atomically);
+//!   file and fsync'd); records Mixpanel refuses become dead letters of
+//!   their batch with Mixpanel's message, holding the original Currents
+//!   event;
+//! - each batch is then settled (removed, dead letters stored, atomically)
+//!   if every project holding some of its events accepted them, and
+//!   released otherwise;
 //! - if a project could not be reached (429/5xx through every retry,
-//!   timeouts) the batch is released and retried with backoff; already
+//!   timeouts) its batches are released and retried with backoff; already
 //!   delivered events go again, which Mixpanel deduplicates on `$insert_id`;
 //! - if a project refused the credentials (401/403), the project is paused
-//!   (visible in `/status` and the logs), the batch is released, and a
-//!   later attempt finds out whether the credentials work again. Ingest
-//!   keeps accepting meanwhile.
+//!   (visible in `/status` and the logs): its batches wait in the spool
+//!   without a request, until one probe a minute later finds whether the
+//!   credentials work again. Ingest keeps accepting meanwhile.
 //!
 //! Nothing is dropped: every event ends delivered, skipped (counted), or in
 //! the dead-letter store.
@@ -56,8 +60,11 @@ pub const INVALID_BATCH: &str = "invalid_batch";
 /// How delivery runs.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
-    /// Concurrent workers (batches in delivery at once).
+    /// Concurrent workers (leased groups in delivery at once).
     pub workers: usize,
+    /// Batches a worker leases and sends together; Braze's batches hold
+    /// about 100 events, so 20 fill Mixpanel's 2,000-event requests.
+    pub batches_per_lease: usize,
     /// How long a worker holds a batch.
     pub lease: Duration,
     /// Events and bytes per `/import` request.
@@ -85,15 +92,7 @@ pub struct Delivery<S, R> {
     status: Arc<DeliveryStatus>,
     metrics: Arc<Metrics>,
     failures: FailureLog,
-}
-
-/// What became of one leased batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchResult {
-    /// Every event delivered, skipped or dead-lettered; removed from the spool.
-    Settled,
-    /// Given back to the spool to be tried again later.
-    Released,
+    pauses: Pauses,
 }
 
 impl<S: Spool, R: Router> Delivery<S, R> {
@@ -105,6 +104,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         options: DeliveryOptions,
         metrics: Arc<Metrics>,
     ) -> Delivery<S, R> {
+        let n_projects = projects.len();
         let status = Arc::new(DeliveryStatus::new(
             projects.iter().map(|project| project.name.clone()),
         ));
@@ -116,6 +116,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             status,
             metrics,
             failures: FailureLog::new(SUMMARY_INTERVAL),
+            pauses: Pauses::new(n_projects),
         }
     }
 
@@ -157,123 +158,141 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         while workers.join_next().await.is_some() {}
     }
 
-    /// Leases and delivers one batch, if one is due.
-    pub async fn deliver_next(&self) -> Result<Option<BatchResult>, SpoolError> {
-        let mut leased = self.spool.lease(1, self.options.lease).await?;
-        let Some(batch) = leased.pop() else {
+    /// Leases the batches that are due (up to
+    /// [`DeliveryOptions::batches_per_lease`]) and delivers them together.
+    pub async fn deliver_next(&self) -> Result<Option<LeaseResult>, SpoolError> {
+        let leased = self
+            .spool
+            .lease(self.options.batches_per_lease.max(1), self.options.lease)
+            .await?;
+        if leased.is_empty() {
             return Ok(None);
-        };
-        self.deliver(batch).await.map(Some)
+        }
+        self.deliver(leased).await.map(Some)
     }
 
-    /// Delivers one leased batch and settles or releases it.
-    pub async fn deliver(&self, leased: LeasedBatch) -> Result<BatchResult, SpoolError> {
-        let workspace = leased.batch.workspace.as_deref();
-        let mut dead_letters = Vec::new();
-        let text = std::str::from_utf8(&leased.batch.body).ok();
-        let Some(events) = text.and_then(|text| Batch::parse_events(text).ok()) else {
-            dead_letters.push(DeadLetter {
-                event: leased.batch.body.clone(),
-                reason: INVALID_BATCH.to_owned(),
-                detail: "the stored body is not a readable Currents batch".to_owned(),
-                event_type: None,
-                event_id: None,
-                workspace: leased.batch.workspace.clone(),
-                attempts: leased.attempts,
-            });
-            self.spool.settle(leased.id, dead_letters).await?;
-            self.status.record_dead_letters(1);
-            self.metrics
-                .dead_lettered_events
-                .get_or_create(&vec![("reason", INVALID_BATCH.to_owned())])
-                .inc();
-            return Ok(BatchResult::Settled);
-        };
-
-        // Map every event into its project's request batches.
+    /// Delivers leased batches together: their events are mapped and packed
+    /// into shared `/import` requests per project, so that Braze's batches
+    /// of about 100 events travel in requests of up to 2,000. Each batch is
+    /// then settled or released on its own: released when a project that
+    /// holds some of its events could not take them, settled otherwise.
+    pub async fn deliver(&self, group: Vec<LeasedBatch>) -> Result<LeaseResult, SpoolError> {
+        let n_projects = self.projects.len();
+        let mut fates: Vec<BatchFate> = group.iter().map(|_| BatchFate::new(n_projects)).collect();
         let mut outgoing: Vec<Outgoing<'_>> = self
             .projects
             .iter()
             .map(|_| Outgoing::new(self.options.batch_limits))
             .collect();
-        let mut skipped = [0u64; SkipReason::ALL.len()];
-        for ParsedEvent { raw, event } in events {
-            let event = match event {
-                Ok(event) => event,
-                Err(invalid) => {
-                    dead_letters.push(dead_letter(
-                        raw,
-                        invalid.reason.as_str(),
-                        &invalid.detail,
-                        None,
-                        None,
-                        workspace,
-                        leased.attempts,
-                    ));
-                    continue;
-                }
+
+        // Map every event of every batch into its project's requests.
+        for (batch_idx, leased) in group.iter().enumerate() {
+            let fate = &mut fates[batch_idx];
+            let workspace = leased.batch.workspace.as_deref();
+            let text = std::str::from_utf8(&leased.batch.body).ok();
+            let Some(events) = text.and_then(|text| Batch::parse_events(text).ok()) else {
+                fate.dead_letters.push(DeadLetter {
+                    event: leased.batch.body.clone(),
+                    reason: INVALID_BATCH.to_owned(),
+                    detail: "the stored body is not a readable Currents batch".to_owned(),
+                    event_type: None,
+                    event_id: None,
+                    workspace: leased.batch.workspace.clone(),
+                    attempts: leased.attempts,
+                });
+                continue;
             };
-            let app_group_id = app_group_id(&event);
-            let project_idx = self
-                .router
-                .route(workspace, app_group_id.as_deref())
-                .min(self.projects.len() - 1);
-            // The rare dead letter below reads the type and id again from
-            // `raw`, so that the common path copies neither.
-            match self.projects[project_idx].mapper.map_event(event) {
-                Outcome::Mapped(mapped) => {
-                    if let Err(error) = outgoing[project_idx].push(&mapped, raw) {
-                        dead_letters.push(dead_letter_from_text(
+            for ParsedEvent { raw, event } in events {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(invalid) => {
+                        fate.dead_letters.push(dead_letter(
                             raw,
-                            EVENT_TOO_LARGE,
-                            &error.to_string(),
+                            invalid.reason.as_str(),
+                            &invalid.detail,
+                            None,
+                            None,
                             workspace,
                             leased.attempts,
                         ));
+                        continue;
                     }
-                }
-                Outcome::Skipped(reason) => skipped[reason as usize] += 1,
-                Outcome::Invalid(invalid) => {
-                    dead_letters.push(dead_letter_from_text(
+                };
+                let app_group_id = app_group_id(&event);
+                let project_idx = self
+                    .router
+                    .route(workspace, app_group_id.as_deref())
+                    .min(n_projects - 1);
+                // The rare dead letter below reads the type and id again
+                // from `raw`, so that the common path copies neither.
+                match self.projects[project_idx].mapper.map_event(event) {
+                    Outcome::Mapped(mapped) => {
+                        match outgoing[project_idx].push(&mapped, batch_idx, raw) {
+                            Ok(()) => fate.sent_to[project_idx] += 1,
+                            Err(error) => fate.dead_letters.push(dead_letter_from_text(
+                                raw,
+                                EVENT_TOO_LARGE,
+                                &error.to_string(),
+                                workspace,
+                                leased.attempts,
+                            )),
+                        }
+                    }
+                    Outcome::Skipped(reason) => fate.skipped[reason as usize] += 1,
+                    Outcome::Invalid(invalid) => fate.dead_letters.push(dead_letter_from_text(
                         raw,
                         invalid.reason.as_str(),
                         &invalid.detail,
                         workspace,
                         leased.attempts,
-                    ));
+                    )),
                 }
             }
         }
 
-        // Send each project's events; any project that cannot take them now
-        // makes the whole batch wait.
-        let mut delivered_by_project = vec![0u64; self.projects.len()];
+        // Send each project's events. A project that cannot take them now
+        // makes every batch with events for it wait.
+        let max_attempts = group
+            .iter()
+            .map(|leased| leased.attempts)
+            .max()
+            .unwrap_or(0);
+        let mut retry_in: Vec<Option<Duration>> = vec![None; n_projects];
         for (project_idx, project_out) in outgoing.into_iter().enumerate() {
-            let batches = project_out.finish();
-            if batches.is_empty() {
+            let requests = project_out.finish();
+            if requests.is_empty() {
                 continue;
             }
             let project = &self.projects[project_idx];
-            match project.send(&batches, &self.metrics).await {
+            if let Some(wait) = self.pauses.wait(project_idx, Instant::now()) {
+                // Paused after refused credentials: one probe per interval,
+                // not a refused request per batch.
+                retry_in[project_idx] = Some(wait);
+                continue;
+            }
+            match project.send(&requests, &self.metrics).await {
                 Ok(sent) => {
-                    delivered_by_project[project_idx] += sent.n_delivered;
-                    for (batch_idx, index, message) in sent.refused {
-                        let raws = &batches[batch_idx].1;
-                        dead_letters.push(dead_letter_from_text(
-                            raws[index],
+                    for (request_idx, index, message) in sent.refused {
+                        let (batch_idx, raw) = requests[request_idx].1[index];
+                        let leased = &group[batch_idx];
+                        fates[batch_idx].refused_by[project_idx] += 1;
+                        fates[batch_idx].dead_letters.push(dead_letter_from_text(
+                            raw,
                             REFUSED_BY_MIXPANEL,
                             &message,
-                            workspace,
+                            leased.batch.workspace.as_deref(),
                             leased.attempts,
                         ));
                     }
+                    self.pauses.resume(project_idx);
                     self.status.resume(project_idx);
                     self.failures
                         .sent(Instant::now(), project_idx, &project.name);
                 }
                 Err(error) => {
-                    let retry_in = self.retry_delay(&error, leased.attempts);
+                    let wait = self.retry_delay(&error, max_attempts);
                     if error.is_auth() {
+                        self.pauses.pause(project_idx, Instant::now() + wait);
                         self.status.pause(project_idx, error.to_string());
                     }
                     self.failures.send_failed(
@@ -281,19 +300,39 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                         project_idx,
                         &project.name,
                         &error,
-                        retry_in,
-                        leased.attempts + 1,
+                        wait,
+                        max_attempts + 1,
                     );
-                    self.spool.release(leased.id, retry_in).await?;
-                    self.status.record_released();
-                    self.metrics.released_batches.inc();
-                    return Ok(BatchResult::Released);
+                    retry_in[project_idx] = Some(wait);
                 }
             }
         }
-        let n_dead_letters = dead_letters.len() as u64;
+
+        // Settle or release each batch on its own.
+        let mut result = LeaseResult::default();
+        for (leased, fate) in group.iter().zip(fates) {
+            let wait = (0..n_projects)
+                .filter(|project_idx| fate.sent_to[*project_idx] > 0)
+                .filter_map(|project_idx| retry_in[project_idx])
+                .max();
+            if let Some(wait) = wait {
+                self.spool.release(leased.id, wait).await?;
+                self.status.record_released();
+                self.metrics.released_batches.inc();
+                result.released += 1;
+            } else {
+                self.settle(leased, fate).await?;
+                result.settled += 1;
+            }
+        }
+        Ok(result)
+    }
+
+    /// Removes a delivered batch, stores its dead letters, and counts it.
+    async fn settle(&self, leased: &LeasedBatch, fate: BatchFate) -> Result<(), SpoolError> {
+        let n_dead_letters = fate.dead_letters.len() as u64;
         let mut dead_by_reason: Vec<(String, u64)> = Vec::new();
-        for dead_letter in &dead_letters {
+        for dead_letter in &fate.dead_letters {
             match dead_by_reason
                 .iter_mut()
                 .find(|(reason, _)| *reason == dead_letter.reason)
@@ -302,11 +341,17 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 None => dead_by_reason.push((dead_letter.reason.clone(), 1)),
             }
         }
-        self.spool.settle(leased.id, dead_letters).await?;
+        self.spool.settle(leased.id, fate.dead_letters).await?;
         // Counted once settled, so a batch retried later is not counted twice.
+        let delivered_by_project: Vec<u64> = fate
+            .sent_to
+            .iter()
+            .zip(&fate.refused_by)
+            .map(|(sent, refused)| sent - refused)
+            .collect();
         let n_delivered: u64 = delivered_by_project.iter().sum();
         self.status
-            .record_delivered(n_delivered, &skipped, n_dead_letters);
+            .record_delivered(n_delivered, &fate.skipped, n_dead_letters);
         for (project, count) in self.projects.iter().zip(&delivered_by_project) {
             if *count > 0 {
                 self.metrics
@@ -315,7 +360,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                     .inc_by(*count);
             }
         }
-        for (reason, count) in SkipReason::ALL.iter().zip(skipped) {
+        for (reason, count) in SkipReason::ALL.iter().zip(fate.skipped) {
             if count > 0 {
                 self.metrics
                     .discarded_events
@@ -332,7 +377,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 .get_or_create(&vec![("reason", reason)])
                 .inc_by(count);
         }
-        Ok(BatchResult::Settled)
+        Ok(())
     }
 
     /// When to try a batch again: Mixpanel's `Retry-After`, the pause
@@ -348,12 +393,13 @@ impl<S: Spool, R: Router> Delivery<S, R> {
     }
 }
 
-/// One project's events of one leased batch, packed into `/import` requests,
-/// each request with the raw Currents events behind its records.
+/// One project's events of a leased group, packed into `/import` requests,
+/// each request with the leased batch and raw Currents event behind each
+/// of its records.
 struct Outgoing<'a> {
     batcher: Batcher,
-    raws: Vec<&'a str>,
-    done: Vec<(ImportBatch, Vec<&'a str>)>,
+    raws: Vec<(usize, &'a str)>,
+    done: Vec<(ImportBatch, Vec<(usize, &'a str)>)>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -368,22 +414,112 @@ impl<'a> Outgoing<'a> {
     fn push(
         &mut self,
         event: &mixpanel_client::Event<'_>,
+        batch_idx: usize,
         raw: &'a str,
     ) -> Result<(), MixpanelError> {
         if let Some(full) = self.batcher.push_event(event)? {
             let raws = self.raws.drain(..full.len()).collect();
             self.done.push((full, raws));
         }
-        self.raws.push(raw);
+        self.raws.push((batch_idx, raw));
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<(ImportBatch, Vec<&'a str>)> {
+    fn finish(mut self) -> Vec<(ImportBatch, Vec<(usize, &'a str)>)> {
         if let Some(last) = self.batcher.flush() {
             self.done.push((last, std::mem::take(&mut self.raws)));
         }
         self.done
     }
+}
+
+/// What happened to one batch of a leased group.
+struct BatchFate {
+    /// Events sent to each project.
+    sent_to: Vec<u64>,
+    /// Of those, records each project refused (now dead letters).
+    refused_by: Vec<u64>,
+    skipped: [u64; SkipReason::ALL.len()],
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl BatchFate {
+    fn new(n_projects: usize) -> BatchFate {
+        BatchFate {
+            sent_to: vec![0; n_projects],
+            refused_by: vec![0; n_projects],
+            skipped: [0; SkipReason::ALL.len()],
+            dead_letters: Vec::new(),
+        }
+    }
+}
+
+/// When each paused project (refused credentials) may be tried again.
+/// While one waits, its events are not sent at all; the first worker to
+/// find the wait over sends one probe, and the others keep waiting.
+#[derive(Default)]
+struct Pauses {
+    until: std::sync::Mutex<Vec<Option<Instant>>>,
+}
+
+impl Pauses {
+    fn new(n_projects: usize) -> Pauses {
+        Pauses {
+            until: std::sync::Mutex::new(vec![None; n_projects]),
+        }
+    }
+
+    /// How long a paused project's events must still wait, or `None` to
+    /// send them (not paused, or this caller's turn to probe).
+    fn wait(&self, project_idx: usize, now: Instant) -> Option<Duration> {
+        let mut until = self
+            .until
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let slot = until.get_mut(project_idx)?;
+        match *slot {
+            Some(deadline) if now < deadline => Some(deadline - now),
+            Some(_) => {
+                // This caller probes; the others wait for its answer.
+                *slot = Some(now + PROBE_ANSWER_WAIT);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn pause(&self, project_idx: usize, until: Instant) {
+        let mut slots = self
+            .until
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(slot) = slots.get_mut(project_idx) {
+            *slot = Some(until);
+        }
+    }
+
+    fn resume(&self, project_idx: usize) {
+        let mut slots = self
+            .until
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(slot) = slots.get_mut(project_idx) {
+            *slot = None;
+        }
+    }
+}
+
+/// How long other batches of a paused project wait while one probe is out.
+const PROBE_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// What became of a leased group of batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseResult {
+    /// Batches whose every event was delivered, skipped or dead-lettered,
+    /// now removed from the spool.
+    pub settled: usize,
+    /// Batches given back to the spool to be tried again later.
+    pub released: usize,
 }
 
 /// The event's `properties.app_group_id` (HTTP shape) or top-level

@@ -97,9 +97,9 @@ pub(super) struct Sent {
 }
 
 impl ProjectTarget {
-    pub(super) async fn send(
+    pub(super) async fn send<Origin: Sync>(
         &self,
-        batches: &[(ImportBatch, Vec<&str>)],
+        batches: &[(ImportBatch, Origin)],
         metrics: &Metrics,
     ) -> Result<Sent, MixpanelError> {
         let mut sent = Sent {

@@ -99,12 +99,6 @@ impl DeliveryStatus {
         self.batches_settled.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn record_dead_letters(&self, n_dead_letters: u64) {
-        self.dead_lettered
-            .fetch_add(n_dead_letters, Ordering::Relaxed);
-        self.batches_settled.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(super) fn record_released(&self) {
         self.batches_released.fetch_add(1, Ordering::Relaxed);
     }

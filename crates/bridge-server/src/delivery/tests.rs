@@ -49,6 +49,7 @@ impl Router for TwoProjects {
 fn options() -> DeliveryOptions {
     DeliveryOptions {
         workers: 1,
+        batches_per_lease: 1,
         lease: Duration::from_secs(60),
         batch_limits: BatchLimits::default(),
         pause_retry: Duration::from_secs(60),
@@ -56,6 +57,17 @@ fn options() -> DeliveryOptions {
         idle_poll: Duration::from_millis(10),
     }
 }
+
+/// One batch leased and settled.
+const SETTLED: LeaseResult = LeaseResult {
+    settled: 1,
+    released: 0,
+};
+/// One batch leased and released.
+const RELEASED: LeaseResult = LeaseResult {
+    settled: 0,
+    released: 1,
+};
 
 fn mapper(token: &str) -> Mapper {
     Mapper::new(MappingConfig {
@@ -135,10 +147,7 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
         None,
     )
     .await;
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Settled)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
     assert_eq!(delivery.deliver_next().await.unwrap(), None);
 
     let written = std::fs::read_to_string(&file_path).unwrap();
@@ -212,10 +221,7 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
         None,
     )
     .await;
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Settled)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
 
     let to_a: Vec<Value> = server_a
         .received_requests()
@@ -276,15 +282,9 @@ async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
         Arc::new(Metrics::new()),
     );
     append(&spool, &[event("o-1", Some("cust-1"), "ag")], None).await;
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Released)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     assert_eq!(spool.stats().await.unwrap().n_batches, 1, "kept for later");
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Settled)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
     assert_eq!(
         server.received_requests().await.unwrap().len(),
         3,
@@ -327,10 +327,7 @@ async fn refused_credentials_pause_the_project_and_success_resumes_it() {
         Arc::new(Metrics::new()),
     );
     append(&spool, &[event("p-1", Some("cust-1"), "ag")], None).await;
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Released)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     let projects = delivery.status().projects();
     assert_eq!(projects[0].state, "paused");
     assert!(
@@ -346,10 +343,7 @@ async fn refused_credentials_pause_the_project_and_success_resumes_it() {
         "401 is not retried"
     );
 
-    assert_eq!(
-        delivery.deliver_next().await.unwrap(),
-        Some(BatchResult::Settled)
-    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
     assert_eq!(delivery.status().projects()[0].state, "delivering");
     assert_eq!(delivery.status().delivered.load(Ordering::Relaxed), 1);
 }
@@ -508,10 +502,7 @@ async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
         .await;
     }
     for _ in 0..3 {
-        assert_eq!(
-            delivery.deliver_next().await.unwrap(),
-            Some(BatchResult::Released)
-        );
+        assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     }
     let cannot_deliver = super::failure_log::Failure::CannotDeliver { project_idx: 0 };
     assert_eq!(
@@ -536,4 +527,146 @@ async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
         ),
         "{ended:?}"
     );
+}
+
+#[tokio::test]
+async fn batches_leased_together_share_requests_and_refusals_find_their_batch() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(|request: &Request| {
+            let events = events_in(request);
+            match events.iter().position(|event| event["properties"]["$insert_id"] == "g-3-1") {
+                Some(idx) => ResponseTemplate::new(400).set_body_json(json!({"code": 400, "num_records_imported": events.len() - 1,
+                    "failed_records": [{"index": idx, "$insert_id": "g-3-1", "field": "properties.time", "message": "too old"}]})),
+                None => ResponseTemplate::new(200).set_body_json(json!({"code": 200, "num_records_imported": events.len()})),
+            }
+        })
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 10;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server, "a")],
+        opts,
+        Arc::new(Metrics::new()),
+    );
+    for batch_idx in 0..5 {
+        let events: Vec<Value> = (0..3)
+            .map(|idx| event(&format!("g-{batch_idx}-{idx}"), Some("cust-1"), "ag"))
+            .collect();
+        append(&spool, &events, None).await;
+    }
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(LeaseResult {
+            settled: 5,
+            released: 0
+        })
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "five batches, one request");
+    assert_eq!(events_in(&requests[0]).len(), 15);
+    let dead = spool
+        .dead_letter_store()
+        .unwrap()
+        .list(&DeadLetterFilter::default(), 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_id.as_deref(), Some("g-3-1"));
+    let status = delivery.status();
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 14);
+    assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+#[tokio::test]
+async fn a_project_that_cannot_take_events_holds_back_only_the_batches_with_its_events() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server_a = MockServer::start().await;
+    let server_b = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server_a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server_b)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 10;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server_a, "a"), mixpanel(&server_b, "b")],
+        opts,
+        Arc::new(Metrics::new()),
+    );
+    append(&spool, &[event("only-a-1", Some("cust-1"), "ag-a")], None).await;
+    append(
+        &spool,
+        &[
+            event("mixed-a", Some("cust-1"), "ag-a"),
+            event("mixed-b", Some("cust-2"), "ag-b"),
+        ],
+        None,
+    )
+    .await;
+    append(&spool, &[event("only-a-2", Some("cust-1"), "ag-a")], None).await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(LeaseResult {
+            settled: 2,
+            released: 1
+        })
+    );
+    let stats = spool.stats().await.unwrap();
+    assert_eq!(stats.n_batches, 1, "the batch with an event for b waits");
+}
+
+#[tokio::test]
+async fn a_paused_project_is_probed_once_per_interval_not_once_per_batch() {
+    let dir = TestDir::new();
+    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"error": "Invalid credentials"})),
+        )
+        .mount(&server)
+        .await;
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![mixpanel(&server, "a")],
+        options(),
+        Arc::new(Metrics::new()),
+    );
+    for batch_idx in 0..4 {
+        append(
+            &spool,
+            &[event(&format!("p-{batch_idx}"), Some("cust-1"), "ag")],
+            None,
+        )
+        .await;
+    }
+    for _ in 0..4 {
+        assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
+    }
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "one refused request, then the paused project waits"
+    );
+    assert_eq!(delivery.status().projects()[0].state, "paused");
+    assert_eq!(spool.stats().await.unwrap().n_batches, 4, "nothing is lost");
 }
