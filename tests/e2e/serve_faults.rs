@@ -93,6 +93,29 @@ async fn wait_delivered(imported: &Imported, expected: &BTreeSet<String>, timeou
 }
 
 /// A 200 for the whole request, its insert ids recorded as imported.
+/// Mounts an `/import` that answers 503 until `up` is set, then imports
+/// (recording each `$insert_id`).
+async fn mount_down_until_up(mixpanel: &MockServer) -> (Imported, Arc<AtomicBool>) {
+    let imported = Imported::default();
+    let up = Arc::new(AtomicBool::new(false));
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let up = Arc::clone(&up);
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                if up.load(Ordering::SeqCst) {
+                    ok_body(request, &imported)
+                } else {
+                    ResponseTemplate::new(503)
+                }
+            }
+        })
+        .mount(mixpanel)
+        .await;
+    (imported, up)
+}
+
 fn ok_body(request: &Request, imported: &Imported) -> ResponseTemplate {
     let events = events_in(request);
     let mut imported = imported.lock().unwrap();
@@ -344,23 +367,7 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
     const N_REFUSED: usize = 200;
     let started = Instant::now();
     let mixpanel = MockServer::start().await;
-    let imported = Imported::default();
-    let up = Arc::new(AtomicBool::new(false));
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with({
-            let up = Arc::clone(&up);
-            let imported = Arc::clone(&imported);
-            move |request: &Request| {
-                if up.load(Ordering::SeqCst) {
-                    ok_body(request, &imported)
-                } else {
-                    ResponseTemplate::new(503)
-                }
-            }
-        })
-        .mount(&mixpanel)
-        .await;
+    let (imported, up) = mount_down_until_up(&mixpanel).await;
     let dir = TempDir::new("serve-full-spool");
     let mut env = FAST_RETRIES.to_vec();
     env.extend([
@@ -486,23 +493,7 @@ fn big_batch(ids: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_spool_stops_serve_with_exit_1_and_a_restart_delivers_what_was_acknowledged() {
     let mixpanel = MockServer::start().await;
-    let imported = Imported::default();
-    let up = Arc::new(AtomicBool::new(false));
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with({
-            let up = Arc::clone(&up);
-            let imported = Arc::clone(&imported);
-            move |request: &Request| {
-                if up.load(Ordering::SeqCst) {
-                    ok_body(request, &imported)
-                } else {
-                    ResponseTemplate::new(503)
-                }
-            }
-        })
-        .mount(&mixpanel)
-        .await;
+    let (imported, up) = mount_down_until_up(&mixpanel).await;
     let dir = TempDir::new("serve-spool-failure");
     let data_dir = dir.join("data");
 

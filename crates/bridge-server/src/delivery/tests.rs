@@ -110,6 +110,19 @@ async fn append(spool: &SqliteSpool, events: &[Value], workspace: Option<&str>) 
         .unwrap();
 }
 
+/// An `/import` that refuses the record with this `$insert_id` ("too old")
+/// and imports the others.
+fn refusing(insert_id: &'static str) -> impl Fn(&Request) -> ResponseTemplate {
+    move |request: &Request| {
+        let events = events_in(request);
+        match events.iter().position(|event| event["properties"]["$insert_id"] == insert_id) {
+            Some(idx) => ResponseTemplate::new(400).set_body_json(json!({"code": 400, "num_records_imported": events.len() - 1,
+                "failed_records": [{"index": idx, "$insert_id": insert_id, "field": "properties.time", "message": "too old"}]})),
+            None => ResponseTemplate::new(200).set_body_json(json!({"code": 200, "num_records_imported": events.len()})),
+        }
+    }
+}
+
 fn events_in(request: &Request) -> Vec<Value> {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&request.body[..])
@@ -184,14 +197,7 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
     let server_b = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/import"))
-        .respond_with(|request: &Request| {
-            let events = events_in(request);
-            match events.iter().position(|event| event["properties"]["$insert_id"] == "bad-1") {
-                Some(idx) => ResponseTemplate::new(400).set_body_json(json!({"code": 400, "num_records_imported": events.len() - 1,
-                    "failed_records": [{"index": idx, "$insert_id": "bad-1", "field": "properties.time", "message": "too old"}]})),
-                None => ResponseTemplate::new(200).set_body_json(json!({"code": 200, "num_records_imported": events.len()})),
-            }
-        })
+        .respond_with(refusing("bad-1"))
         .mount(&server_a)
         .await;
     Mock::given(method("POST"))
@@ -536,14 +542,7 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/import"))
-        .respond_with(|request: &Request| {
-            let events = events_in(request);
-            match events.iter().position(|event| event["properties"]["$insert_id"] == "g-3-1") {
-                Some(idx) => ResponseTemplate::new(400).set_body_json(json!({"code": 400, "num_records_imported": events.len() - 1,
-                    "failed_records": [{"index": idx, "$insert_id": "g-3-1", "field": "properties.time", "message": "too old"}]})),
-                None => ResponseTemplate::new(200).set_body_json(json!({"code": 200, "num_records_imported": events.len()})),
-            }
-        })
+        .respond_with(refusing("g-3-1"))
         .mount(&server)
         .await;
     let mut opts = options();
