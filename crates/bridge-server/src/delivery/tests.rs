@@ -123,6 +123,34 @@ fn refusing(insert_id: &'static str) -> impl Fn(&Request) -> ResponseTemplate {
     }
 }
 
+/// A spool in `dir`.
+fn spool_in(dir: &TestDir) -> Arc<SqliteSpool> {
+    Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap())
+}
+
+/// Delivery over `spool` to these projects, routed by `TwoProjects`.
+fn delivery_to(
+    spool: &Arc<SqliteSpool>,
+    projects: Vec<ProjectTarget>,
+    options: DeliveryOptions,
+) -> Delivery<SqliteSpool, TwoProjects> {
+    Delivery::new(
+        Arc::clone(spool),
+        TwoProjects,
+        projects,
+        options,
+        Arc::new(Metrics::new()),
+    )
+}
+
+/// Appends `n` batches of one event each, with ids `<prefix>-0`, `<prefix>-1`, ….
+async fn append_one_each(spool: &SqliteSpool, prefix: &str, n: usize) {
+    for batch_idx in 0..n {
+        let id = format!("{prefix}-{batch_idx}");
+        append(spool, &[event(&id, Some("cust-1"), "ag")], None).await;
+    }
+}
+
 fn events_in(request: &Request) -> Vec<Value> {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&request.body[..])
@@ -142,13 +170,7 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
         mapper: mapper("tok"),
         sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
     };
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![project],
-        options(),
-        Arc::new(Metrics::new()),
-    );
+    let delivery = delivery_to(&spool, vec![project], options());
     append(
         &spool,
         &[
@@ -192,7 +214,7 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
 #[tokio::test]
 async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_splits_projects() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server_a = MockServer::start().await;
     let server_b = MockServer::start().await;
     Mock::given(method("POST"))
@@ -209,12 +231,10 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
         })
         .mount(&server_b)
         .await;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
+    let delivery = delivery_to(
+        &spool,
         vec![mixpanel(&server_a, "a"), mixpanel(&server_b, "b")],
         options(),
-        Arc::new(Metrics::new()),
     );
     let bad = event("bad-1", Some("cust-9"), "ag-a");
     append(
@@ -262,7 +282,7 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
 #[tokio::test]
 async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -280,13 +300,7 @@ async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
         .await;
     let mut opts = options();
     opts.max_retry_delay = Duration::ZERO;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![mixpanel(&server, "a")],
-        opts,
-        Arc::new(Metrics::new()),
-    );
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
     append(&spool, &[event("o-1", Some("cust-1"), "ag")], None).await;
     assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     assert_eq!(spool.stats().await.unwrap().n_batches, 1, "kept for later");
@@ -305,7 +319,7 @@ async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
 #[tokio::test]
 async fn refused_credentials_pause_the_project_and_success_resumes_it() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -325,13 +339,7 @@ async fn refused_credentials_pause_the_project_and_success_resumes_it() {
         .await;
     let mut opts = options();
     opts.pause_retry = Duration::ZERO;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![mixpanel(&server, "a")],
-        opts,
-        Arc::new(Metrics::new()),
-    );
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
     append(&spool, &[event("p-1", Some("cust-1"), "ag")], None).await;
     assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     let projects = delivery.status().projects();
@@ -484,7 +492,7 @@ mod failure_episodes {
 #[tokio::test]
 async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -492,21 +500,8 @@ async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
         .await;
     let mut opts = options();
     opts.max_retry_delay = Duration::ZERO;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![mixpanel(&server, "a")],
-        opts,
-        Arc::new(Metrics::new()),
-    );
-    for batch_idx in 0..3 {
-        append(
-            &spool,
-            &[event(&format!("l-{batch_idx}"), Some("cust-1"), "ag")],
-            None,
-        )
-        .await;
-    }
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append_one_each(&spool, "l", 3).await;
     for _ in 0..3 {
         assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     }
@@ -538,7 +533,7 @@ async fn an_outage_logs_its_first_failed_attempt_and_counts_the_others() {
 #[tokio::test]
 async fn batches_leased_together_share_requests_and_refusals_find_their_batch() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/import"))
@@ -547,13 +542,7 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
         .await;
     let mut opts = options();
     opts.batches_per_lease = 10;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![mixpanel(&server, "a")],
-        opts,
-        Arc::new(Metrics::new()),
-    );
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
     for batch_idx in 0..5 {
         let events: Vec<Value> = (0..3)
             .map(|idx| event(&format!("g-{batch_idx}-{idx}"), Some("cust-1"), "ag"))
@@ -586,7 +575,7 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
 #[tokio::test]
 async fn a_project_that_cannot_take_events_holds_back_only_the_batches_with_its_events() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server_a = MockServer::start().await;
     let server_b = MockServer::start().await;
     Mock::given(method("POST"))
@@ -603,12 +592,10 @@ async fn a_project_that_cannot_take_events_holds_back_only_the_batches_with_its_
         .await;
     let mut opts = options();
     opts.batches_per_lease = 10;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
+    let delivery = delivery_to(
+        &spool,
         vec![mixpanel(&server_a, "a"), mixpanel(&server_b, "b")],
         opts,
-        Arc::new(Metrics::new()),
     );
     append(&spool, &[event("only-a-1", Some("cust-1"), "ag-a")], None).await;
     append(
@@ -635,7 +622,7 @@ async fn a_project_that_cannot_take_events_holds_back_only_the_batches_with_its_
 #[tokio::test]
 async fn a_paused_project_is_probed_once_per_interval_not_once_per_batch() {
     let dir = TestDir::new();
-    let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap());
+    let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -643,21 +630,8 @@ async fn a_paused_project_is_probed_once_per_interval_not_once_per_batch() {
         )
         .mount(&server)
         .await;
-    let delivery = Delivery::new(
-        Arc::clone(&spool),
-        TwoProjects,
-        vec![mixpanel(&server, "a")],
-        options(),
-        Arc::new(Metrics::new()),
-    );
-    for batch_idx in 0..4 {
-        append(
-            &spool,
-            &[event(&format!("p-{batch_idx}"), Some("cust-1"), "ag")],
-            None,
-        )
-        .await;
-    }
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], options());
+    append_one_each(&spool, "p", 4).await;
     for _ in 0..4 {
         assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
     }
