@@ -261,7 +261,7 @@ async fn track<S: Spool>(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
     state
         .metrics
@@ -269,6 +269,9 @@ async fn track<S: Spool>(
     let refusal = match response.extensions().get::<Refusal>() {
         Some(refusal) => Some(*refusal),
         None if status == StatusCode::SERVICE_UNAVAILABLE => {
+            // The timeout layer's bare 503 gets the body and `Retry-After`
+            // of every other 503.
+            response = IngestError::Unavailable(Unavailable::Timeout).into_response();
             Some(Refusal::Unavailable(Unavailable::Timeout))
         }
         None => None,

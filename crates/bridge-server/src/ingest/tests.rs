@@ -325,7 +325,7 @@ async fn shutting_down_answers_503() {
 }
 
 #[tokio::test]
-async fn a_request_that_times_out_is_counted_as_unavailable() {
+async fn a_request_that_times_out_is_a_503_like_any_other_and_counted() {
     let spool = spool(1 << 30);
     let state = state_with_timeout(&spool, 1 << 20, Duration::from_millis(200));
     // Another connection holds the write lock, as the dead-letter CLI may:
@@ -333,9 +333,11 @@ async fn a_request_that_times_out_is_counted_as_unavailable() {
     // than the request may take.
     let blocker = rusqlite::Connection::open(spool.dir.join("spool.db")).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let (status, _, _) = send(&state, authorized(&batch_body(1))).await;
+    let (status, headers, body) = send(&state, authorized(&batch_body(1))).await;
     blocker.execute_batch("ROLLBACK").unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "10");
+    assert!(body["error"].as_str().is_some(), "{body}");
     assert_eq!(
         sample(
             &state,
