@@ -1238,10 +1238,46 @@ const JSON_EDITS: &[&str] = &[
 fn the_fast_parser_agrees_with_serde_json_on_every_single_edit() {
     let http = r#"{"event_type":"users.behaviors.CustomEvent","id":"5b3f2c1e-8a4d","time":1732792800,"user":{"user_id":"65f1","external_user_id":"cust-1","device_id":null,"tz":[1,-2.5,true,false]},"properties":{"name":"Caf\u00e9 \"x\"","custom_properties":{"n":0,"list":[{"a":[]},"\\/"],"o":{}},"app_id":"a1"},"sdk":"9.1"}"#;
     let storage = r#"{"event_type":"users.behaviors.Purchase","id":"p-1","time":5,"external_user_id":"u","properties":"{\"sku\":\"x\"}","price":-0.0}"#;
+    // Escaped scalars (read by serde_json inside the fast path), top-level
+    // user fields, a name and an encoded string of the storage shape,
+    // duplicate keys, a negative 17-digit time.
+    let storage_custom = r#"{"event_type":"users.behaviors.CustomEvent","id":"ev\u002d2","time":-12345678901234567,"user_id":"u\"1","external_user_id":null,"device_id":"d\/1","timezone":"Europe/Paris","name":"Caf\u00e9","properties":"{\"k\":[1,{}],\"s\":\"n\\u00e9\"}","dup":1,"dup":[]}"#;
+    // Duplicate and escaped user fields, an 18-digit time, custom and
+    // purchase properties that are not objects.
+    let http_purchase = r#"{"event_type":"users.behaviors.Purchase","id":"p\u00e9","time":123456789012345678,"user":{"external_user_id":"a","external_user_id":"caf\u00e9","user_id":null,"timezone":"UTC","x":{"y":[-0]}},"properties":{"purchase_properties":"{\"sku\":\"\\u00e9\"}","custom_properties":[1,{"a":"b"}],"price":1.5}}"#;
+    // Values of the wrong kind where the reader looks at the kind.
+    let wrong_kinds = r#"{"event_type":"users.messages.email.Open","id":"i","time":0,"user":"s","properties":[true,null,-2]}"#;
+    let wrong_scalars =
+        r#"{"event_type":{"a":[1]},"id":[false],"time":"1","user":{"user_id":{"n":null}}}"#;
+    let storage_custom_event = parse(storage_custom);
+    assert_eq!(
+        storage_custom_event.custom_event_name.as_deref(),
+        Some("Café")
+    );
+    assert_eq!(storage_custom_event.user.user_id.as_deref(), Some("u\"1"));
+    let http_purchase_event = parse(http_purchase);
+    assert_eq!(http_purchase_event.external_user_id(), Some("café"));
+    assert!(matches!(
+        http_purchase_event.custom_properties,
+        Some(NestedProperties::Undecodable(_))
+    ));
+    assert_eq!(parse_err(wrong_kinds).reason, InvalidReason::InvalidUser);
+    assert_eq!(
+        parse_err(wrong_scalars).reason,
+        InvalidReason::InvalidEventType
+    );
     let pretty_value: Value = serde_json::from_str(http).unwrap();
     let pretty = serde_json::to_string_pretty(&pretty_value).unwrap();
     let mut fast = 0;
-    for base in [http, storage, pretty.as_str()] {
+    for base in [
+        http,
+        storage,
+        pretty.as_str(),
+        storage_custom,
+        http_purchase,
+        wrong_kinds,
+        wrong_scalars,
+    ] {
         assert!(
             crate::batch::parse_events_in_one_pass(&format!(r#"{{"events":[{base}]}}"#)).is_some()
         );
@@ -1269,21 +1305,27 @@ fn the_fast_parser_agrees_with_serde_json_on_every_single_edit() {
 #[test]
 fn the_fast_object_reader_agrees_with_serde_json_on_every_single_edit() {
     let base = r#"{"plan":"Caf\u00e9 \"x\"","n":-1.5,"ok":true,"none":null,"list":[{"a":[]},"\\/"],"o":{"p":0}}"#;
+    // Numbers around the scanner's 20-character limit, duplicate keys, and
+    // strings long enough to be searched eight bytes at a time.
+    let long = r#"{"u":18446744073709551615,"i":-9223372036854775808,"d":0.123456789012345678,"s":"abcdefghijklmnop\"q\\r","s":{"t":"0123456789abcdef"}}"#;
     let mut fast = 0;
-    for at in base.char_indices().map(|(idx, _)| idx).chain([base.len()]) {
-        for edit in JSON_EDITS {
-            let mut text = base.to_owned();
-            text.insert_str(at, edit);
-            if let Some(list) = crate::event::scan_object(&text) {
-                fast += 1;
-                let by_serde = serde_json::from_str::<crate::json::PropertyList<'_>>(&text);
-                let by_serde = by_serde.unwrap_or_else(|error| panic!("{text}: {error}"));
-                assert_eq!(format!("{list:?}"), format!("{:?}", by_serde.0), "{text}");
+    for base in [base, long] {
+        assert!(crate::event::scan_object(base).is_some(), "{base}");
+        for at in base.char_indices().map(|(idx, _)| idx).chain([base.len()]) {
+            for edit in JSON_EDITS {
+                let mut text = base.to_owned();
+                text.insert_str(at, edit);
+                if let Some(list) = crate::event::scan_object(&text) {
+                    fast += 1;
+                    let by_serde = serde_json::from_str::<crate::json::PropertyList<'_>>(&text);
+                    let by_serde = by_serde.unwrap_or_else(|error| panic!("{text}: {error}"));
+                    assert_eq!(format!("{list:?}"), format!("{:?}", by_serde.0), "{text}");
+                }
             }
         }
     }
     assert!(
-        fast > 1_000,
+        fast > 2_000,
         "only {fast} edited objects took the fast path"
     );
 }
