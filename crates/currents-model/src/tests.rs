@@ -1330,6 +1330,146 @@ fn the_fast_object_reader_agrees_with_serde_json_on_every_single_edit() {
     );
 }
 
+/// Event texts with `@` standing for a value, one per place where the fast
+/// reader looks at values differently.
+const VALUE_SLOTS: &[&str] = &[
+    r#"{"event_type":@,"id":"a","time":1}"#,
+    r#"{"event_type":"x","id":@,"time":1}"#,
+    r#"{"event_type":"x","id":"a","time":@}"#,
+    r#"{"event_type":"x","id":"a","time":1,"p":@}"#,
+    r#"{"event_type":"x","id":"a","time":1,"user":@}"#,
+    r#"{"event_type":"x","id":"a","time":1,"user":{"external_user_id":@}}"#,
+    r#"{"event_type":"x","id":"a","time":1,"user":{"u":@}}"#,
+    r#"{"event_type":"x","id":"a","time":1,"external_user_id":@}"#,
+    r#"{"event_type":"x","id":"a","time":1,"properties":@}"#,
+    r#"{"event_type":"x","id":"a","time":1,"properties":{"p":@}}"#,
+    r#"{"event_type":"x","id":"a","time":1,"properties":{"custom_properties":@}}"#,
+    r#"{"event_type":"x","id":"a","time":1,"properties":{"custom_properties":{"k":@}}}"#,
+    r#"{"event_type":"users.behaviors.CustomEvent","id":"a","time":1,"properties":{"name":@}}"#,
+    r#"{"event_type":"users.behaviors.Purchase","id":"a","time":1,"properties":@}"#,
+];
+
+/// Checks one event text both ways, alone and in a batch, and says whether
+/// the fast reader took it.
+fn agrees_with_serde_json(text: &str) -> bool {
+    assert_eq!(
+        format!("{:?}", Event::parse(text)),
+        format!("{:?}", Event::parse_with_serde(text)),
+        "{text}"
+    );
+    let body = format!("{{\"events\":[{text}]}}");
+    assert_eq!(
+        events_in_one_pass(&body),
+        events_in_two_steps(&body),
+        "{body}"
+    );
+    let mut scanner = crate::scan::Scanner::new(text);
+    crate::event::RawEvent::scan_event(&mut scanner).is_some() && scanner.peek().is_none()
+}
+
+/// Every value of up to three characters from an alphabet of JSON's
+/// troublemakers, in every slot: the systematic complement of the
+/// single-edit tests, which only insert into a few events.
+#[test]
+fn the_fast_parser_agrees_with_serde_json_on_every_short_value_in_every_slot() {
+    let alphabet = [
+        "\"", "\\", "u", "0", "1", "-", ".", "e", "n", "t", " ", "{", "}", "[", "]", ",", ":",
+        "\u{1}", "\u{e9}",
+    ];
+    let mut values = vec![String::new()];
+    let mut start = 0;
+    for _ in 0..3 {
+        let end = values.len();
+        for idx in start..end {
+            for piece in alphabet {
+                values.push(format!("{}{piece}", values[idx]));
+            }
+        }
+        start = end;
+    }
+    let mut fast = 0;
+    for value in &values {
+        for slot in VALUE_SLOTS {
+            fast += usize::from(agrees_with_serde_json(&slot.replace('@', value)));
+        }
+        // What the scanner delimits is one valid JSON value, the same one.
+        let mut scanner = crate::scan::Scanner::new(value);
+        if let Some(raw) = scanner.raw_value(crate::scan::MAX_EVENT_DEPTH)
+            && scanner.peek().is_none()
+        {
+            let by_serde: &RawValue = serde_json::from_str(value).unwrap();
+            assert_eq!(raw, by_serde.get(), "{value:?}");
+        }
+    }
+    assert!(fast > 500, "only {fast} events took the fast path");
+}
+
+/// Numbers on both sides of the fast reader's limits (18 digits read
+/// directly, 20 characters scanned, `-0`, fractions, leading zeros), in
+/// every slot.
+#[test]
+fn the_fast_parser_agrees_with_serde_json_on_numbers_at_its_limits() {
+    let numbers = [
+        "0",
+        "-0",
+        "0.0",
+        "-0.0",
+        "1.0",
+        "-7",
+        "99999999999999999",
+        "999999999999999999",
+        "-999999999999999999",
+        "1000000000000000000",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999",
+        "-1844674407370955161",
+        "123456789.1234567891",
+        "0.000000000000000001",
+        "100000000000000000000",
+        "-18446744073709551616",
+        "1234567890.1234567890",
+        "00",
+        "01",
+        "-01",
+        "1.",
+        ".1",
+        "+1",
+        "-",
+        "1e2",
+        "0x1",
+    ];
+    for number in numbers {
+        // The fast reader must take these, or the test proves nothing.
+        let short_and_plain = serde_json::from_str::<&RawValue>(number).is_ok()
+            && number.len() <= 20
+            && !number.contains(['e', 'E']);
+        for slot in VALUE_SLOTS {
+            let text = slot.replace('@', number);
+            let fast = agrees_with_serde_json(&text);
+            assert!(fast || !short_and_plain, "{text}");
+        }
+    }
+    let time = |number: &str| {
+        Event::parse(&format!(r#"{{"event_type":"x","id":"a","time":{number}}}"#))
+            .map(|event| event.time)
+            .map_err(|invalid| invalid.detail)
+    };
+    assert_eq!(time("999999999999999999"), Ok(999_999_999_999_999_999));
+    assert_eq!(time("-9223372036854775808"), Ok(i64::MIN));
+    for other in ["-0", "9223372036854775808", "18446744073709551616", "1.0"] {
+        assert_eq!(
+            time(other),
+            Err("time must be an integer of UNIX seconds, found a non-integer number".into()),
+            "{other}"
+        );
+    }
+}
+
 #[test]
 fn the_fast_parser_agrees_with_serde_json_on_deep_nesting() {
     for depth in [1, 97, 98, 99, 100, 101, 125, 126, 127, 128, 129, 200] {
