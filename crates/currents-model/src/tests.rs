@@ -1501,6 +1501,10 @@ fn borrowed_raw_values_take_the_fast_path() {
         let raw = crate::json::borrow_raw_by_marker(json).expect("serde_json takes the marker");
         assert_eq!(raw.get(), json);
         assert_eq!(raw.get().as_ptr(), json.as_ptr(), "borrowed, not copied");
+        // The fallback gives the same value, also borrowed.
+        let validated: &RawValue = serde_json::from_str(json).unwrap();
+        assert_eq!(validated.get().as_ptr(), json.as_ptr());
+        assert_eq!(validated.get().len(), json.len());
     }
 }
 
