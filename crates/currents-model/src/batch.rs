@@ -24,15 +24,16 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Reads a request body. An empty (or all-whitespace) body is an empty
-    /// batch: Braze sends one to check credentials. Keys other than `events`
+    /// Reads a request body. An empty body (or one of JSON whitespace only)
+    /// is an empty batch: Braze sends one to check credentials. Keys other than `events`
     /// are ignored, except `event_type`: an object that has one is a single
     /// event, not an envelope, and is refused as [`BatchError::NotAnEnvelope`].
     pub fn parse(body: &'a str) -> Result<Batch<'a>, BatchError> {
-        if body.trim().is_empty() {
+        let body_start = body.trim_start_matches([' ', '\t', '\n', '\r']);
+        if body_start.is_empty() {
             return Ok(Batch::default());
         }
-        if body.trim_start().as_bytes().first() != Some(&b'{') {
+        if body_start.as_bytes().first() != Some(&b'{') {
             return Err(match serde_json::from_str::<IgnoredAny>(body) {
                 Ok(_) => BatchError::NotAnEnvelope,
                 Err(error) => BatchError::InvalidJson {

@@ -26,7 +26,9 @@
 //! ([`serde_json::value::RawValue`]) until someone needs them. Events are
 //! read by a strict JSON scanner; whatever it cannot judge exactly goes to
 //! serde_json, so both read any text the same way. [`Batch::parse_events`]
-//! reads a body and its events in one pass.
+//! reads a body and its events in one pass. (serde_json's
+//! `arbitrary_precision` feature, which hands numbers to parsers as maps,
+//! is not supported: with it the serde path would refuse every `time`.)
 //!
 //! # Example
 //!

@@ -914,6 +914,17 @@ fn parse_events_agrees_with_the_two_step_path() {
 }
 
 #[test]
+fn only_json_whitespace_makes_an_empty_batch() {
+    for body in ["\u{a0}", "\u{b}", " \u{2028} "] {
+        assert!(
+            matches!(Batch::parse(body), Err(BatchError::InvalidJson { .. })),
+            "{body:?}"
+        );
+        assert_eq!(events_in_one_pass(body), events_in_two_steps(body));
+    }
+}
+
+#[test]
 fn batch_bytes_must_be_utf8() {
     let error = Batch::parse_bytes(b"{\"events\":[\"\xff\"]}").unwrap_err();
     assert_eq!(error, BatchError::InvalidUtf8 { valid_up_to: 12 });
