@@ -11,13 +11,14 @@
 //! generated here from a fixed seed, so every run measures the same bytes.
 //!
 //! Benchmarks (one group, `mapping`, throughput in events):
-//! - `bridge`: per envelope, `Batch::parse`, `Mapper::map_raw` on every event
-//!   and `write_json` of every mapped event plus a newline into a reused
-//!   buffer (the NDJSON body that would go to Mixpanel);
+//! - `bridge`: per envelope, `Batch::parse_events` (the envelope and its
+//!   events in one pass), `Mapper::map_parsed` on every event and
+//!   `write_json` of every mapped event plus a newline into a reused buffer
+//!   (the NDJSON body that would go to Mixpanel);
 //! - `parse_map`: the same without serializing, to show what writing costs;
-//! - `parse_only`: `Batch::parse` and `Event::from_raw` on every event;
-//! - `split_only`: `Batch::parse` alone, which splits an envelope into its
-//!   raw events (a full validating scan of the envelope);
+//! - `parse_only`: `Batch::parse_events` alone;
+//! - `split_only`: `Batch::parse` alone, serde_json splitting an envelope
+//!   into its raw events (a full validating scan of the envelope);
 //! - `serde_json_value_roundtrip/envelope`: `serde_json::from_str::<Value>`
 //!   of the envelope and `serde_json::to_writer` of the whole value;
 //! - `serde_json_value_roundtrip/per_event`: the envelope parsed into a
@@ -1217,8 +1218,8 @@ fn describe(stream: &Stream, mapper: &Mapper) {
     let mut out_bytes = 0;
     let mut buf = Vec::new();
     for body in &stream.envelopes {
-        for raw in Batch::parse(body).expect("valid envelope").events {
-            counts.record(&mapper.map_raw(raw));
+        for parsed in Batch::parse_events(body).expect("valid envelope") {
+            counts.record(&mapper.map_parsed(parsed.event));
         }
         bridge_envelope(mapper, body, &mut buf);
         out_bytes += buf.len();

@@ -174,15 +174,7 @@ impl Mapper {
         }
 
         for property in event.properties {
-            let fate = match known_type {
-                Some(known) => key_table::fate(known, &property.key),
-                // A type the tables do not know: decided key by key.
-                None => match output_key_for(None, property_list, &property.key) {
-                    None => KeyFate::Dropped,
-                    Some(_) => renamed(&property.key).map_or(KeyFate::SentAsIs, KeyFate::Sent),
-                },
-            };
-            let output_key = match fate {
+            let output_key = match key_fate(known_type, property_list, &property.key) {
                 KeyFate::Sent(output) => Cow::Borrowed(output),
                 KeyFate::SentAsIs => property.key,
                 KeyFate::Dropped => continue,
@@ -195,7 +187,7 @@ impl Mapper {
             }
         }
         if let Some(device_id) = event.user.device_id
-            && output_key_for(known_type, property_list, "device_id").is_some()
+            && key_fate(known_type, property_list, "device_id") != KeyFate::Dropped
         {
             properties.insert("device_id", PropertyValue::String(device_id));
         }
@@ -238,6 +230,18 @@ fn renamed(key: &str) -> Option<&'static str> {
         .iter()
         .find(|(from, _)| *from == key)
         .map(|(_, to)| *to)
+}
+
+/// What happens to a property key: from the key table for a known type,
+/// decided key by key for a type the tables do not know.
+fn key_fate(known_type: Option<EventType>, list: rules::PropertyList, key: &str) -> KeyFate {
+    match known_type {
+        Some(known) => key_table::fate(known, key),
+        None => match output_key_for(None, list, key) {
+            None => KeyFate::Dropped,
+            Some(_) => renamed(key).map_or(KeyFate::SentAsIs, KeyFate::Sent),
+        },
+    }
 }
 
 /// The key a property is sent under, or `None` when it is not sent: it is
