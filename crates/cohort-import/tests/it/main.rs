@@ -1,0 +1,3 @@
+//! Integration tests of cohort-import.
+
+mod braze;
