@@ -17,6 +17,7 @@
 //! every key with its variable and default; [`Config::to_redacted_toml`] is
 //! what `braze-mixpanel-bridge check-config` prints.
 
+mod cohorts;
 mod keys;
 mod projects;
 mod raw;
@@ -35,6 +36,8 @@ use std::time::Duration;
 use mixpanel_client::{BatchLimits, Credentials, Region, RetryParams, Secret};
 
 use crate::mapping::{MappingConfig, TypeFilter};
+
+pub use cohorts::{BrazeConfig, CohortWebhookConfig, CohortWriter, CohortsConfig, PullSchedule};
 
 /// The validated configuration of the bridge service.
 ///
@@ -62,6 +65,8 @@ pub struct Config {
     pub default_project: ProjectConfig,
     /// The routed projects (`[[projects]]`), in file order.
     pub projects: Vec<ProjectConfig>,
+    /// Mixpanel cohorts into Braze (`[cohorts]`, `[braze]`).
+    pub cohorts: CohortsConfig,
     /// Where each setting came from, for [`Config::to_redacted_toml`].
     provenance: Provenance,
     warnings: Vec<String>,

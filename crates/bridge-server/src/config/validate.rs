@@ -107,6 +107,15 @@ pub(super) fn validate(
         type_filter,
         default_project,
         projects,
+        cohorts: super::CohortsConfig {
+            webhook: None,
+            identity: cohort_import::identity::IdentityRule::DistinctId,
+            writer: super::CohortWriter::Attribute {
+                attribute: cohort_import::writer::DEFAULT_ATTRIBUTE.to_owned(),
+            },
+            braze: None,
+            pull: None,
+        },
         provenance: cx.provenance,
         warnings: cx.warnings,
     })
