@@ -4,6 +4,7 @@
 //! ([`mapping`]) and the batch transformation behind the
 //! `braze-mixpanel-bridge transform` command ([`transform`]).
 
+pub mod cohorts;
 pub mod config;
 pub mod delivery;
 pub mod ingest;

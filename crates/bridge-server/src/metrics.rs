@@ -52,6 +52,30 @@ pub struct Metrics {
     pub spool_oldest_age_seconds: Gauge,
     /// `bridge_dead_letters`: entries in the dead-letter store.
     pub dead_letters: Gauge,
+    /// `bridge_cohort_webhook_requests_total{outcome}`: calls of Mixpanel's
+    /// cohort webhook: `recorded`, `replayed`, `unauthorized`, `malformed`,
+    /// `unavailable`.
+    pub cohort_webhook_requests: Family<Labels, Counter>,
+    /// `bridge_cohort_members_added_total`: members who entered a cohort.
+    pub cohort_members_added: Counter,
+    /// `bridge_cohort_members_removed_total`: members who left a cohort.
+    pub cohort_members_removed: Counter,
+    /// `bridge_cohort_unmatched_members_total`: members seen without a
+    /// usable Braze id (never sent).
+    pub cohort_unmatched_members: Counter,
+    /// `bridge_cohort_braze_requests_total{outcome}`: requests to Braze:
+    /// `success`, `partly_refused`, `rejected`, `unauthorized`, `unavailable`.
+    pub cohort_braze_requests: Family<Labels, Counter>,
+    /// `bridge_cohort_confirmed_changes_total`: membership changes Braze applied.
+    pub cohort_confirmed_changes: Counter,
+    /// `bridge_cohort_dead_lettered_changes_total`: changes set aside.
+    pub cohort_dead_lettered_changes: Counter,
+    /// `bridge_cohort_pending_changes`: changes waiting for Braze.
+    pub cohort_pending_changes: Gauge,
+    /// `bridge_cohort_last_sync_age_seconds{cohort}`: seconds since each
+    /// cohort's membership was last recorded (`<project>/<cohort id>`;
+    /// Mixpanel syncs at most 60 cohorts per project, a bounded set).
+    pub cohort_last_sync_age_seconds: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +104,15 @@ impl Metrics {
             spool_batches: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
             dead_letters: Gauge::default(),
+            cohort_webhook_requests: Family::default(),
+            cohort_members_added: Counter::default(),
+            cohort_members_removed: Counter::default(),
+            cohort_unmatched_members: Counter::default(),
+            cohort_braze_requests: Family::default(),
+            cohort_confirmed_changes: Counter::default(),
+            cohort_dead_lettered_changes: Counter::default(),
+            cohort_pending_changes: Gauge::default(),
+            cohort_last_sync_age_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,9 +190,116 @@ impl Metrics {
             "Entries in the dead-letter store",
             metrics.dead_letters.clone(),
         );
+        registry.register(
+            "cohort_webhook_requests",
+            "Calls of Mixpanel's cohort webhook, by outcome",
+            metrics.cohort_webhook_requests.clone(),
+        );
+        registry.register(
+            "cohort_members_added",
+            "Members who entered a cohort",
+            metrics.cohort_members_added.clone(),
+        );
+        registry.register(
+            "cohort_members_removed",
+            "Members who left a cohort",
+            metrics.cohort_members_removed.clone(),
+        );
+        registry.register(
+            "cohort_unmatched_members",
+            "Cohort members seen without a usable Braze id",
+            metrics.cohort_unmatched_members.clone(),
+        );
+        registry.register(
+            "cohort_braze_requests",
+            "Requests to Braze for cohort membership, by outcome",
+            metrics.cohort_braze_requests.clone(),
+        );
+        registry.register(
+            "cohort_confirmed_changes",
+            "Cohort membership changes Braze applied",
+            metrics.cohort_confirmed_changes.clone(),
+        );
+        registry.register(
+            "cohort_dead_lettered_changes",
+            "Cohort membership changes set aside as dead letters",
+            metrics.cohort_dead_lettered_changes.clone(),
+        );
+        registry.register(
+            "cohort_pending_changes",
+            "Cohort membership changes waiting for Braze",
+            metrics.cohort_pending_changes.clone(),
+        );
+        registry.register(
+            "cohort_last_sync_age_seconds",
+            "Seconds since each cohort's membership was last recorded",
+            metrics.cohort_last_sync_age_seconds.clone(),
+        );
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Copies the cohort import's counters and each cohort's state in,
+    /// at scrape time (the import keeps its own counts; see
+    /// `cohort_import::stats`).
+    pub fn refresh_cohorts(
+        &self,
+        stats: &cohort_import::stats::CohortStats,
+        cohorts: &[cohort_import::store::CohortStatus],
+        now_ms: i64,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use cohort_import::stats::RequestOutcome;
+        use cohort_import::webhook::WebhookOutcome;
+
+        for outcome in WebhookOutcome::ALL {
+            set_counter(
+                &self
+                    .cohort_webhook_requests
+                    .get_or_create(&vec![("outcome", outcome.as_str().to_owned())]),
+                stats.webhook_calls(outcome),
+            );
+        }
+        for outcome in RequestOutcome::ALL {
+            set_counter(
+                &self
+                    .cohort_braze_requests
+                    .get_or_create(&vec![("outcome", outcome.as_str().to_owned())]),
+                stats.braze_requests(outcome),
+            );
+        }
+        set_counter(
+            &self.cohort_members_added,
+            stats.members_added.load(Relaxed),
+        );
+        set_counter(
+            &self.cohort_members_removed,
+            stats.members_removed.load(Relaxed),
+        );
+        set_counter(
+            &self.cohort_unmatched_members,
+            stats.members_unmatched.load(Relaxed),
+        );
+        set_counter(
+            &self.cohort_confirmed_changes,
+            stats.changes_confirmed.load(Relaxed),
+        );
+        set_counter(
+            &self.cohort_dead_lettered_changes,
+            stats.changes_dead_lettered.load(Relaxed),
+        );
+        let pending: u64 = cohorts.iter().map(|cohort| cohort.pending).sum();
+        self.cohort_pending_changes
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        for cohort in cohorts {
+            if let Some(last_sync_ms) = cohort.last_sync_ms {
+                self.cohort_last_sync_age_seconds
+                    .get_or_create(&vec![("cohort", cohort.cohort.to_string())])
+                    .set(now_ms.saturating_sub(last_sync_ms).max(0) / 1000);
+            }
         }
     }
 
@@ -196,6 +336,13 @@ impl Metrics {
         self.mixpanel_import_duration.observe(elapsed.as_secs_f64());
         self.mixpanel_retries.inc_by(retries);
     }
+}
+
+/// Sets a counter to a total kept elsewhere (it only grows there).
+fn set_counter(counter: &Counter, total: u64) {
+    counter
+        .inner()
+        .store(total, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A closed set of status labels.

@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz` (alive), `/readyz` (able to accept),
-//! `/status` (JSON: delivery state per project, backlog, counters),
+//! `/status` (JSON: delivery state per project, backlog, counters, each
+//! cohort of the cohort import),
 //! `/metrics` (Prometheus, see [`crate::metrics`]).
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct OpsState<S> {
     pub delivery: Arc<DeliveryStatus>,
     /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The cohort import, when it is on.
+    pub cohorts: Option<Arc<crate::cohorts::CohortImport>>,
 }
 
 /// `/healthz`, `/readyz` and `/status`.
@@ -66,6 +69,13 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         });
         metrics.spool_oldest_age_seconds.set(age_ms / 1000);
     }
+    if let Some(cohorts) = &state.cohorts
+        && let Ok(statuses) = cohort_import::store::MembershipStore::cohorts(&*cohorts.store).await
+    {
+        state
+            .metrics
+            .refresh_cohorts(&cohorts.stats, &statuses, crate::ingest::now_ms());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -93,8 +103,20 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         .zip(&delivery.skipped)
         .map(|(reason, count)| (reason.as_str().to_owned(), json!(count.load(Relaxed))))
         .collect();
+    let cohorts = match &state.cohorts {
+        None => serde_json::Value::Null,
+        Some(cohorts) => {
+            match cohort_import::store::MembershipStore::cohorts(&*cohorts.store).await {
+                Ok(statuses) => serde_json::Value::Array(
+                    statuses.iter().map(crate::cohorts::status_json).collect(),
+                ),
+                Err(error) => json!({ "error": error.to_string() }),
+            }
+        }
+    };
     Json(json!({
         "accepting": state.ingest.is_accepting(),
+        "cohorts": cohorts,
         "spool": spool,
         "delivered_events": delivery.delivered.load(Relaxed),
         "skipped_events": skipped,

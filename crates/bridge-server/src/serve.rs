@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use mixpanel_client::Client;
 
+use crate::cohorts::CohortImport;
 use crate::config::{Config, IngestAuth};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
 use crate::ingest::auth::BearerTokens;
@@ -49,6 +50,9 @@ pub enum ServeError {
         /// Why.
         message: String,
     },
+    /// The cohort import cannot be set up.
+    #[error(transparent)]
+    Cohorts(#[from] crate::cohorts::CohortSetupError),
     /// The listen address cannot be bound, or serving failed.
     #[error("cannot serve on {address}")]
     Listen {
@@ -135,13 +139,18 @@ pub async fn serve(
         },
         Arc::clone(&metrics),
     ));
+    let cohorts = CohortImport::open(&config, pull_client(&config))?.map(Arc::new);
     let ops = Arc::new(OpsState {
         spool: Arc::clone(&spool),
         ingest: Arc::clone(&ingest),
         delivery: delivery.status(),
         metrics,
+        cohorts: cohorts.clone(),
     });
-    let app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
+    let mut app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
+    if let Some(cohorts) = &cohorts {
+        app = app.merge(cohorts.routes(config.ingest.request_timeout));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -157,7 +166,11 @@ pub async fn serve(
     );
 
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
-    let delivery_task = tokio::spawn(Arc::clone(&delivery).run(delivery_stopped));
+    let delivery_task = tokio::spawn(Arc::clone(&delivery).run(delivery_stopped.clone()));
+    let cohort_tasks = cohorts
+        .as_ref()
+        .map(|cohorts| cohorts.spawn(delivery_stopped))
+        .unwrap_or_default();
 
     // A spool whose storage failed (an I/O error on commit, corruption) can
     // acknowledge nothing any more: stop, so a supervisor restarts us and
@@ -180,6 +193,7 @@ pub async fn serve(
         }
     };
     let ingest_for_shutdown = Arc::clone(&ingest);
+    let cohorts_for_shutdown = cohorts.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
@@ -188,6 +202,9 @@ pub async fn serve(
             }
             tracing::info!("Shutting down: refusing new batches, finishing what is in flight.");
             ingest_for_shutdown.stop_accepting();
+            if let Some(cohorts) = &cohorts_for_shutdown {
+                cohorts.stop_accepting();
+            }
         })
         .await;
 
@@ -199,6 +216,18 @@ pub async fn serve(
         tracing::warn!(
             "Delivery workers did not finish within 30 s; their batches will be handed out again."
         );
+    }
+    for task in cohort_tasks {
+        // A round cut off here leaves its changes in the journal: they are
+        // sent again at the next start.
+        if tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "The cohort writer did not finish within 10 s; its changes stay journaled."
+            );
+        }
     }
     if let Err(error) = spool.close().await {
         tracing::error!(error = %error, "Cannot close the spool cleanly.");
@@ -216,6 +245,19 @@ pub async fn serve(
         Some(failure) => Err(ServeError::SpoolFailed(failure)),
         None => Ok(()),
     }
+}
+
+/// The Mixpanel client the cohort pull uses: the default project's, when
+/// it has credentials with a project id (the Query API needs one).
+fn pull_client(config: &Config) -> Option<Client> {
+    let project = &config.default_project;
+    let credentials = project.credentials.clone()?;
+    credentials.project_id()?;
+    let mut builder = Client::builder(credentials).region(project.region);
+    if let Some(url) = &project.api_url {
+        builder = builder.base_url(url.as_str());
+    }
+    builder.build().ok()
 }
 
 fn project_target(

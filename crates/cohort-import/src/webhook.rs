@@ -220,6 +220,11 @@ impl<S: MembershipStore> WebhookReceiver<S> {
         self
     }
 
+    /// How pages are read and checked.
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+
     /// From now on, answer 503 (shutting down).
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Relaxed);

@@ -1,0 +1,331 @@
+//! The cohort import inside the service: Mixpanel's cohort-sync webhook
+//! as an HTTP route, the writer that drains the journal to Braze, and the
+//! pull schedule. The work itself lives in the `cohort-import` crate; this
+//! module builds it from the [`Config`] and runs it.
+//!
+//! The route's layers, outermost first: sensitive headers → trace →
+//! timeout (503, so Mixpanel retries instead of pausing) → panic catcher →
+//! the handler, which checks the credentials before it reads the body and
+//! then reads at most `cohorts.max_body_bytes` (413 beyond).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use cohort_import::braze::{BrazeClient, PartnerCredentials};
+use cohort_import::stats::CohortStats;
+use cohort_import::store::sqlite::SqliteStore;
+use cohort_import::webhook::{WebhookConfig, WebhookReceiver};
+use cohort_import::writer::{Destination, Writer, WriterConfig};
+use mixpanel_client::Client;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{BrazeConfig, CohortWebhookConfig, CohortWriter, Config};
+
+/// The import's parts, shared by the route, the tasks and `/status`.
+pub struct CohortImport {
+    /// The membership store.
+    pub store: Arc<SqliteStore>,
+    /// The webhook's receiver.
+    pub receiver: Arc<WebhookReceiver<SqliteStore>>,
+    /// The counters, for `/metrics`.
+    pub stats: Arc<CohortStats>,
+    writer: Arc<Writer<SqliteStore>>,
+    pull: Option<(Client, cohort_import::pull::Schedule)>,
+    identity: cohort_import::identity::IdentityRule,
+    changed: Arc<Notify>,
+    webhook: Option<CohortWebhookConfig>,
+}
+
+/// Why the import cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CohortSetupError {
+    /// The store cannot be opened.
+    #[error("cannot open the cohort store: {0}")]
+    Store(#[from] cohort_import::store::StoreError),
+    /// The Braze client or the dry-run file cannot be set up.
+    #[error("cannot set up the Braze writer: {0}")]
+    Writer(String),
+    /// The pull schedule needs a Mixpanel service account.
+    #[error("cannot set up the cohort pull: {0}")]
+    Pull(String),
+}
+
+/// Where the membership store lives: `<data_dir>/cohorts/cohorts.db`.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cohorts").join("cohorts.db")
+}
+
+/// Where dry-run Braze requests go: `<data_dir>/dry-run/braze-cohorts.ndjson`.
+pub fn dry_run_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dry-run").join("braze-cohorts.ndjson")
+}
+
+/// A Braze client for `braze`, keeping to its rate limit.
+pub fn braze_client(braze: &BrazeConfig) -> Result<BrazeClient, CohortSetupError> {
+    let key = braze
+        .rest_api_key
+        .clone()
+        .unwrap_or_else(|| mixpanel_client::Secret::new(""));
+    let mut builder = BrazeClient::builder(key)
+        .instance(braze.instance)
+        .rate_limit(braze.rate_limit)
+        .request_timeout(braze.request_timeout);
+    if let Some(url) = &braze.api_url {
+        builder = builder.base_url(url);
+    }
+    builder
+        .build()
+        .map_err(|error| CohortSetupError::Writer(error.to_string()))
+}
+
+/// The writer's destination from the configuration: the dry-run file when
+/// `dry_run`, else the configured Braze API.
+pub fn destination(config: &Config) -> Result<Destination, CohortSetupError> {
+    let cohorts = &config.cohorts;
+    if config.dry_run {
+        let path = dry_run_path(&config.data_dir);
+        return Destination::dry_run(&path, cohorts.attribute()).map_err(|error| {
+            CohortSetupError::Writer(format!("cannot open {}: {error}", path.display()))
+        });
+    }
+    let braze = cohorts.braze.as_ref().ok_or_else(|| {
+        CohortSetupError::Writer(
+            "no Braze connection: set BRAZE_REST_API_KEY (or the partner keys)".to_owned(),
+        )
+    })?;
+    let client = braze_client(braze)?;
+    Ok(match &cohorts.writer {
+        CohortWriter::Attribute { attribute } => Destination::attribute(client, attribute),
+        CohortWriter::Partner {
+            partner_name,
+            partner_api_key,
+            data_import_key,
+        } => Destination::partner(
+            client,
+            PartnerCredentials {
+                partner_name: partner_name.clone(),
+                partner_api_key: partner_api_key.clone(),
+                client_secret: data_import_key.clone(),
+            },
+        ),
+    })
+}
+
+impl CohortImport {
+    /// Builds the import when the configuration turns it on.
+    pub fn open(
+        config: &Config,
+        pull_client: Option<Client>,
+    ) -> Result<Option<CohortImport>, CohortSetupError> {
+        let cohorts = &config.cohorts;
+        if !cohorts.is_enabled() {
+            return Ok(None);
+        }
+        let store = Arc::new(SqliteStore::open(&store_path(&config.data_dir))?);
+        let stats = Arc::new(CohortStats::default());
+        let changed = Arc::new(Notify::new());
+        let mut webhook_config = WebhookConfig::new(cohorts.identity.clone());
+        if let Some(webhook) = &cohorts.webhook {
+            webhook_config = webhook_config
+                .credentials(webhook.credentials.iter().map(|secret| secret.expose()))
+                .max_members_per_page(webhook.max_members_per_page);
+        }
+        let receiver = Arc::new(
+            WebhookReceiver::new(Arc::clone(&store), webhook_config)
+                .with_stats(Arc::clone(&stats))
+                .with_notify(Arc::clone(&changed)),
+        );
+        let writer = Arc::new(
+            Writer::new(
+                Arc::clone(&store),
+                destination(config)?,
+                WriterConfig::default(),
+            )
+            .with_stats(Arc::clone(&stats))
+            .with_notify(Arc::clone(&changed)),
+        );
+        let pull = match &cohorts.pull {
+            Some(schedule) => {
+                let client = pull_client.ok_or_else(|| {
+                    CohortSetupError::Pull(
+                        "the default Mixpanel project needs service account credentials and a project id".to_owned(),
+                    )
+                })?;
+                Some((
+                    client,
+                    cohort_import::pull::Schedule {
+                        ids: schedule.cohort_ids.clone(),
+                        interval: schedule.interval,
+                    },
+                ))
+            }
+            None => None,
+        };
+        Ok(Some(CohortImport {
+            store,
+            receiver,
+            stats,
+            writer,
+            pull,
+            identity: cohorts.identity.clone(),
+            changed,
+            webhook: cohorts.webhook.clone(),
+        }))
+    }
+
+    /// The webhook route (none when only the pull is on).
+    pub fn routes(&self, request_timeout: Duration) -> Router {
+        let Some(webhook) = &self.webhook else {
+            return Router::new();
+        };
+        use tower::ServiceBuilder;
+        use tower_http::catch_panic::CatchPanicLayer;
+        use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+        use tower_http::timeout::TimeoutLayer;
+        use tower_http::trace::TraceLayer;
+
+        let layers = ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+            ]))
+            .layer(TraceLayer::new_for_http())
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout,
+            ))
+            .layer(CatchPanicLayer::new());
+        let state = Arc::new(WebhookState {
+            receiver: Arc::clone(&self.receiver),
+            max_body_bytes: webhook.max_body_bytes,
+        });
+        Router::new()
+            .route(&webhook.path, post(receive_page))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                require_credentials,
+            ))
+            .route_layer(DefaultBodyLimit::max(webhook.max_body_bytes))
+            .route_layer(layers)
+            .with_state(state)
+    }
+
+    /// Starts the writer and the pull schedule; they stop when `stop`
+    /// turns true.
+    pub fn spawn(&self, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(Arc::clone(&self.writer).run(stop.clone()))];
+        if let Some((client, schedule)) = &self.pull {
+            tasks.push(tokio::spawn(cohort_import::pull::pull_every(
+                client.clone(),
+                Arc::clone(&self.store),
+                self.identity.clone(),
+                schedule.clone(),
+                Arc::clone(&self.stats),
+                Arc::clone(&self.changed),
+                stop,
+            )));
+        }
+        tasks
+    }
+
+    /// From now on the webhook answers 503 (Mixpanel retries).
+    pub fn stop_accepting(&self) {
+        self.receiver.stop_accepting();
+    }
+}
+
+/// One cohort's state as `/status` and `cohorts status --json` show it.
+pub fn status_json(status: &cohort_import::store::CohortStatus) -> serde_json::Value {
+    serde_json::json!({
+        "project_id": status.cohort.project_id,
+        "cohort_id": status.cohort.cohort_id,
+        "name": status.name,
+        "members": status.members,
+        "pending_changes": status.pending,
+        "unmatched_members": status.unmatched,
+        "dead_letters": status.dead_letters,
+        "last_sync_ms": status.last_sync_ms,
+        "last_confirmed_ms": status.last_confirmed_ms,
+        "last_error": status.last_error,
+    })
+}
+
+struct WebhookState {
+    receiver: Arc<WebhookReceiver<SqliteStore>>,
+    max_body_bytes: usize,
+}
+
+/// Refuses a request without accepted credentials before its body is read.
+async fn require_credentials(
+    State(state): State<Arc<WebhookState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if state.receiver.config().accepts(authorization) {
+        return next.run(request).await;
+    }
+    // The receiver gives the 401 answer (and counts it).
+    into_response(state.receiver.receive(authorization, b"").await)
+}
+
+/// `POST <webhook path>`: at most `max_body_bytes` of body (enforced while
+/// it is read), then the receiver.
+async fn receive_page(
+    State(state): State<Arc<WebhookState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the page is over the {}-byte limit", state.max_body_bytes)
+            } else {
+                "the request body could not be read".to_owned()
+            };
+            let body = serde_json::json!({
+                "action": null,
+                "status": "failure",
+                "error": {"message": message, "code": status.as_u16()},
+            });
+            return (status, axum::Json(body)).into_response();
+        }
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    into_response(state.receiver.receive(authorization, &body).await)
+}
+
+fn into_response(answer: cohort_import::webhook::WebhookAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.body,
+    )
+        .into_response();
+    if let Some(seconds) = answer.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
