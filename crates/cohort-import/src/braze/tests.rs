@@ -190,9 +190,14 @@ fn error_statuses_map_to_what_the_caller_can_do() {
 #[test]
 fn secrets_are_redacted_raw_and_json_escaped_before_shortening() {
     let secret = "pk-\"quoted\"-secret";
-    let echoed = json!({"message": format!("bad body {{\"partner_api_key\":{}}}", serde_json::to_string(secret).unwrap())});
-    let text = redact(&echoed.to_string(), &[secret, ""]);
-    assert!(!text.contains("quoted"), "{text}");
+    // Echoed inside a JSON body, the secret appears JSON-escaped.
+    let echoed = format!(
+        "bad body {{\"partner_api_key\":{}}}",
+        serde_json::to_string(secret).unwrap()
+    );
+    assert!(echoed.contains(r#"pk-\"quoted"#), "{echoed}");
+    let text = redact(&echoed, &[secret, ""]);
+    assert_eq!(text, r#"bad body {"partner_api_key":"[redacted]"}"#);
     assert_eq!(
         redact("a pk-1 b pk-1", &["pk-1"]),
         "a [redacted] b [redacted]"
