@@ -22,10 +22,10 @@ use serde_json::{Value, json};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest `detail` the table shows, in characters.
-const DETAIL_WIDTH: usize = 60;
+pub(crate) const DETAIL_WIDTH: usize = 60;
 
 /// Exit code of a usage error.
-const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DlqArgs {
@@ -38,12 +38,17 @@ pub(crate) struct DlqArgs {
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 
+    /// Act on the cohort import's dead letters (membership changes Braze
+    /// refused) instead of the spool's events.
+    #[arg(long, global = true)]
+    cohorts: bool,
+
     #[command(subcommand)]
     command: DlqCommand,
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// List dead letters, oldest first: a table, or NDJSON with --json.
     List {
         #[command(flatten)]
@@ -88,19 +93,22 @@ enum DlqCommand {
 /// The filters `list`, `replay` and `purge` share. TIME is RFC 3339
 /// (`2026-11-28T10:00:00Z`) or a duration ago (`30m`, `2h`, `7d`).
 #[derive(clap::Args, Debug)]
-struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Only this reason (missing_event_type, refused_by_mixpanel, …).
     #[arg(long, value_name = "R")]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Only this event type (users.messages.email.Open, …).
-    #[arg(long, value_name = "T")]
-    event_type: Option<String>,
+    #[arg(long, value_name = "T", conflicts_with = "cohort")]
+    pub(crate) event_type: Option<String>,
+    /// With --cohorts: only this Mixpanel cohort id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) cohort: Option<String>,
     /// Dead-lettered at or after TIME.
     #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
-    since: Option<i64>,
+    pub(crate) since: Option<i64>,
     /// Dead-lettered before TIME.
     #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
-    until: Option<i64>,
+    pub(crate) until: Option<i64>,
 }
 
 impl FilterArgs {
@@ -123,7 +131,19 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     };
     let data_dir =
         config::data_dir_only(&flags, &Env::from_process()).context("invalid configuration")?;
+    if args.cohorts {
+        return crate::dlq_cohorts::run(args.command, &data_dir);
+    }
     let spool_dir = data_dir.join("spool");
+    let filter_cohort = match &args.command {
+        DlqCommand::List { filter, .. }
+        | DlqCommand::Replay { filter, .. }
+        | DlqCommand::Purge { filter, .. } => filter.cohort.is_some(),
+        DlqCommand::Show { .. } => false,
+    };
+    if filter_cohort {
+        return usage("--cohort filters the cohort import's dead letters: add --cohorts");
+    }
     match args.command {
         DlqCommand::List {
             filter,
@@ -175,7 +195,7 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn usage(message: &str) -> anyhow::Result<ExitCode> {
+pub(crate) fn usage(message: &str) -> anyhow::Result<ExitCode> {
     writeln!(io::stderr().lock(), "braze-mixpanel-bridge: {message}")?;
     Ok(ExitCode::from(USAGE))
 }
@@ -219,10 +239,10 @@ fn list(
         "ATTEMPTS",
         "DETAIL",
     ];
-    let rows: Vec<[String; 7]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|entry| {
-            [
+            vec![
                 entry.id.to_string(),
                 format_time(entry.dead_lettered_at_ms, false),
                 entry.reason.clone(),
@@ -233,28 +253,37 @@ fn list(
             ]
         })
         .collect();
-    let mut widths = header.map(|title| title.chars().count());
-    for row in &rows {
+    write_table(&mut stdout, &header, &rows)?;
+    writeln!(stdout, "{footer}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes rows under a header, columns padded to their widest cell, the
+/// last column unpadded.
+pub(crate) fn write_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let header = header.map(str::to_owned);
-    for row in std::iter::once(&header).chain(&rows) {
+    let header: Vec<String> = header.iter().map(|title| (*title).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
-        for (idx, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if idx + 1 == row.len() {
-                line.push_str(cell);
-            } else {
+        for (idx, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            line.push_str(cell);
+            if idx + 1 < row.len() {
                 let pad = width - cell.chars().count();
-                line.push_str(cell);
                 line.extend(std::iter::repeat_n(' ', pad + 2));
             }
         }
-        writeln!(stdout, "{}", line.trim_end())?;
+        writeln!(out, "{}", line.trim_end())?;
     }
-    writeln!(stdout, "{footer}")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn show(store: &DeadLetterStore, ids: &[i64]) -> anyhow::Result<ExitCode> {
@@ -311,7 +340,7 @@ fn entry_json(entry: &DeadLetterEntry) -> Value {
 }
 
 /// `text` on one line, cut to `width` characters with `…`.
-fn shorten(text: &str, width: usize) -> String {
+pub(crate) fn shorten(text: &str, width: usize) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -437,7 +466,7 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
 
 /// UNIX milliseconds as RFC 3339 UTC: `2026-11-28T10:00:00Z`, with
 /// `.123` milliseconds when `millis` is set.
-fn format_time(ms: i64, millis: bool) -> String {
+pub(crate) fn format_time(ms: i64, millis: bool) -> String {
     let seconds = ms.div_euclid(1_000);
     let days = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400);

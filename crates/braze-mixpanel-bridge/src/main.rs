@@ -8,7 +8,9 @@
 //! not imported.
 
 mod check_config_cmd;
+mod cohorts_cmd;
 mod dlq_cmd;
+mod dlq_cohorts;
 mod import_cmd;
 mod mixpanel_args;
 mod serve_cmd;
@@ -44,6 +46,8 @@ enum Command {
     CheckConfig(server_args::ServerArgs),
     /// Inspect the dead letters: list, show, replay into delivery, purge (also while serve runs).
     Dlq(dlq_cmd::DlqArgs),
+    /// Mixpanel cohorts into Braze: list, sync (one pull), status.
+    Cohorts(cohorts_cmd::CohortsArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(args) => {
             init_logging("warn", false);
             dlq_cmd::run(args)
+        }
+        Command::Cohorts(args) => {
+            init_logging("warn", false);
+            cohorts_cmd::run(args)
         }
     }
 }

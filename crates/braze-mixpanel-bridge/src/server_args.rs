@@ -44,6 +44,7 @@ impl ServerArgs {
             data_dir: self.data_dir.clone(),
             dry_run: self.dry_run.then_some(true),
             log_format: self.log_format.clone(),
+            ..Flags::default()
         };
         Config::load(&flags, &Env::from_process()).context("invalid configuration")
     }

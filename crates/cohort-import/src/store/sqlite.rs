@@ -184,8 +184,7 @@ impl SqliteStore {
         self.transact_blocking(move |tx| {
             let letters = select_dead_letters(tx, &selection, usize::MAX)?;
             let now = now_ms();
-            let mut seq = next_seq(tx)?;
-            for letter in &letters {
+            for (seq, letter) in (next_seq(tx)?..).zip(&letters) {
                 let cohort = cohort_row(tx, &letter.cohort, &letter.cohort_name, now)?;
                 let (kind, id) = user_columns(&letter.user);
                 let is_member: bool = tx
@@ -195,7 +194,6 @@ impl SqliteStore {
                     .query_row(params![cohort, kind, id], |row| row.get(0))?;
                 let op = if is_member { ChangeOp::Add } else { ChangeOp::Remove };
                 journal(tx, cohort, kind, id, op, seq, now)?;
-                seq += 1;
                 tx.execute("DELETE FROM dead_letters WHERE id = ?1", [letter.id])?;
             }
             Ok(letters.len() as u64)
@@ -212,6 +210,19 @@ impl SqliteStore {
             }
             Ok(letters.len() as u64)
         })
+    }
+
+    /// Copies the whole store into a new database at `path` (`VACUUM
+    /// INTO`) and opens the copy: a dry run works on it and changes nothing.
+    pub fn copy_to(&self, path: &Path) -> Result<SqliteStore, StoreError> {
+        {
+            let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let target = path
+                .to_str()
+                .ok_or_else(|| StoreError::Storage(format!("{} is not UTF-8", path.display())))?;
+            conn.execute("VACUUM INTO ?1", [target]).map_err(storage)?;
+        }
+        SqliteStore::open(path)
     }
 
     /// Every member of a cohort (for tests and audits), in id order.
@@ -671,10 +682,8 @@ fn complete_snapshot(
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    let mut seq = next_seq(tx)?;
-    for (kind, id) in &absent {
+    for (seq, (kind, id)) in (next_seq(tx)?..).zip(&absent) {
         journal(tx, cohort, *kind, id, ChangeOp::Remove, seq, now)?;
-        seq += 1;
     }
     tx.prepare_cached(
         "DELETE FROM members WHERE cohort = ?1 AND (seen_in IS NULL OR seen_in != ?2)",
