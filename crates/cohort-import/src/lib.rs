@@ -58,6 +58,8 @@ pub mod identity;
 pub mod pull;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 pub mod webhook;
 pub mod writer;
 

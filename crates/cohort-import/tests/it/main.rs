@@ -1,3 +1,4 @@
 //! Integration tests of cohort-import.
 
 mod braze;
+mod flow;
