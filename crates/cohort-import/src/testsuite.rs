@@ -166,7 +166,9 @@ fn track(state: &mut State, body: &Value) -> ResponseTemplate {
             }
         };
         if state.refused_users.contains(&user) {
-            errors.push(json!({"type": "user is not allowed", "input_array": "attributes", "index": index}));
+            errors.push(
+                json!({"type": "user is not allowed", "input_array": "attributes", "index": index}),
+            );
             continue;
         }
         let Some(fields) = object.as_object() else {
@@ -180,7 +182,12 @@ fn track(state: &mut State, body: &Value) -> ResponseTemplate {
                 .attributes
                 .entry((user.clone(), name.clone()))
                 .or_default();
-            for added in operations.get("add").and_then(Value::as_array).into_iter().flatten() {
+            for added in operations
+                .get("add")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 values.insert(added.as_str().unwrap_or_default().to_owned());
             }
             for removed in operations
@@ -193,7 +200,8 @@ fn track(state: &mut State, body: &Value) -> ResponseTemplate {
             }
         }
     }
-    let mut answer = json!({"message": "success", "attributes_processed": objects.len() - errors.len()});
+    let mut answer =
+        json!({"message": "success", "attributes_processed": objects.len() - errors.len()});
     if !errors.is_empty() {
         answer["errors"] = Value::Array(errors);
     }

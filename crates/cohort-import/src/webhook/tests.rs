@@ -45,7 +45,10 @@ fn refuses_what_is_malformed_with_a_message() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not json".to_vec(), "not a JSON object"),
         (b"\xff\xfe{}".to_vec(), "not a JSON object"),
-        (br#"{"action": "delete_all", "parameters": {}}"#.to_vec(), "unknown action"),
+        (
+            br#"{"action": "delete_all", "parameters": {}}"#.to_vec(),
+            "unknown action",
+        ),
         (br#"{"action": "members"}"#.to_vec(), "parameters"),
         (
             br#"{"action": "members", "parameters": {"mixpanel_cohort_id": "1"}}"#.to_vec(),
@@ -53,7 +56,10 @@ fn refuses_what_is_malformed_with_a_message() {
         ),
         (body("members", 4, 3, json!([])), "beyond total_pages"),
         (body("members", 0, 3, json!([])), "page_count must be"),
-        (body("add_members", 1, 1, json!([1, 2])), "members[0] is not an object"),
+        (
+            body("add_members", 1, 1, json!([1, 2])),
+            "members[0] is not an object",
+        ),
         (body("add_members", 1, 1, json!({"a": 1})), "must be a list"),
         (
             body("add_members", 1, 1, json!([{}, {}, {}])),

@@ -29,7 +29,10 @@ fn one_object_per_user_with_adds_and_removes_merged() {
         ],
     );
     assert_eq!(objects.len(), 2);
-    assert_eq!(objects[0].update.user, BrazeUser::ExternalId("u1".to_owned()));
+    assert_eq!(
+        objects[0].update.user,
+        BrazeUser::ExternalId("u1".to_owned())
+    );
     assert_eq!(objects[0].update.add, ["7", "9"]);
     assert_eq!(objects[0].update.remove, ["8"]);
     assert_eq!(objects[0].changes.len(), 3);

@@ -129,7 +129,10 @@ async fn wrong_credentials_and_malformed_pages_are_refused_without_effect() {
     let setup = setup("refused").await;
     let answer = setup
         .receiver
-        .receive(Some("Basic bm9wZTpub3Bl"), &page("add_members", "s", 1, 1, &["a"]))
+        .receive(
+            Some("Basic bm9wZTpub3Bl"),
+            &page("add_members", "s", 1, 1, &["a"]),
+        )
         .await;
     assert_eq!(answer.status, 401);
     let answer = setup.receiver.receive(Some(&auth()), b"{\"action\":").await;
@@ -185,7 +188,11 @@ async fn refused_objects_are_dead_lettered_and_the_rest_delivered() {
 #[tokio::test]
 async fn a_request_refused_as_a_whole_is_split_to_find_the_culprit() {
     let setup = setup("split").await;
-    post(&setup, &page("add_members", "s1", 1, 1, &["a", "b", "c", "d"])).await;
+    post(
+        &setup,
+        &page("add_members", "s1", 1, 1, &["a", "b", "c", "d"]),
+    )
+    .await;
     // The whole request refused once, then each half is fine but the
     // first quarter is refused again alone.
     setup.braze.script([
@@ -236,7 +243,10 @@ async fn the_partner_writer_names_the_cohort_and_sends_diffs() {
     writer.drain_once().await.unwrap();
     post(&setup, &page("remove_members", "s2", 1, 1, &["a"])).await;
     writer.drain_once().await.unwrap();
-    assert_eq!(setup.braze.partner_name("77").as_deref(), Some("Power users"));
+    assert_eq!(
+        setup.braze.partner_name("77").as_deref(),
+        Some("Power users")
+    );
     assert_eq!(
         setup.braze.partner_members("77"),
         ["b".to_owned()].into_iter().collect()

@@ -2,3 +2,4 @@
 
 mod braze;
 mod flow;
+mod pull;
