@@ -31,6 +31,8 @@ struct State {
     refused_users: BTreeSet<String>,
     requests: usize,
     objects: usize,
+    /// How long each answer waits (a slow Braze).
+    delay: Option<std::time::Duration>,
 }
 
 impl BrazeDouble {
@@ -61,6 +63,12 @@ impl BrazeDouble {
     /// with a per-object error.
     pub fn refuse_user(&self, user: &str) {
         self.lock().refused_users.insert(user.to_owned());
+    }
+
+    /// Every answer from now on waits this long (a slow Braze; `None`:
+    /// answer at once).
+    pub fn set_delay(&self, delay: Option<std::time::Duration>) {
+        self.lock().delay = delay;
     }
 
     /// Users (`external_id:…`, `email:…`) whose `attribute` holds `value`.
@@ -113,6 +121,18 @@ impl BrazeDouble {
 
 impl Respond for BrazeDouble {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let delay = self.lock().delay;
+        let answer = self.answer(request);
+        match delay {
+            Some(delay) => answer.set_delay(delay),
+            None => answer,
+        }
+    }
+}
+
+impl BrazeDouble {
+    /// Applies a request (unless an answer is scripted) and answers it.
+    fn answer(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.lock();
         state.requests += 1;
         if let Some(answer) = state.scripted.pop_front() {

@@ -591,11 +591,13 @@ fn add_member(
 ) -> rusqlite::Result<Option<Change>> {
     let (kind, id) = user_columns(user);
     if let Some(snapshot) = snapshot {
+        // Only `seen_in` changes: rewriting `distinct_id` would touch its
+        // index for every member of every snapshot.
         let marked = tx
             .prepare_cached(
-                "UPDATE members SET seen_in = ?4, distinct_id = ?5 WHERE cohort = ?1 AND user_kind = ?2 AND user_id = ?3",
+                "UPDATE members SET seen_in = ?4 WHERE cohort = ?1 AND user_kind = ?2 AND user_id = ?3",
             )?
-            .execute(params![cohort, kind, id, snapshot, distinct_id])?;
+            .execute(params![cohort, kind, id, snapshot])?;
         if marked == 1 {
             return Ok(None);
         }
