@@ -14,10 +14,12 @@
 //! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
 //! - `serve_faults`: `serve` against a failing Mixpanel, a full spool, a failing spool storage, hostile bodies; no secret in its logs;
-//! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`.
+//! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
+//! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
 mod harness;
 
+mod cohorts;
 mod dlq;
 mod golden;
 mod hostile;

@@ -176,6 +176,20 @@ pub(crate) fn get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
     )
 }
 
+/// `POST path` with extra header lines (each ending in `\r\n`) and a body.
+pub(crate) fn post_to(
+    address: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    http(address, &request, body)
+}
+
 pub(crate) fn post_batch(address: &str, body: &str) -> std::io::Result<(u16, String)> {
     let request = format!(
         "POST /currents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nBraze-Currents-Version: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -7,8 +7,9 @@
 //! - each crate's directory name equals its package name;
 //! - dependency edges between our crates follow `docs/architecture.md`;
 //! - every crate is named in `docs/architecture.md`;
-//! - every `BRIDGE_*` and `MIXPANEL_*` variable named in the bridge-server
-//!   config module (tests aside) appears in `docs/configuration.md`.
+//! - every `BRIDGE_*`, `MIXPANEL_*` and `BRAZE_*` variable named in the
+//!   bridge-server config module (tests aside) appears in
+//!   `docs/configuration.md`.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,10 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("currents-model", &[]),
     ("mixpanel-client", &[]),
     ("cohort-import", &["mixpanel-client"]),
-    ("bridge-server", &["currents-model", "mixpanel-client"]),
+    (
+        "bridge-server",
+        &["currents-model", "mixpanel-client", "cohort-import"],
+    ),
     (
         "braze-mixpanel-bridge",
         &[
@@ -147,7 +151,11 @@ fn undocumented_variables(root: &Path) -> anyhow::Result<Vec<String>> {
     Ok(problems)
 }
 
-/// Words starting with `BRIDGE_` or `MIXPANEL_`, made of `A-Z`, `0-9` and `_`.
+/// The prefixes of the variables the configuration reads.
+const VARIABLE_PREFIXES: [&str; 3] = ["BRIDGE_", "MIXPANEL_", "BRAZE_"];
+
+/// Words starting with `BRIDGE_`, `MIXPANEL_` or `BRAZE_`, made of `A-Z`,
+/// `0-9` and `_`.
 fn variable_names(text: &str) -> Vec<&str> {
     let is_name_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
     let mut names = Vec::new();
@@ -157,7 +165,10 @@ fn variable_names(text: &str) -> Vec<&str> {
             .chars()
             .next_back()
             .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !at_word_start || !(rest.starts_with("BRIDGE_") || rest.starts_with("MIXPANEL_")) {
+        let is_variable = VARIABLE_PREFIXES
+            .iter()
+            .any(|prefix| rest.starts_with(prefix));
+        if !at_word_start || !is_variable {
             continue;
         }
         let len = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
@@ -274,15 +285,16 @@ mod tests {
 
     #[test]
     fn variable_names() {
-        let text =
-            "(\"BRIDGE_LISTEN\", MIXPANEL_API_URL) XBRIDGE_NOT \"BRIDGE_PROJECT_<NAME>\" MIXPANEL_";
+        let text = "(\"BRIDGE_LISTEN\", MIXPANEL_API_URL) XBRIDGE_NOT \"BRIDGE_PROJECT_<NAME>\" MIXPANEL_ BRAZE_REST_API_KEY_FILE XBRAZE_NOT BRAZEN BRAZE_";
         assert_eq!(
             super::variable_names(text),
             [
                 "BRIDGE_LISTEN",
                 "MIXPANEL_API_URL",
                 "BRIDGE_PROJECT_",
-                "MIXPANEL_"
+                "MIXPANEL_",
+                "BRAZE_REST_API_KEY_FILE",
+                "BRAZE_"
             ]
         );
     }

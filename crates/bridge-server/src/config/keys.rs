@@ -161,6 +161,150 @@ pub(crate) const EXCLUDE_TYPES: Key = Key {
     env: "BRIDGE_EXCLUDE_TYPES",
 };
 
+/// The default of `cohorts.webhook_path`.
+pub(crate) const DEFAULT_COHORT_WEBHOOK_PATH: &str = "/mixpanel/cohorts";
+/// The default of `cohorts.identity`.
+pub(crate) const DEFAULT_COHORT_IDENTITY: &str = "mixpanel_distinct_id";
+/// The default of `cohorts.writer`.
+pub(crate) const DEFAULT_COHORT_WRITER: &str = "attribute";
+/// The default of `braze.instance`.
+pub(crate) const DEFAULT_BRAZE_INSTANCE: &str = "US-01";
+
+pub(crate) const COHORT_WEBHOOK_PATH: Key = Key {
+    key: "cohorts.webhook_path",
+    env: "BRIDGE_COHORT_WEBHOOK_PATH",
+};
+pub(crate) const COHORT_WEBHOOK_CREDENTIALS: Key = Key {
+    key: "cohorts.webhook_credentials",
+    env: "BRIDGE_COHORT_WEBHOOK_CREDENTIALS",
+};
+pub(crate) const COHORT_WEBHOOK_CREDENTIALS_FILE: Key = Key {
+    key: "cohorts.webhook_credentials_file",
+    env: "BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE",
+};
+pub(crate) const COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED: Key = Key {
+    key: "cohorts.webhook_allow_unauthenticated",
+    env: "BRIDGE_COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED",
+};
+pub(crate) const COHORT_MAX_BODY_BYTES: IntKey = IntKey {
+    key: "cohorts.max_body_bytes",
+    env: "BRIDGE_COHORT_MAX_BODY_BYTES",
+    min: 1024,
+    max: u64::MAX,
+    default: 8 * 1024 * 1024,
+};
+pub(crate) const COHORT_MAX_MEMBERS_PER_PAGE: IntKey = IntKey {
+    key: "cohorts.max_members_per_page",
+    env: "BRIDGE_COHORT_MAX_MEMBERS_PER_PAGE",
+    min: 1,
+    max: 1_000_000,
+    default: 10_000,
+};
+pub(crate) const COHORT_IDENTITY: Key = Key {
+    key: "cohorts.identity",
+    env: "BRIDGE_COHORT_IDENTITY",
+};
+pub(crate) const COHORT_WRITER: Key = Key {
+    key: "cohorts.writer",
+    env: "BRIDGE_COHORT_WRITER",
+};
+pub(crate) const COHORT_ATTRIBUTE: Key = Key {
+    key: "cohorts.attribute",
+    env: "BRIDGE_COHORT_ATTRIBUTE",
+};
+/// Optional: absent means no pull schedule, so `default` is never used.
+pub(crate) const COHORT_PULL_INTERVAL_SECS: IntKey = IntKey {
+    key: "cohorts.pull_interval_secs",
+    env: "BRIDGE_COHORT_PULL_INTERVAL_SECS",
+    min: 60,
+    max: u64::MAX,
+    default: 0,
+};
+pub(crate) const COHORT_PULL_COHORTS: Key = Key {
+    key: "cohorts.pull_cohorts",
+    env: "BRIDGE_COHORT_PULL_COHORTS",
+};
+
+pub(crate) const BRAZE_REST_API_KEY: Key = Key {
+    key: "braze.rest_api_key",
+    env: "BRAZE_REST_API_KEY",
+};
+pub(crate) const BRAZE_REST_API_KEY_FILE: Key = Key {
+    key: "braze.rest_api_key_file",
+    env: "BRAZE_REST_API_KEY_FILE",
+};
+pub(crate) const BRAZE_INSTANCE: Key = Key {
+    key: "braze.instance",
+    env: "BRAZE_INSTANCE",
+};
+pub(crate) const BRAZE_API_URL: Key = Key {
+    key: "braze.api_url",
+    env: "BRAZE_API_URL",
+};
+pub(crate) const BRAZE_PARTNER_NAME: Key = Key {
+    key: "braze.partner_name",
+    env: "BRAZE_PARTNER_NAME",
+};
+pub(crate) const BRAZE_PARTNER_API_KEY: Key = Key {
+    key: "braze.partner_api_key",
+    env: "BRAZE_PARTNER_API_KEY",
+};
+pub(crate) const BRAZE_PARTNER_API_KEY_FILE: Key = Key {
+    key: "braze.partner_api_key_file",
+    env: "BRAZE_PARTNER_API_KEY_FILE",
+};
+pub(crate) const BRAZE_DATA_IMPORT_KEY: Key = Key {
+    key: "braze.data_import_key",
+    env: "BRAZE_DATA_IMPORT_KEY",
+};
+pub(crate) const BRAZE_DATA_IMPORT_KEY_FILE: Key = Key {
+    key: "braze.data_import_key_file",
+    env: "BRAZE_DATA_IMPORT_KEY_FILE",
+};
+pub(crate) const BRAZE_RATE_LIMIT_REQUESTS: IntKey = IntKey {
+    key: "braze.rate_limit_requests",
+    env: "BRAZE_RATE_LIMIT_REQUESTS",
+    min: 1,
+    max: 1_000_000,
+    default: 3000,
+};
+pub(crate) const BRAZE_RATE_LIMIT_WINDOW_SECS: IntKey = IntKey {
+    key: "braze.rate_limit_window_secs",
+    env: "BRAZE_RATE_LIMIT_WINDOW_SECS",
+    min: 1,
+    max: 3600,
+    default: 3,
+};
+pub(crate) const BRAZE_REQUEST_TIMEOUT_SECS: IntKey = IntKey {
+    key: "braze.request_timeout_secs",
+    env: "BRAZE_REQUEST_TIMEOUT_SECS",
+    min: 1,
+    max: u64::MAX,
+    default: 30,
+};
+
+/// Every variable of `[cohorts]` and `[braze]` other than the integers
+/// (those are in [`INT_KEYS`]).
+pub(crate) const COHORT_KEYS: [Key; 17] = [
+    COHORT_WEBHOOK_PATH,
+    COHORT_WEBHOOK_CREDENTIALS,
+    COHORT_WEBHOOK_CREDENTIALS_FILE,
+    COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED,
+    COHORT_IDENTITY,
+    COHORT_WRITER,
+    COHORT_ATTRIBUTE,
+    COHORT_PULL_COHORTS,
+    BRAZE_REST_API_KEY,
+    BRAZE_REST_API_KEY_FILE,
+    BRAZE_INSTANCE,
+    BRAZE_API_URL,
+    BRAZE_PARTNER_NAME,
+    BRAZE_PARTNER_API_KEY,
+    BRAZE_PARTNER_API_KEY_FILE,
+    BRAZE_DATA_IMPORT_KEY,
+    BRAZE_DATA_IMPORT_KEY_FILE,
+];
+
 /// The variable naming the config file when `--config` is not given.
 pub(crate) const CONFIG_VAR: &str = "BRIDGE_CONFIG";
 
@@ -254,7 +398,7 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 12] = [
+pub(crate) const INT_KEYS: [IntKey; 18] = [
     MAX_BODY_BYTES,
     INGEST_REQUEST_TIMEOUT_SECS,
     SPOOL_MAX_BYTES,
@@ -267,4 +411,10 @@ pub(crate) const INT_KEYS: [IntKey; 12] = [
     RETRY_MAX_BACKOFF_SECS,
     MAX_BATCH_EVENTS,
     MAX_BATCH_BYTES,
+    COHORT_MAX_BODY_BYTES,
+    COHORT_MAX_MEMBERS_PER_PAGE,
+    COHORT_PULL_INTERVAL_SECS,
+    BRAZE_RATE_LIMIT_REQUESTS,
+    BRAZE_RATE_LIMIT_WINDOW_SECS,
+    BRAZE_REQUEST_TIMEOUT_SECS,
 ];

@@ -1,15 +1,17 @@
 //! The bridge service's configuration, read in two stages.
 //!
 //! 1. `raw`: the TOML file (`--config` or `BRIDGE_CONFIG`), then the
-//!    environment (`BRIDGE_*`, and `MIXPANEL_*` for the default project),
-//!    then the command-line [`Flags`], each layer replacing the keys it sets.
+//!    environment (`BRIDGE_*`, `MIXPANEL_*` for the default project and
+//!    `BRAZE_*` for the Braze connection of the cohort import), then the
+//!    command-line [`Flags`], each layer replacing the keys it sets.
 //!    Every key is optional there and remembers where it was set.
 //! 2. `validate` (and `projects` for the Mixpanel projects): the raw keys
 //!    become a [`Config`] with units in names (`max_body_bytes`,
 //!    `request_timeout` as a `Duration`), a `SocketAddr`, paths, [`Secret`]s
 //!    read from the environment or from files, Mixpanel [`Credentials`] and
-//!    a [`TypeFilter`]; or a [`ConfigError`] naming the setting, where it was
-//!    set and what was expected.
+//!    a [`TypeFilter`], the cohort import's [`CohortsConfig`] (in
+//!    `cohorts_validate`); or a [`ConfigError`] naming the setting, where it
+//!    was set and what was expected.
 //!
 //! `keys` is the one table of key names, variables, bounds and defaults.
 //! The environment is passed in as an [`Env`], never read behind the
@@ -18,6 +20,7 @@
 //! what `braze-mixpanel-bridge check-config` prints.
 
 mod cohorts;
+mod cohorts_validate;
 mod keys;
 mod projects;
 mod raw;
@@ -99,7 +102,9 @@ pub enum IngestAuth {
     /// Requests with `Authorization: Bearer <token>` for any of these tokens.
     /// Never empty; several at once let a rotation lose nothing.
     Tokens(Vec<Secret>),
-    /// Every request: only for local tests, and only on a loopback address.
+    /// Every request: only for local tests, and only on a loopback address;
+    /// or, with [`Flags::cohorts_only`] and no token, for commands that
+    /// serve no ingest.
     Unauthenticated,
 }
 
@@ -161,6 +166,12 @@ pub struct Flags {
     pub dry_run: Option<bool>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// For the `cohorts` commands, which do not serve ingest: no Currents
+    /// token is required. Without one, [`IngestConfig::auth`] is then
+    /// [`IngestAuth::Unauthenticated`], whatever the listen address; such a
+    /// configuration must not serve `POST /currents`. Everything else is
+    /// validated as usual.
+    pub cohorts_only: bool,
 }
 
 /// The environment variables the configuration reads. Empty values count
@@ -280,6 +291,25 @@ pub enum ConfigError {
         /// The project it already routes to.
         other: String,
     },
+    /// A setting's value needs another setting that is not set (the partner
+    /// writer without its keys).
+    #[error("{setting} = {value} needs {missing}")]
+    Needs {
+        /// The setting, as the variable or `file:line: key`.
+        setting: String,
+        /// Its value (never a secret).
+        value: String,
+        /// The setting to set, and where.
+        missing: String,
+    },
+    /// The cohort import is on but has no Braze REST API key.
+    #[error(
+        "cohort import is on ({setting}) but has no Braze REST API key: set BRAZE_REST_API_KEY, braze.rest_api_key or braze.rest_api_key_file"
+    )]
+    NoBrazeKey {
+        /// The setting that turned the import on.
+        setting: String,
+    },
     /// A `BRIDGE_PROJECT_*` variable names no `[[projects]]` entry or key.
     #[error(
         "{variable}: names no [[projects]] entry of the config file and key (BRIDGE_PROJECT_<NAME>_<KEY>)"
@@ -303,6 +333,9 @@ struct Provenance {
     tokens_file: Option<PathBuf>,
     include_types: Option<Vec<String>>,
     exclude_types: Vec<String>,
+    /// One note per accepted webhook credential, in order.
+    credential_notes: Vec<String>,
+    credentials_file: Option<PathBuf>,
 }
 
 /// The data directory alone, from the same sources as [`Config::load`]
@@ -387,7 +420,7 @@ impl Config {
         };
         let warnings = raw.overlay_env(env)?;
         raw.overlay_flags(flags);
-        validate::validate(raw, file, warnings)
+        validate::validate(raw, file, warnings, flags.cohorts_only)
     }
 
     /// The project for a batch: the one whose `workspaces` hold `workspace`,
@@ -442,7 +475,8 @@ impl Config {
 
     /// Things that are valid but probably not meant: variables that name
     /// no setting, type patterns that match no known type, credentials
-    /// that are set but not used, the deprecated API secret.
+    /// that are set but not used, the deprecated API secret, unauthenticated
+    /// endpoints, a Braze key sent over plain http.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -510,12 +544,15 @@ impl std::str::FromStr for LogFormat {
 pub struct UnknownLogFormat(String);
 
 impl Env {
-    /// The `BRIDGE_*` and `MIXPANEL_*` variables of this process.
+    /// The `BRIDGE_*`, `MIXPANEL_*` and `BRAZE_*` variables of this process.
     pub fn from_process() -> Env {
         let mut env = Env::default();
         for (name, value) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
-            if !(name.starts_with("BRIDGE_") || name.starts_with("MIXPANEL_")) {
+            let ours = name.starts_with("BRIDGE_")
+                || name.starts_with("MIXPANEL_")
+                || name.starts_with("BRAZE_");
+            if !ours {
                 continue;
             }
             match value.into_string() {

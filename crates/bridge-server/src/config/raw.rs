@@ -58,6 +58,10 @@ pub(crate) struct RawConfig {
     pub(crate) mixpanel: RawProject,
     #[serde(default)]
     pub(crate) projects: Vec<RawProject>,
+    #[serde(default)]
+    pub(crate) cohorts: RawCohorts,
+    #[serde(default)]
+    pub(crate) braze: RawBraze,
 }
 
 /// `[ingest]`.
@@ -121,6 +125,42 @@ pub(crate) struct RawProject {
     pub(crate) api_url: Option<Sourced<String>>,
 }
 
+/// `[cohorts]`: the cohort import (Mixpanel cohorts into Braze).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCohorts {
+    pub(crate) webhook_path: Option<Sourced<String>>,
+    pub(crate) webhook_credentials: Option<Sourced<SecretList>>,
+    pub(crate) webhook_credentials_file: Option<Sourced<PathBuf>>,
+    pub(crate) webhook_allow_unauthenticated: Option<Sourced<bool>>,
+    pub(crate) max_body_bytes: Option<Sourced<u64>>,
+    pub(crate) max_members_per_page: Option<Sourced<u64>>,
+    pub(crate) identity: Option<Sourced<String>>,
+    pub(crate) writer: Option<Sourced<String>>,
+    pub(crate) attribute: Option<Sourced<String>>,
+    pub(crate) pull_interval_secs: Option<Sourced<u64>>,
+    /// Cohort ids: an array of integers in the file.
+    pub(crate) pull_cohorts: Option<Sourced<Vec<u64>>>,
+}
+
+/// `[braze]`: the Braze REST connection of the cohort import.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBraze {
+    pub(crate) rest_api_key: Option<Sourced<SecretText>>,
+    pub(crate) rest_api_key_file: Option<Sourced<PathBuf>>,
+    pub(crate) instance: Option<Sourced<String>>,
+    pub(crate) api_url: Option<Sourced<String>>,
+    pub(crate) partner_name: Option<Sourced<String>>,
+    pub(crate) partner_api_key: Option<Sourced<SecretText>>,
+    pub(crate) partner_api_key_file: Option<Sourced<PathBuf>>,
+    pub(crate) data_import_key: Option<Sourced<SecretText>>,
+    pub(crate) data_import_key_file: Option<Sourced<PathBuf>>,
+    pub(crate) rate_limit_requests: Option<Sourced<u64>>,
+    pub(crate) rate_limit_window_secs: Option<Sourced<u64>>,
+    pub(crate) request_timeout_secs: Option<Sourced<u64>>,
+}
+
 /// A secret read from the file or the environment, wrapped at once so that
 /// no stage holds it in a form `Debug` would print. Reading it from TOML
 /// never echoes the value in an error.
@@ -142,7 +182,7 @@ impl RawConfig {
     }
 
     /// Lays the environment over the file. Returns warnings about `BRIDGE_*`
-    /// variables that name no setting.
+    /// and `BRAZE_*` variables that name no setting.
     pub(crate) fn overlay_env(&mut self, env: &Env) -> Result<Vec<String>, ConfigError> {
         set_text(&mut self.listen, env, keys::LISTEN.env)?;
         set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
@@ -205,6 +245,8 @@ impl RawConfig {
 
         overlay_connection(&mut self.mixpanel, env, &keys::DEFAULT_PROJECT_VARS)?;
         self.overlay_project_env(env)?;
+        self.cohorts.overlay_env(env)?;
+        self.braze.overlay_env(env)?;
         Ok(unknown_variables(env))
     }
 
@@ -264,6 +306,88 @@ impl RawConfig {
     }
 }
 
+impl RawCohorts {
+    /// `BRIDGE_COHORT_*`.
+    fn overlay_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        set_text(&mut self.webhook_path, env, keys::COHORT_WEBHOOK_PATH.env)?;
+        set_value_or_file(
+            &mut self.webhook_credentials,
+            &mut self.webhook_credentials_file,
+            env,
+            keys::COHORT_WEBHOOK_CREDENTIALS.env,
+            keys::COHORT_WEBHOOK_CREDENTIALS_FILE.env,
+            |value| SecretList(split_list(value).map(Secret::new).collect()),
+        )?;
+        set_bool(
+            &mut self.webhook_allow_unauthenticated,
+            env,
+            keys::COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED.env,
+        )?;
+        set_int(&mut self.max_body_bytes, env, &keys::COHORT_MAX_BODY_BYTES)?;
+        set_int(
+            &mut self.max_members_per_page,
+            env,
+            &keys::COHORT_MAX_MEMBERS_PER_PAGE,
+        )?;
+        set_text(&mut self.identity, env, keys::COHORT_IDENTITY.env)?;
+        set_text(&mut self.writer, env, keys::COHORT_WRITER.env)?;
+        set_text(&mut self.attribute, env, keys::COHORT_ATTRIBUTE.env)?;
+        set_int(
+            &mut self.pull_interval_secs,
+            env,
+            &keys::COHORT_PULL_INTERVAL_SECS,
+        )?;
+        set_int_list(&mut self.pull_cohorts, env, keys::COHORT_PULL_COHORTS.env)?;
+        Ok(())
+    }
+}
+
+impl RawBraze {
+    /// `BRAZE_*`.
+    fn overlay_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        set_secret(
+            &mut self.rest_api_key,
+            &mut self.rest_api_key_file,
+            env,
+            keys::BRAZE_REST_API_KEY.env,
+            keys::BRAZE_REST_API_KEY_FILE.env,
+        )?;
+        set_text(&mut self.instance, env, keys::BRAZE_INSTANCE.env)?;
+        set_text(&mut self.api_url, env, keys::BRAZE_API_URL.env)?;
+        set_text(&mut self.partner_name, env, keys::BRAZE_PARTNER_NAME.env)?;
+        set_secret(
+            &mut self.partner_api_key,
+            &mut self.partner_api_key_file,
+            env,
+            keys::BRAZE_PARTNER_API_KEY.env,
+            keys::BRAZE_PARTNER_API_KEY_FILE.env,
+        )?;
+        set_secret(
+            &mut self.data_import_key,
+            &mut self.data_import_key_file,
+            env,
+            keys::BRAZE_DATA_IMPORT_KEY.env,
+            keys::BRAZE_DATA_IMPORT_KEY_FILE.env,
+        )?;
+        set_int(
+            &mut self.rate_limit_requests,
+            env,
+            &keys::BRAZE_RATE_LIMIT_REQUESTS,
+        )?;
+        set_int(
+            &mut self.rate_limit_window_secs,
+            env,
+            &keys::BRAZE_RATE_LIMIT_WINDOW_SECS,
+        )?;
+        set_int(
+            &mut self.request_timeout_secs,
+            env,
+            &keys::BRAZE_REQUEST_TIMEOUT_SECS,
+        )?;
+        Ok(())
+    }
+}
+
 fn overlay_connection<S: AsRef<str>>(
     project: &mut RawProject,
     env: &Env,
@@ -306,7 +430,7 @@ fn overlay_connection<S: AsRef<str>>(
     Ok(())
 }
 
-/// `BRIDGE_*` variables that are no setting: probably misspelt.
+/// `BRIDGE_*` and `BRAZE_*` variables that are no setting: probably misspelt.
 fn unknown_variables(env: &Env) -> Vec<String> {
     let known: Vec<&str> = [
         keys::LISTEN.env,
@@ -321,11 +445,15 @@ fn unknown_variables(env: &Env) -> Vec<String> {
         keys::CONFIG_VAR,
     ]
     .into_iter()
+    .chain(keys::COHORT_KEYS.iter().map(|key| key.env))
     .chain(keys::INT_KEYS.iter().map(|key| key.env))
     .chain(keys::OTHER_BRIDGE_VARS.iter().copied())
     .collect();
     env.names()
-        .filter(|name| name.starts_with("BRIDGE_") && !name.starts_with(keys::PROJECT_VAR_PREFIX))
+        .filter(|name| {
+            (name.starts_with("BRIDGE_") && !name.starts_with(keys::PROJECT_VAR_PREFIX))
+                || name.starts_with("BRAZE_")
+        })
         .filter(|name| !known.contains(name))
         .map(|name| format!("{name} is not a configuration variable and is ignored"))
         .collect()
@@ -418,6 +546,28 @@ fn set_int(slot: &mut Option<Sourced<u64>>, env: &Env, key: &IntKey) -> Result<(
     Ok(())
 }
 
+/// A list of non-negative integers (cohort ids), comma-separated.
+fn set_int_list(
+    slot: &mut Option<Sourced<Vec<u64>>>,
+    env: &Env,
+    variable: &str,
+) -> Result<(), ConfigError> {
+    let Some(value) = env.get(variable)? else {
+        return Ok(());
+    };
+    let items = split_list(value)
+        .map(|item| {
+            item.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                setting: variable.to_owned(),
+                expected: "comma-separated non-negative integers".to_owned(),
+                found: format!("{item:?}"),
+            })
+        })
+        .collect::<Result<Vec<u64>, ConfigError>>()?;
+    *slot = Some(from_env(items, variable));
+    Ok(())
+}
+
 /// A secret and its `*_FILE` twin: setting both in the environment is an
 /// error; setting either replaces both from the file.
 fn set_secret(
@@ -427,13 +577,28 @@ fn set_secret(
     value_var: &str,
     file_var: &str,
 ) -> Result<(), ConfigError> {
+    set_value_or_file(value_slot, file_slot, env, value_var, file_var, |value| {
+        SecretText(Secret::new(value.trim()))
+    })
+}
+
+/// A value and its `*_FILE` twin, the value read by `read`: setting both in
+/// the environment is an error; setting either replaces both from the file.
+fn set_value_or_file<T>(
+    value_slot: &mut Option<Sourced<T>>,
+    file_slot: &mut Option<Sourced<PathBuf>>,
+    env: &Env,
+    value_var: &str,
+    file_var: &str,
+    read: impl FnOnce(&str) -> T,
+) -> Result<(), ConfigError> {
     match (env.get(value_var)?, env.get(file_var)?) {
         (Some(_), Some(_)) => Err(ConfigError::Conflict {
             first: value_var.to_owned(),
             second: file_var.to_owned(),
         }),
         (Some(value), None) => {
-            *value_slot = Some(from_env(SecretText(Secret::new(value.trim())), value_var));
+            *value_slot = Some(from_env(read(value), value_var));
             *file_slot = None;
             Ok(())
         }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use mixpanel_client::{Credentials, Region};
 
-use super::{Config, IngestAuth, ProjectConfig, keys};
+use super::{CohortWriter, Config, IngestAuth, ProjectConfig, keys};
 
 pub(super) fn render(config: &Config) -> String {
     let mut out = Renderer {
@@ -155,6 +155,8 @@ pub(super) fn render(config: &Config) -> String {
         );
         out.project(project, &prefix);
     }
+    out.cohorts();
+    out.braze();
     out.text
 }
 
@@ -248,6 +250,152 @@ impl Renderer<'_> {
                 project.base_url()
             )),
         }
+    }
+}
+
+impl Renderer<'_> {
+    /// `[cohorts]`: the webhook's keys only when it is on, the pull
+    /// schedule's only when it is set.
+    fn cohorts(&mut self) {
+        let cohorts = &self.config.cohorts;
+        let provenance = &self.config.provenance;
+        self.table("cohorts");
+        match &cohorts.webhook {
+            Some(webhook) => {
+                self.comment(&format!("The webhook is on: POST {}.", webhook.path));
+                self.value(
+                    keys::COHORT_WEBHOOK_PATH.key,
+                    "webhook_path",
+                    &quote(&webhook.path),
+                );
+                if webhook.credentials.is_empty() {
+                    self.line("webhook_credentials = []");
+                } else {
+                    self.line("webhook_credentials = [");
+                    for note in &provenance.credential_notes {
+                        self.line(&format!("  {},", redacted(note)));
+                    }
+                    self.line("]");
+                }
+                if let (Some(path), Some(note)) = (
+                    &provenance.credentials_file,
+                    provenance
+                        .notes
+                        .get(keys::COHORT_WEBHOOK_CREDENTIALS_FILE.key),
+                ) {
+                    self.line(&format!(
+                        "webhook_credentials_file = {}  # from {note}; its credentials are listed above",
+                        quote(&path.display().to_string())
+                    ));
+                }
+                self.value(
+                    keys::COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED.key,
+                    "webhook_allow_unauthenticated",
+                    &webhook.credentials.is_empty().to_string(),
+                );
+                self.value(
+                    keys::COHORT_MAX_BODY_BYTES.key,
+                    "max_body_bytes",
+                    &webhook.max_body_bytes.to_string(),
+                );
+                self.value(
+                    keys::COHORT_MAX_MEMBERS_PER_PAGE.key,
+                    "max_members_per_page",
+                    &webhook.max_members_per_page.to_string(),
+                );
+            }
+            None => self.comment(
+                "The webhook is off: no webhook_credentials and not webhook_allow_unauthenticated.",
+            ),
+        }
+        self.value(
+            keys::COHORT_IDENTITY.key,
+            "identity",
+            &quote(&cohorts.identity.as_config()),
+        );
+        match &cohorts.writer {
+            CohortWriter::Attribute { attribute } => {
+                self.value(keys::COHORT_WRITER.key, "writer", &quote("attribute"));
+                self.value(keys::COHORT_ATTRIBUTE.key, "attribute", &quote(attribute));
+            }
+            CohortWriter::Partner { .. } => {
+                self.value(keys::COHORT_WRITER.key, "writer", &quote("partner"));
+                self.comment("attribute: unused by the partner writer");
+            }
+        }
+        match &cohorts.pull {
+            Some(pull) => {
+                self.value(
+                    keys::COHORT_PULL_INTERVAL_SECS.key,
+                    "pull_interval_secs",
+                    &pull.interval.as_secs().to_string(),
+                );
+                if pull.cohort_ids.is_empty() {
+                    self.comment("pull_cohorts: every cohort of the default project");
+                } else {
+                    let ids: Vec<String> = pull.cohort_ids.iter().map(u64::to_string).collect();
+                    self.value(
+                        keys::COHORT_PULL_COHORTS.key,
+                        "pull_cohorts",
+                        &format!("[{}]", ids.join(", ")),
+                    );
+                }
+            }
+            None => self.comment("pull_interval_secs: none (no pull schedule)"),
+        }
+    }
+
+    /// `[braze]`: the connection when there is one, the partner keys with
+    /// the partner writer.
+    fn braze(&mut self) {
+        let cohorts = &self.config.cohorts;
+        self.table("braze");
+        let Some(braze) = &cohorts.braze else {
+            self.comment(
+                "No Braze connection: no REST API key (braze.rest_api_key), and the attribute writer.",
+            );
+            return;
+        };
+        match &braze.rest_api_key {
+            Some(_) => self.secret(keys::BRAZE_REST_API_KEY.key, "rest_api_key"),
+            None => self.comment("rest_api_key: none (the partner writer needs none)"),
+        }
+        self.value(
+            keys::BRAZE_INSTANCE.key,
+            "instance",
+            &quote(braze.instance.name()),
+        );
+        match &braze.api_url {
+            Some(api_url) => self.value(keys::BRAZE_API_URL.key, "api_url", &quote(api_url)),
+            None => self.comment(&format!(
+                "api_url: {} (the instance's endpoint)",
+                braze.instance.rest_url()
+            )),
+        }
+        if let CohortWriter::Partner { partner_name, .. } = &cohorts.writer {
+            self.value(
+                keys::BRAZE_PARTNER_NAME.key,
+                "partner_name",
+                &quote(partner_name),
+            );
+            self.secret(keys::BRAZE_PARTNER_API_KEY.key, "partner_api_key");
+            self.secret(keys::BRAZE_DATA_IMPORT_KEY.key, "data_import_key");
+        }
+        self.value(
+            keys::BRAZE_RATE_LIMIT_REQUESTS.key,
+            "rate_limit_requests",
+            &braze.rate_limit.max_requests.to_string(),
+        );
+        self.value(
+            keys::BRAZE_RATE_LIMIT_WINDOW_SECS.key,
+            "rate_limit_window_secs",
+            &braze.rate_limit.window.as_secs().to_string(),
+        );
+        self.value(
+            keys::BRAZE_REQUEST_TIMEOUT_SECS.key,
+            "request_timeout_secs",
+            &braze.request_timeout.as_secs().to_string(),
+        );
     }
 }
 

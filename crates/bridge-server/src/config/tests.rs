@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cohort_import::braze::{Instance, RateLimit};
+use cohort_import::identity::IdentityRule;
 use mixpanel_client::{BatchLimits, Credentials, Region, RetryParams, Secret};
 
 use super::*;
@@ -158,6 +160,7 @@ log_format = "text"
         data_dir: Some(PathBuf::from("from-flag")),
         dry_run: Some(false),
         log_format: Some("text".to_owned()),
+        cohorts_only: false,
     };
 
     let from_file = ok(toml, &[]);
@@ -1073,6 +1076,17 @@ api_url = "http://127.0.0.1:1"
 name = "brand-a"
 workspaces = ["a"]
 api_secret = "x"
+[cohorts]
+webhook_credentials = ["mixpanel:pw"]
+writer = "partner"
+pull_interval_secs = 600
+pull_cohorts = [7, 8]
+[braze]
+rest_api_key = "k"
+instance = "eu-01"
+partner_name = "acme"
+partner_api_key = "p"
+data_import_key = "d"
 "#;
     let config = load(Some(toml), &Env::default(), &Flags::default()).unwrap();
     let rendering = config.to_redacted_toml();
@@ -1171,6 +1185,39 @@ fn the_example_file_is_valid() {
         ))
     );
     assert!(!config.type_filter.allows("users.behaviors.Location"));
+
+    // Its commented-out cohort import, uncommented, is valid too.
+    let (before, cohorts) = EXAMPLE.split_once("# [cohorts]").unwrap();
+    let uncommented: Vec<&str> = cohorts
+        .lines()
+        .map(|line| {
+            line.strip_prefix("# ")
+                .unwrap_or(line.trim_start_matches('#'))
+        })
+        .collect();
+    let example = ConfigFile {
+        path: PathBuf::from("docs/bridge.example.toml"),
+        text: format!("{before}[cohorts]{}\n", uncommented.join("\n")),
+    };
+    let vars: Vec<_> = vars
+        .into_iter()
+        .chain([
+            ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw"),
+            ("BRAZE_REST_API_KEY", "braze-key"),
+        ])
+        .collect();
+    let config = Config::from_sources(Some(&example), &env(&vars), &Flags::default()).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert!(config.cohorts.webhook.is_some());
+    assert_eq!(
+        config.cohorts.pull,
+        Some(PullSchedule {
+            cohort_ids: vec![1234, 5678],
+            interval: Duration::from_secs(3600),
+        })
+    );
+    let braze = config.cohorts.braze.expect("a Braze connection");
+    assert_eq!(braze.instance, Instance::Us03);
 }
 
 #[test]
@@ -1247,4 +1294,750 @@ fn data_dir_only_rejects_an_empty_path_and_bad_toml() {
             .to_string(),
         "--data-dir: expected a directory, found an empty path"
     );
+}
+
+/// A Braze REST API key: with [`MINIMAL`], the least that turns the cohort
+/// import on outside dry run.
+const BRAZE_KEY: (&str, &str) = ("BRAZE_REST_API_KEY", "braze-rest-key-1");
+
+#[test]
+fn the_cohort_import_is_off_by_default() {
+    let config = load(None, &env(&MINIMAL), &Flags::default()).unwrap();
+    assert_eq!(
+        config.cohorts,
+        CohortsConfig {
+            webhook: None,
+            identity: IdentityRule::DistinctId,
+            writer: CohortWriter::Attribute {
+                attribute: "mixpanel_cohorts".to_owned(),
+            },
+            braze: None,
+            pull: None,
+        }
+    );
+    assert!(!config.cohorts.is_enabled());
+    assert_eq!(config.cohorts.attribute(), "mixpanel_cohorts");
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    // A Braze key with the import off is fine (`cohorts sync` uses it).
+    let config = ok("", &[BRAZE_KEY]);
+    assert!(!config.cohorts.is_enabled());
+    let braze = config.cohorts.braze.as_ref().expect("a Braze connection");
+    assert_eq!(braze.rest_api_key, Some(Secret::new("braze-rest-key-1")));
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+#[test]
+fn the_cohort_webhook_from_the_environment() {
+    let vars = [
+        (
+            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS",
+            " mixpanel:pw-1, rotated:pw:with:colons ,mixpanel:pw-1",
+        ),
+        BRAZE_KEY,
+        ("BRAZE_INSTANCE", "US-03"),
+    ];
+    let config = ok("", &vars);
+    assert!(config.cohorts.is_enabled());
+    assert_eq!(
+        config.cohorts.webhook,
+        Some(CohortWebhookConfig {
+            path: "/mixpanel/cohorts".to_owned(),
+            credentials: vec![
+                Secret::new("mixpanel:pw-1"),
+                Secret::new("rotated:pw:with:colons")
+            ],
+            max_body_bytes: 8 * 1024 * 1024,
+            max_members_per_page: 10_000,
+        })
+    );
+    assert_eq!(
+        config.cohorts.braze,
+        Some(BrazeConfig {
+            rest_api_key: Some(Secret::new("braze-rest-key-1")),
+            instance: Instance::Us03,
+            api_url: None,
+            rate_limit: RateLimit::default(),
+            request_timeout: Duration::from_secs(30),
+        })
+    );
+    assert_eq!(config.cohorts.identity, IdentityRule::DistinctId);
+    assert_eq!(config.cohorts.pull, None);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    let vars = [
+        ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw"),
+        ("BRIDGE_COHORT_WEBHOOK_PATH", "/hooks/mixpanel"),
+        ("BRIDGE_COHORT_MAX_BODY_BYTES", "1024"),
+        ("BRIDGE_COHORT_MAX_MEMBERS_PER_PAGE", "500"),
+        ("BRIDGE_COHORT_IDENTITY", "property:$braze_external_id"),
+        ("BRIDGE_COHORT_WRITER", "attribute"),
+        ("BRIDGE_COHORT_ATTRIBUTE", "mp_cohorts"),
+        ("BRIDGE_COHORT_PULL_INTERVAL_SECS", "900"),
+        ("BRIDGE_COHORT_PULL_COHORTS", "12, 34,12"),
+        BRAZE_KEY,
+        ("BRAZE_INSTANCE", "rest.fra-02.braze.eu"),
+        ("BRAZE_API_URL", "https://braze-proxy.invalid"),
+        ("BRAZE_RATE_LIMIT_REQUESTS", "100"),
+        ("BRAZE_RATE_LIMIT_WINDOW_SECS", "60"),
+        ("BRAZE_REQUEST_TIMEOUT_SECS", "10"),
+    ];
+    let config = ok("", &vars);
+    let webhook = config.cohorts.webhook.as_ref().expect("the webhook");
+    assert_eq!(webhook.path, "/hooks/mixpanel");
+    assert_eq!(webhook.max_body_bytes, 1024);
+    assert_eq!(webhook.max_members_per_page, 500);
+    assert_eq!(
+        config.cohorts.identity,
+        IdentityRule::Property("$braze_external_id".to_owned())
+    );
+    assert_eq!(config.cohorts.attribute(), "mp_cohorts");
+    assert_eq!(
+        config.cohorts.pull,
+        Some(PullSchedule {
+            cohort_ids: vec![12, 34],
+            interval: Duration::from_secs(900),
+        })
+    );
+    let braze = config.cohorts.braze.as_ref().expect("a Braze connection");
+    assert_eq!(braze.instance, Instance::Eu02);
+    assert_eq!(
+        braze.api_url.as_deref(),
+        Some("https://braze-proxy.invalid")
+    );
+    assert_eq!(
+        braze.rate_limit,
+        RateLimit {
+            max_requests: 100,
+            window: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(braze.request_timeout, Duration::from_secs(10));
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    let rendering = config.to_redacted_toml();
+    for expected in [
+        "webhook_path = \"/hooks/mixpanel\"  # from BRIDGE_COHORT_WEBHOOK_PATH\n",
+        "  \"[redacted] (from BRIDGE_COHORT_WEBHOOK_CREDENTIALS)\",\n",
+        "max_members_per_page = 500  # from BRIDGE_COHORT_MAX_MEMBERS_PER_PAGE\n",
+        "identity = \"property:$braze_external_id\"  # from BRIDGE_COHORT_IDENTITY\n",
+        "attribute = \"mp_cohorts\"  # from BRIDGE_COHORT_ATTRIBUTE\n",
+        "pull_interval_secs = 900  # from BRIDGE_COHORT_PULL_INTERVAL_SECS\n",
+        "pull_cohorts = [12, 34]  # from BRIDGE_COHORT_PULL_COHORTS\n",
+        "rest_api_key = \"[redacted] (from BRAZE_REST_API_KEY)\"\n",
+        "instance = \"EU-02\"  # from BRAZE_INSTANCE\n",
+        "rate_limit_window_secs = 60  # from BRAZE_RATE_LIMIT_WINDOW_SECS\n",
+        "request_timeout_secs = 10  # from BRAZE_REQUEST_TIMEOUT_SECS\n",
+    ] {
+        assert!(rendering.contains(expected), "{expected} in {rendering}");
+    }
+}
+
+#[test]
+fn the_cohort_import_from_the_file() {
+    let credentials = TempFile::new("# Mixpanel's cohort sync\nmixpanel:pw-1\n\n  backup:pw-2  \n");
+    let toml = format!(
+        r#"
+[cohorts]
+webhook_credentials_file = "{}"
+max_members_per_page = 2000
+identity = "email"
+attribute = "cohorts_from_mixpanel"
+pull_interval_secs = 3600
+pull_cohorts = [5]
+
+[braze]
+rest_api_key = "braze-rest-key-from-file"
+instance = "US-03"
+rate_limit_requests = 50000
+"#,
+        credentials.path()
+    );
+    let config = ok(&toml, &[]);
+    let cohorts = &config.cohorts;
+    assert_eq!(
+        cohorts.webhook,
+        Some(CohortWebhookConfig {
+            path: "/mixpanel/cohorts".to_owned(),
+            credentials: vec![Secret::new("mixpanel:pw-1"), Secret::new("backup:pw-2")],
+            max_body_bytes: 8 * 1024 * 1024,
+            max_members_per_page: 2000,
+        })
+    );
+    assert_eq!(cohorts.identity, IdentityRule::Email);
+    assert_eq!(
+        cohorts.writer,
+        CohortWriter::Attribute {
+            attribute: "cohorts_from_mixpanel".to_owned()
+        }
+    );
+    assert_eq!(
+        cohorts.pull,
+        Some(PullSchedule {
+            cohort_ids: vec![5],
+            interval: Duration::from_secs(3600),
+        })
+    );
+    assert_eq!(
+        cohorts.braze,
+        Some(BrazeConfig {
+            rest_api_key: Some(Secret::new("braze-rest-key-from-file")),
+            instance: Instance::Us03,
+            api_url: None,
+            rate_limit: RateLimit {
+                max_requests: 50_000,
+                window: Duration::from_secs(3),
+            },
+            request_timeout: Duration::from_secs(30),
+        })
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    let rendering = config.to_redacted_toml();
+    for expected in [
+        format!("  \"[redacted] (from {} line 4)\",\n", credentials.path()),
+        format!(
+            "webhook_credentials_file = \"{}\"  # from bridge.toml:3; its credentials are listed above\n",
+            credentials.path()
+        ),
+        "rest_api_key = \"[redacted] (from bridge.toml:11)\"\n".to_owned(),
+        "instance = \"US-03\"  # from bridge.toml:12\n".to_owned(),
+        "api_url: https://rest.iad-03.braze.com (the instance's endpoint)".to_owned(),
+    ] {
+        assert!(rendering.contains(&expected), "{expected} in {rendering}");
+    }
+
+    // Every key of the environment replaces the file's.
+    let config = ok(
+        &toml,
+        &[
+            ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "env:pw"),
+            ("BRAZE_REST_API_KEY", "from-env"),
+        ],
+    );
+    let webhook = config.cohorts.webhook.expect("the webhook");
+    assert_eq!(webhook.credentials, [Secret::new("env:pw")]);
+    let braze = config.cohorts.braze.expect("a Braze connection");
+    assert_eq!(braze.rest_api_key, Some(Secret::new("from-env")));
+}
+
+#[test]
+fn the_cohort_import_needs_a_braze_rest_api_key() {
+    let vars = with_minimal(&[("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw")]);
+    assert_eq!(
+        error("", &vars),
+        "cohort import is on (BRIDGE_COHORT_WEBHOOK_CREDENTIALS) but has no Braze REST API key: set BRAZE_REST_API_KEY, braze.rest_api_key or braze.rest_api_key_file"
+    );
+    assert_eq!(
+        error("[cohorts]\npull_interval_secs = 600\n", &env(&MINIMAL)),
+        "cohort import is on (bridge.toml:2: cohorts.pull_interval_secs) but has no Braze REST API key: set BRAZE_REST_API_KEY, braze.rest_api_key or braze.rest_api_key_file"
+    );
+
+    // In dry run the Braze requests go to a file: no key needed.
+    let config = ok(
+        "",
+        &[
+            ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw"),
+            ("BRIDGE_DRY_RUN", "1"),
+        ],
+    );
+    assert!(config.cohorts.is_enabled());
+    assert_eq!(config.cohorts.braze, None);
+}
+
+#[test]
+fn the_partner_writer_needs_its_keys() {
+    let data_import_key = TempFile::new("data-import-key-from-file\n");
+    let vars = [
+        ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw"),
+        ("BRIDGE_COHORT_WRITER", "partner"),
+        ("BRAZE_PARTNER_NAME", "acme_cdp"),
+        ("BRAZE_PARTNER_API_KEY", "partner-key"),
+    ];
+    assert_eq!(
+        error("", &with_minimal(&vars)),
+        "BRIDGE_COHORT_WRITER = partner needs BRAZE_DATA_IMPORT_KEY (or braze.data_import_key or braze.data_import_key_file)"
+    );
+    assert_eq!(
+        error("[cohorts]\nwriter = \"partner\"\n", &env(&MINIMAL)),
+        "bridge.toml:2: cohorts.writer = partner needs BRAZE_PARTNER_NAME (or braze.partner_name)"
+    );
+    assert_eq!(
+        error(
+            "[cohorts]\nwriter = \"partner\"\n[braze]\npartner_name = \"acme\"\n",
+            &env(&MINIMAL)
+        ),
+        "bridge.toml:2: cohorts.writer = partner needs BRAZE_PARTNER_API_KEY (or braze.partner_api_key or braze.partner_api_key_file)"
+    );
+
+    // Complete, the partner writer needs no REST key.
+    let vars: Vec<_> = vars
+        .into_iter()
+        .chain([("BRAZE_DATA_IMPORT_KEY_FILE", data_import_key.path())])
+        .collect();
+    let config = ok("", &vars);
+    assert_eq!(
+        config.cohorts.writer,
+        CohortWriter::Partner {
+            partner_name: "acme_cdp".to_owned(),
+            partner_api_key: Secret::new("partner-key"),
+            data_import_key: Secret::new("data-import-key-from-file"),
+        }
+    );
+    let braze = config.cohorts.braze.as_ref().expect("a Braze connection");
+    assert_eq!(braze.rest_api_key, None);
+    assert_eq!(braze.instance, Instance::Us01);
+    assert_eq!(config.cohorts.attribute(), "mixpanel_cohorts");
+
+    // The partner API takes external ids only.
+    let with_email: Vec<_> = vars
+        .iter()
+        .copied()
+        .chain([("BRIDGE_COHORT_IDENTITY", "email")])
+        .collect();
+    assert_eq!(
+        error("", &with_minimal(&with_email)),
+        "BRIDGE_COHORT_IDENTITY: expected mixpanel_distinct_id or property:<name> with the partner writer (Braze's partner cohort API takes external ids only), found \"email\""
+    );
+}
+
+#[test]
+fn cohort_value_errors_name_the_setting_and_what_it_takes() {
+    const WEBHOOK: (&str, &str) = ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:pw");
+    let cases: &[ErrorCase] = &[
+        (
+            "",
+            &[("BRAZE_INSTANCE", "US-09")],
+            "BRAZE_INSTANCE: expected a Braze instance: one of US-01, US-02, US-03, US-04, US-05, US-06, US-07, US-08, US-10, EU-01, EU-02, AU-01, JP-01, ID-01, KR-01, found \"US-09\"",
+        ),
+        (
+            "[cohorts]\nidentity = \"external_id\"\n",
+            &[],
+            "bridge.toml:2: cohorts.identity: expected mixpanel_distinct_id, email or property:<name>, found \"external_id\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_IDENTITY", "property:")],
+            "BRIDGE_COHORT_IDENTITY: expected mixpanel_distinct_id, email or property:<name>, found \"property:\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WRITER", "cohorts")],
+            "BRIDGE_COHORT_WRITER: expected attribute or partner, found \"cohorts\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WEBHOOK_PATH", "mixpanel/cohorts")],
+            "BRIDGE_COHORT_WEBHOOK_PATH: expected a path starting with / without ?, #, *, :, {, } or spaces, found \"mixpanel/cohorts\"",
+        ),
+        (
+            "[cohorts]\nwebhook_path = \"/mixpanel/{cohort}\"\n",
+            &[],
+            "bridge.toml:2: cohorts.webhook_path: expected a path starting with / without ?, #, *, :, {, } or spaces, found \"/mixpanel/{cohort}\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WEBHOOK_PATH", "/hook?token=1")],
+            "BRIDGE_COHORT_WEBHOOK_PATH: expected a path starting with / without ?, #, *, :, {, } or spaces, found \"/hook?token=1\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WEBHOOK_PATH", "/a b")],
+            "BRIDGE_COHORT_WEBHOOK_PATH: expected a path starting with / without ?, #, *, :, {, } or spaces, found \"/a b\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WEBHOOK_PATH", "/hooks/:id")],
+            "BRIDGE_COHORT_WEBHOOK_PATH: expected a path starting with / without ?, #, *, :, {, } or spaces, found \"/hooks/:id\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_WEBHOOK_PATH", "/currents")],
+            "BRIDGE_COHORT_WEBHOOK_PATH: expected a path other than the bridge's own (/currents, /healthz, /readyz, /status, /metrics), found \"/currents\"",
+        ),
+        (
+            "[cohorts]\nwebhook_path = \"/metrics\"\n",
+            &[],
+            "bridge.toml:2: cohorts.webhook_path: expected a path other than the bridge's own (/currents, /healthz, /readyz, /status, /metrics), found \"/metrics\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_ATTRIBUTE", "email")],
+            "BRIDGE_COHORT_ATTRIBUTE: expected a custom attribute name of 1 to 255 bytes, not starting with $ and other than external_id, email, _update_existing_only, user_alias, braze_id, found \"email\"",
+        ),
+        (
+            "[cohorts]\nattribute = \"$cohorts\"\n",
+            &[],
+            "bridge.toml:2: cohorts.attribute: expected a custom attribute name of 1 to 255 bytes, not starting with $ and other than external_id, email, _update_existing_only, user_alias, braze_id, found \"$cohorts\"",
+        ),
+        (
+            "[cohorts]\nattribute = \"\"\n",
+            &[],
+            "bridge.toml:2: cohorts.attribute: expected a custom attribute name of 1 to 255 bytes, not starting with $ and other than external_id, email, _update_existing_only, user_alias, braze_id, found an empty string",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_PULL_INTERVAL_SECS", "59"), BRAZE_KEY],
+            "BRIDGE_COHORT_PULL_INTERVAL_SECS: expected an integer of at least 60, found 59",
+        ),
+        (
+            "[cohorts]\npull_interval_secs = 0\n",
+            &[],
+            "bridge.toml:2: cohorts.pull_interval_secs: expected an integer of at least 60, found 0",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_PULL_COHORTS", "12,abc")],
+            "BRIDGE_COHORT_PULL_COHORTS: expected comma-separated non-negative integers, found \"abc\"",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_MAX_BODY_BYTES", "1023")],
+            "BRIDGE_COHORT_MAX_BODY_BYTES: expected an integer of at least 1024, found 1023",
+        ),
+        (
+            "",
+            &[("BRIDGE_COHORT_MAX_MEMBERS_PER_PAGE", "1000001")],
+            "BRIDGE_COHORT_MAX_MEMBERS_PER_PAGE: expected an integer from 1 to 1000000, found 1000001",
+        ),
+        (
+            "",
+            &[("BRAZE_RATE_LIMIT_WINDOW_SECS", "3601")],
+            "BRAZE_RATE_LIMIT_WINDOW_SECS: expected an integer from 1 to 3600, found 3601",
+        ),
+        (
+            "",
+            &[("BRAZE_RATE_LIMIT_REQUESTS", "0")],
+            "BRAZE_RATE_LIMIT_REQUESTS: expected an integer from 1 to 1000000, found 0",
+        ),
+        (
+            "",
+            &[("BRAZE_REQUEST_TIMEOUT_SECS", "0")],
+            "BRAZE_REQUEST_TIMEOUT_SECS: expected a positive integer, found 0",
+        ),
+        (
+            "[braze]\napi_url = \"rest.iad-03.braze.com\"\n",
+            &[],
+            "bridge.toml:2: braze.api_url: expected an http:// or https:// URL, found \"rest.iad-03.braze.com\"",
+        ),
+        (
+            "",
+            &[("BRAZE_PARTNER_NAME", "acme cdp")],
+            "BRAZE_PARTNER_NAME: expected a partner name of letters, digits, - and _, found \"acme cdp\"",
+        ),
+        (
+            "",
+            &[
+                WEBHOOK,
+                ("BRIDGE_COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED", "1"),
+            ],
+            "BRIDGE_COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED and BRIDGE_COHORT_WEBHOOK_CREDENTIALS are both set: set only one",
+        ),
+        (
+            "",
+            &[
+                WEBHOOK,
+                ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE", "/run/credentials"),
+            ],
+            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS and BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE are both set: set only one",
+        ),
+        (
+            "[cohorts]\nwebhook_credentials = [\"a:b\"]\nwebhook_credentials_file = \"/run/credentials\"\n",
+            &[],
+            "bridge.toml:2: cohorts.webhook_credentials and bridge.toml:3: cohorts.webhook_credentials_file are both set: set only one",
+        ),
+        (
+            "[cohorts]\nwebhook_credentials = []\n",
+            &[],
+            "bridge.toml:2: cohorts.webhook_credentials: expected at least one user:password (leave the key out to turn the webhook off), found none",
+        ),
+        (
+            "",
+            &[
+                ("BRAZE_REST_API_KEY", "k"),
+                ("BRAZE_REST_API_KEY_FILE", "/run/braze"),
+            ],
+            "BRAZE_REST_API_KEY and BRAZE_REST_API_KEY_FILE are both set: set only one",
+        ),
+        (
+            "[braze]\ndata_import_key = \" \"\n",
+            &[],
+            "bridge.toml:2: braze.data_import_key: expected a secret, found an empty string",
+        ),
+    ];
+    for (toml, vars, expected) in cases {
+        assert_eq!(
+            error(toml, &with_minimal(vars)),
+            *expected,
+            "{toml} {vars:?}"
+        );
+    }
+
+    let flags = Flags {
+        listen: Some("0.0.0.0:8080".to_owned()),
+        ..Flags::default()
+    };
+    assert_eq!(
+        error_with_flags(
+            "[cohorts]\nwebhook_allow_unauthenticated = true\n",
+            &with_minimal(&[BRAZE_KEY]),
+            &flags
+        ),
+        "bridge.toml:2: cohorts.webhook_allow_unauthenticated: expected a loopback listen address with it (it is for local tests only), found 0.0.0.0:8080"
+    );
+}
+
+#[test]
+fn webhook_credential_errors_never_show_the_credential() {
+    let cases = [
+        ("SECRET-no-colon", "a credential without ':'"),
+        (":SECRET-no-user", "a credential with an empty user"),
+        ("SECRET-no-password:", "a credential with an empty password"),
+    ];
+    for (credential, found) in cases {
+        let vars = [("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", credential), BRAZE_KEY];
+        let message = error("", &with_minimal(&vars));
+        assert_eq!(
+            message,
+            format!(
+                "BRIDGE_COHORT_WEBHOOK_CREDENTIALS: expected user:password credentials with a non-empty user and password, found {found}"
+            )
+        );
+        assert!(!message.contains("SECRET"), "{message}");
+
+        let toml = format!("[cohorts]\nwebhook_credentials = [\"ok:pw\", \"{credential}\"]\n");
+        let message = error(&toml, &with_minimal(&[BRAZE_KEY]));
+        assert!(
+            message
+                .starts_with("bridge.toml:2: cohorts.webhook_credentials: expected user:password"),
+            "{message}"
+        );
+        assert!(!message.contains("SECRET"), "{message}");
+    }
+
+    let file = TempFile::new("ok:pw\n# a comment\nSECRET-no-colon\n");
+    let vars = [
+        ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE", file.path()),
+        BRAZE_KEY,
+    ];
+    let message = error("", &with_minimal(&vars));
+    assert_eq!(
+        message,
+        format!(
+            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE ({} line 3): expected user:password credentials with a non-empty user and password, found a credential without ':'",
+            file.path()
+        )
+    );
+    let empty = TempFile::new("# nothing yet\n\n");
+    let vars = [
+        ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE", empty.path()),
+        BRAZE_KEY,
+    ];
+    assert_eq!(
+        error("", &with_minimal(&vars)),
+        format!(
+            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS_FILE ({}): expected at least one user:password, one per line, found none",
+            empty.path()
+        )
+    );
+    let toml = "[cohorts]\nwebhook_credentials = \"SECRET-a-string\"\n";
+    let message = error(toml, &with_minimal(&[BRAZE_KEY]));
+    assert!(!message.contains("SECRET"), "{message}");
+}
+
+#[test]
+fn an_unauthenticated_cohort_webhook_is_explicit_and_local() {
+    let vars = [
+        ("BRIDGE_COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED", "true"),
+        ("BRIDGE_DRY_RUN", "1"),
+    ];
+    let config = ok("", &vars);
+    let webhook = config.cohorts.webhook.as_ref().expect("the webhook");
+    assert!(webhook.credentials.is_empty());
+    assert_eq!(
+        config.warnings(),
+        [
+            "the cohort webhook accepts requests without credentials (cohorts.webhook_allow_unauthenticated): for local tests only"
+        ]
+    );
+    let rendering = config.to_redacted_toml();
+    assert!(
+        rendering.contains(
+            "webhook_allow_unauthenticated = true  # from BRIDGE_COHORT_WEBHOOK_ALLOW_UNAUTHENTICATED\n"
+        ),
+        "{rendering}"
+    );
+}
+
+#[test]
+fn cohorts_only_needs_no_currents_token() {
+    let vars = env(&[("MIXPANEL_PROJECT_TOKEN", "p"), BRAZE_KEY]);
+    let error = load(None, &vars, &Flags::default()).unwrap_err();
+    assert!(matches!(error, ConfigError::NoTokens), "{error:?}");
+
+    let flags = Flags {
+        cohorts_only: true,
+        ..Flags::default()
+    };
+    let config = load(None, &vars, &flags).unwrap();
+    assert_eq!(config.ingest.auth, IngestAuth::Unauthenticated);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_eq!(
+        config.cohorts.braze.and_then(|braze| braze.rest_api_key),
+        Some(Secret::new("braze-rest-key-1"))
+    );
+    // Tokens that are set are still taken, and everything else still checked.
+    let config = load(None, &env(&MINIMAL), &flags).unwrap();
+    assert_eq!(
+        config.ingest.auth,
+        IngestAuth::Tokens(vec![Secret::new("currents-token-1")])
+    );
+    assert!(
+        error_with_flags("", &env(&[]), &flags)
+            .starts_with("project \"default\" has no Mixpanel credentials"),
+    );
+    assert!(
+        error_with_flags(
+            "",
+            &env(&[("MIXPANEL_PROJECT_TOKEN", "p"), ("BRAZE_INSTANCE", "mars")]),
+            &flags
+        )
+        .starts_with("BRAZE_INSTANCE: expected a Braze instance"),
+    );
+}
+
+#[test]
+fn cohort_secrets_never_show_in_the_rendering_debug_or_errors() {
+    let credentials = TempFile::new("mixpanel:SECRET-credential-file\n");
+    let partner_key = TempFile::new("SECRET-partner-key-file\n");
+    let toml = format!(
+        r#"
+[cohorts]
+webhook_credentials_file = "{}"
+writer = "partner"
+
+[braze]
+rest_api_key = "SECRET-rest-key"
+partner_name = "acme"
+partner_api_key_file = "{}"
+"#,
+        credentials.path(),
+        partner_key.path()
+    );
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", "SECRET-token"),
+        ("MIXPANEL_PROJECT_TOKEN", "SECRET-project-token"),
+        ("BRAZE_DATA_IMPORT_KEY", "SECRET-data-import-key"),
+    ];
+    let config = load(Some(&toml), &env(&vars), &Flags::default()).unwrap();
+    let rendering = config.to_redacted_toml();
+    let debug = format!("{config:?}");
+    let warnings = config.warnings().join("\n");
+    for shown in [&rendering, &debug, &warnings] {
+        assert!(!shown.contains("SECRET-"), "{shown}");
+    }
+    for expected in [
+        format!("  \"[redacted] (from {} line 1)\",\n", credentials.path()),
+        "rest_api_key = \"[redacted] (from bridge.toml:7)\"\n".to_owned(),
+        format!(
+            "partner_api_key = \"[redacted] (from {}, named by bridge.toml:9)\"\n",
+            partner_key.path()
+        ),
+        "data_import_key = \"[redacted] (from BRAZE_DATA_IMPORT_KEY)\"\n".to_owned(),
+        "partner_name = \"acme\"  # from bridge.toml:8\n".to_owned(),
+        "writer = \"partner\"  # from bridge.toml:4\n".to_owned(),
+    ] {
+        assert!(rendering.contains(&expected), "{expected} in {rendering}");
+    }
+    assert!(rendering.contains("[redacted]"), "{rendering}");
+
+    // The same from the environment, the credentials as a list.
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", "SECRET-token"),
+        ("MIXPANEL_PROJECT_TOKEN", "SECRET-project-token"),
+        (
+            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS",
+            "a:SECRET-credential-1,b:SECRET-credential-2",
+        ),
+        ("BRAZE_REST_API_KEY", "SECRET-rest-key"),
+    ];
+    let config = load(None, &env(&vars), &Flags::default()).unwrap();
+    let rendering = config.to_redacted_toml();
+    assert!(!rendering.contains("SECRET-"), "{rendering}");
+    assert!(!format!("{config:?}").contains("SECRET-"));
+    assert_eq!(
+        rendering
+            .matches("\"[redacted] (from BRIDGE_COHORT_WEBHOOK_CREDENTIALS)\",")
+            .count(),
+        2,
+        "{rendering}"
+    );
+    assert!(
+        rendering.contains("rest_api_key = \"[redacted] (from BRAZE_REST_API_KEY)\"\n"),
+        "{rendering}"
+    );
+    if let Err(error) = raw::RawConfig::from_toml(&rendering) {
+        panic!("{error}\n{rendering}");
+    }
+}
+
+#[test]
+fn cohort_warnings() {
+    let config = ok(
+        "",
+        &[
+            ("BRAZE_FOO", "1"),
+            ("BRIDGE_COHORT_WEBHOOK_PAHT", "/x"),
+            ("BRIDGE_COHORT_PULL_COHORTS", "1,2"),
+        ],
+    );
+    assert_eq!(
+        config.warnings(),
+        [
+            "BRAZE_FOO is not a configuration variable and is ignored",
+            "BRIDGE_COHORT_WEBHOOK_PAHT is not a configuration variable and is ignored",
+            "BRIDGE_COHORT_PULL_COHORTS is set but unused: there is no pull schedule without cohorts.pull_interval_secs (BRIDGE_COHORT_PULL_INTERVAL_SECS)",
+        ]
+    );
+    assert_eq!(config.cohorts.pull, None);
+
+    // Every variable of [cohorts] and [braze] is known.
+    for variable in keys::COHORT_KEYS
+        .iter()
+        .map(|key| key.env)
+        .chain(keys::INT_KEYS.iter().map(|key| key.env))
+    {
+        let warnings = raw::RawConfig::default()
+            .overlay_env(&env(&[(variable, "1")]))
+            .unwrap();
+        assert!(warnings.is_empty(), "{variable}: {warnings:?}");
+    }
+
+    // Plain http to a remote host sends the keys in clear text.
+    let config = ok(
+        "",
+        &[
+            BRAZE_KEY,
+            ("BRAZE_API_URL", "http://braze-proxy.internal:8080"),
+        ],
+    );
+    assert_eq!(
+        config.warnings(),
+        [
+            "BRAZE_API_URL is plain http to a host other than loopback: the Braze API keys travel in clear text"
+        ]
+    );
+    for url in [
+        "http://127.0.0.1:3000",
+        "http://localhost:3000/",
+        "http://[::1]:3000",
+        "https://braze-proxy.internal",
+    ] {
+        let config = ok("", &[BRAZE_KEY, ("BRAZE_API_URL", url)]);
+        assert!(
+            config.warnings().is_empty(),
+            "{url}: {:?}",
+            config.warnings()
+        );
+    }
 }

@@ -4,7 +4,9 @@
 //! Secrets named by `*_file` keys and the tokens file are read here. Checks
 //! that span several keys live here too: a lease shorter than one request's
 //! worst case, a spool smaller than one request body, tokens next to
-//! `allow_unauthenticated`. The projects have their own module, `projects`.
+//! `allow_unauthenticated`. The projects have their own module, `projects`,
+//! and so have the cohort import's `[cohorts]` and `[braze]`,
+//! `cohorts_validate`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,14 +18,16 @@ use super::keys::{self, IntKey};
 use super::raw::{self, Origin, RawConfig, SecretText, Sourced};
 use super::{
     Config, ConfigError, ConfigFile, DeliveryConfig, IngestAuth, IngestConfig, LogFormat,
-    Provenance, SpoolConfig, projects,
+    Provenance, SpoolConfig, cohorts_validate, projects,
 };
 use crate::mapping::TypeFilter;
 
+/// `cohorts_only`: [`super::Flags::cohorts_only`].
 pub(super) fn validate(
     raw: RawConfig,
     file: Option<&ConfigFile>,
     warnings: Vec<String>,
+    cohorts_only: bool,
 ) -> Result<Config, ConfigError> {
     let mut cx = Context {
         file,
@@ -69,7 +73,7 @@ pub(super) fn validate(
         )
     })?;
 
-    let ingest = validate_ingest(&mut cx, raw.ingest, listen)?;
+    let ingest = validate_ingest(&mut cx, raw.ingest, listen, cohorts_only)?;
     let spool_max_bytes = cx.int(&keys::SPOOL_MAX_BYTES, raw.spool.max_bytes)?;
     if spool_max_bytes.value < ingest.max_body_bytes as u64 {
         return Err(cx.invalid(
@@ -95,6 +99,8 @@ pub(super) fn validate(
             projects::validate_project(&mut cx, raw_project, project_idx, &projects, dry_run)?;
         projects.push(project);
     }
+    let cohorts =
+        cohorts_validate::validate_cohorts(&mut cx, raw.cohorts, raw.braze, listen, dry_run)?;
 
     Ok(Config {
         listen,
@@ -107,15 +113,7 @@ pub(super) fn validate(
         type_filter,
         default_project,
         projects,
-        cohorts: super::CohortsConfig {
-            webhook: None,
-            identity: cohort_import::identity::IdentityRule::DistinctId,
-            writer: super::CohortWriter::Attribute {
-                attribute: cohort_import::writer::DEFAULT_ATTRIBUTE.to_owned(),
-            },
-            braze: None,
-            pull: None,
-        },
+        cohorts,
         provenance: cx.provenance,
         warnings: cx.warnings,
     })
@@ -211,6 +209,15 @@ impl Context<'_> {
             }
             None => false,
         }
+    }
+
+    /// An optional integer key (no default): its bounds are checked when set.
+    pub(super) fn optional_int(
+        &mut self,
+        key: &IntKey,
+        raw: Option<Sourced<u64>>,
+    ) -> Result<Option<Valued<u64>>, ConfigError> {
+        raw.map(|raw| self.int(key, Some(raw))).transpose()
     }
 
     pub(super) fn int(
@@ -321,7 +328,8 @@ impl Context<'_> {
     }
 }
 
-fn read_setting_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+/// The text of a file named by a setting (a secret's, the tokens').
+pub(super) fn read_setting_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::ReadSettingFile {
         setting: setting.to_owned(),
         path: path.to_owned(),
@@ -333,6 +341,7 @@ fn validate_ingest(
     cx: &mut Context<'_>,
     raw: raw::RawIngest,
     listen: SocketAddr,
+    cohorts_only: bool,
 ) -> Result<IngestConfig, ConfigError> {
     let mut tokens: Vec<Secret> = Vec::new();
     let mut token_notes: Vec<String> = Vec::new();
@@ -401,6 +410,8 @@ fn validate_ingest(
     let allow_unauthenticated = cx.bool(keys::ALLOW_UNAUTHENTICATED.key, raw.allow_unauthenticated);
     let auth = match (tokens.is_empty(), allow_unauthenticated) {
         (false, false) => IngestAuth::Tokens(tokens),
+        // The `cohorts` commands serve no ingest: no token needed.
+        (true, false) if cohorts_only => IngestAuth::Unauthenticated,
         (true, false) => return Err(ConfigError::NoTokens),
         (false, true) => {
             return Err(ConfigError::Conflict {
