@@ -59,6 +59,11 @@ impl BrazeDouble {
         self.lock().scripted.extend(answers);
     }
 
+    /// Forgets the answers scripted and not yet given.
+    pub fn clear_script(&self) {
+        self.lock().scripted.clear();
+    }
+
     /// Objects for this user (`external_id:u1`, `email:a@b.c`) are refused
     /// with a per-object error.
     pub fn refuse_user(&self, user: &str) {
