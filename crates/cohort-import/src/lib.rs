@@ -53,6 +53,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod braze;
 pub mod identity;
 pub mod pull;
