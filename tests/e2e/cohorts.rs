@@ -414,3 +414,159 @@ async fn dry_run_writes_the_braze_requests_to_a_file_and_status_reports() {
     assert_eq!(line["members"], 2);
     assert_eq!(line["pending_changes"], 0);
 }
+
+/// A Mixpanel Query API stand-in: two cohorts, cohort 77 with `ids` (one
+/// page), cohort 88 empty.
+async fn mixpanel_query(ids: &[String]) -> wiremock::MockServer {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/cohorts/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"id": 77, "name": "Power users", "count": ids.len(), "is_visible": 1},
+            {"id": 88, "name": "Dormant", "count": 0, "is_visible": 0},
+        ])))
+        .mount(&server)
+        .await;
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"$distinct_id": id, "$properties": {}}))
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/api/query/engage"))
+        .and(body_string_contains("%22id%22%3A77"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "page": 0, "page_size": 1000, "session_id": "q", "status": "ok", "results": results,
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/engage"))
+        .and(body_string_contains("%22id%22%3A88"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "page": 0, "page_size": 1000, "session_id": "q", "status": "ok", "results": [],
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Runs the binary with the Mixpanel service account and the Braze key.
+fn run_cohorts_cli(args: &[&str], mixpanel_url: &str, braze_url: &str) -> harness::Run {
+    let mut command = std::process::Command::new(harness::binary());
+    command
+        .args(args)
+        .env_remove("BRIDGE_CONFIG")
+        .env("MIXPANEL_API_URL", mixpanel_url)
+        .env("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "e2e.sa")
+        .env(
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+            "e2e-sa-secret-never-logged",
+        )
+        .env("MIXPANEL_PROJECT_ID", "31337")
+        .env("MIXPANEL_PROJECT_TOKEN", "e2e-project-token")
+        .env("BRAZE_REST_API_KEY", BRAZE_KEY)
+        .env("BRAZE_API_URL", braze_url);
+    let output = command.output().expect("the binary runs");
+    harness::Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        rejects: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cohorts_list_and_sync_pull_from_mixpanel_and_write_to_braze() {
+    let dir = TempDir::new("cohorts-cli");
+    let data_dir = dir.join("data");
+    let data_dir_text = data_dir.to_str().unwrap().to_owned();
+    let (braze_server, braze) = BrazeDouble::start().await;
+    let braze_url = braze_server.uri();
+    let mixpanel = mixpanel_query(&users(0..5)).await;
+    let mixpanel_url = mixpanel.uri();
+
+    let (listed, dry_run, requests_after_dry_run, synced) = tokio::task::spawn_blocking({
+        let (data_dir, mixpanel_url, braze_url) = (
+            data_dir_text.clone(),
+            mixpanel_url.clone(),
+            braze_url.clone(),
+        );
+        let braze = braze.clone();
+        move || {
+            let listed = run_cohorts_cli(&["cohorts", "list"], &mixpanel_url, &braze_url);
+            let dry_run = run_cohorts_cli(
+                &[
+                    "cohorts",
+                    "sync",
+                    "--data-dir",
+                    &data_dir,
+                    "--cohort",
+                    "77",
+                    "--dry-run",
+                ],
+                &mixpanel_url,
+                &braze_url,
+            );
+            let requests_after_dry_run = braze.requests();
+            let synced = run_cohorts_cli(
+                &["cohorts", "sync", "--data-dir", &data_dir],
+                &mixpanel_url,
+                &braze_url,
+            );
+            (listed, dry_run, requests_after_dry_run, synced)
+        }
+    })
+    .await
+    .unwrap();
+    listed.assert_success();
+    assert!(
+        listed.stdout.contains("77") && listed.stdout.contains("Power users"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains("Dormant"));
+
+    // The dry run prints the requests and changes nothing.
+    dry_run.assert_success();
+    let requests = harness::parse_ndjson(&dry_run.stdout, "dry-run requests");
+    assert_eq!(
+        requests[0]["body"]["attributes"].as_array().unwrap().len(),
+        5
+    );
+    assert_eq!(requests_after_dry_run, 0, "{}", dry_run.stderr);
+
+    synced.assert_success();
+    assert!(synced.stderr.contains("5 added"), "{}", synced.stderr);
+    assert_eq!(braze.members(ATTRIBUTE, "77"), braze_ids(&users(0..5)));
+    for secret in [BRAZE_KEY, "e2e-sa-secret-never-logged"] {
+        assert!(!synced.stderr.contains(secret));
+    }
+
+    // The same pull as a schedule inside `serve`: cohort 77 shrank.
+    drop(mixpanel);
+    let mixpanel = mixpanel_query(&users(0..2)).await;
+    let mut command_env = vec![
+        ("BRAZE_REST_API_KEY", BRAZE_KEY),
+        ("BRAZE_API_URL", braze_url.as_str()),
+        ("BRIDGE_COHORT_PULL_INTERVAL_SECS", "60"),
+        ("BRIDGE_COHORT_PULL_COHORTS", "77"),
+    ];
+    let mixpanel_uri = mixpanel.uri();
+    command_env.push(("MIXPANEL_API_URL", mixpanel_uri.as_str()));
+    let server = start_with(&data_dir, free_port(), Some(&mixpanel_uri), &command_env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while braze.members(ATTRIBUTE, "77") != braze_ids(&users(0..2)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            braze.members(ATTRIBUTE, "77")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server);
+    let status = harness::run(&["cohorts", "status", "--data-dir", &data_dir_text], b"");
+    status.assert_success();
+    assert!(status.stdout.contains("31337/77"), "{}", status.stdout);
+}

@@ -171,6 +171,18 @@ impl CohortImport {
             }
             None => None,
         };
+        let destination_kind = writer.destination_kind();
+        tracing::info!(
+            store = %store.path().display(),
+            webhook = cohorts.webhook.as_ref().map_or("off", |webhook| webhook.path.as_str()),
+            pull_interval_secs = cohorts.pull.as_ref().map(|pull| pull.interval.as_secs()),
+            identity = %cohorts.identity.as_config(),
+            writer = destination_kind,
+            "Cohort import is on."
+        );
+        if config.dry_run {
+            tracing::info!(path = %dry_run_path(&config.data_dir).display(), "Dry run: Braze requests go to a file.");
+        }
         Ok(Some(CohortImport {
             store,
             receiver,

@@ -241,6 +241,11 @@ impl<S: MembershipStore> Writer<S> {
         self
     }
 
+    /// The destination's kind: `attribute`, `partner` or `dry_run`.
+    pub fn destination_kind(&self) -> &'static str {
+        self.destination.kind()
+    }
+
     /// Runs rounds until the journal is empty, a round fails, or nothing
     /// more can be done now; returns the sum of the rounds.
     pub async fn drain_once(&self) -> Result<RoundReport, WriterError> {
