@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -219,6 +220,7 @@ impl CohortImport {
         let state = Arc::new(WebhookState {
             receiver: Arc::clone(&self.receiver),
             max_body_bytes: webhook.max_body_bytes,
+            last_refusal_warning_secs: AtomicI64::new(i64::MIN / 2),
         });
         Router::new()
             .route(&webhook.path, post(receive_page))
@@ -274,6 +276,8 @@ pub fn status_json(status: &cohort_import::store::CohortStatus) -> serde_json::V
 struct WebhookState {
     receiver: Arc<WebhookReceiver<SqliteStore>>,
     max_body_bytes: usize,
+    /// When the last refused call was logged, UNIX seconds.
+    last_refusal_warning_secs: AtomicI64,
 }
 
 /// Refuses a request without accepted credentials before its body is read.
@@ -288,6 +292,20 @@ async fn require_credentials(
         .and_then(|value| value.to_str().ok());
     if state.receiver.config().accepts(authorization) {
         return next.run(request).await;
+    }
+    // Mixpanel pauses a sync that gets a 401: say so, at most once a minute.
+    let now_secs = crate::ingest::now_ms() / 1000;
+    let last_secs = state.last_refusal_warning_secs.load(Ordering::Relaxed);
+    if now_secs - last_secs >= 60
+        && state
+            .last_refusal_warning_secs
+            .compare_exchange(last_secs, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            has_credentials = authorization.is_some(),
+            "Refused a cohort webhook call without accepted credentials; Mixpanel pauses a sync that gets this 401. Check the webhook's Basic auth (at most one warning a minute)."
+        );
     }
     // The receiver gives the 401 answer (and counts it).
     into_response(state.receiver.receive(authorization, b"").await)

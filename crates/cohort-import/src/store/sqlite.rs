@@ -21,9 +21,11 @@
 //!   the journal, one row per (cohort, user); `seq` orders it. `op`: 0 add,
 //!   1 remove.
 //! - `pages(cohort, session_id, action, page, at_ms)`: every page recorded,
-//!   for idempotency; rows older than 7 days are pruned (Mixpanel restarts a
-//!   failed sync within a minute, and forgets a sync after 3 days).
-//! - `snapshots(id, cohort, session_id, total_pages, completed, started_ms)`.
+//!   for idempotency; rows older than 7 days are pruned as pages arrive
+//!   (Mixpanel restarts a failed sync within a minute, and forgets a sync
+//!   after 3 days).
+//! - `snapshots(id, cohort, session_id, total_pages, completed, started_ms)`,
+//!   pruned like `pages`.
 //! - `unmatched(cohort, distinct_id, reason, seen_in, at_ms)`.
 //! - `dead_letters(id, at_ms, project_id, cohort_id, cohort_name,
 //!   user_kind, user_id, op, reason, detail, attempts)`.
@@ -516,6 +518,12 @@ fn apply_page(tx: &Transaction<'_>, page: &MembershipPage) -> rusqlite::Result<P
             ..PageOutcome::default()
         });
     }
+    // Forget what Mixpanel can no longer replay (both use an index on
+    // age, so this costs nothing when there is nothing to forget).
+    tx.prepare_cached("DELETE FROM pages WHERE at_ms < ?1")?
+        .execute([now - PAGE_MEMORY_MS])?;
+    tx.prepare_cached("DELETE FROM snapshots WHERE started_ms < ?1")?
+        .execute([now - PAGE_MEMORY_MS])?;
     let mut outcome = PageOutcome::default();
     let mut seq = next_seq(tx)?;
     let snapshot = match page.kind {
@@ -702,11 +710,6 @@ fn complete_snapshot(
         "UPDATE cohorts SET n_members = n_members - ?2, last_sync_ms = ?3 WHERE id = ?1",
     )?
     .execute(params![cohort, removed as i64, now])?;
-    // Forget what Mixpanel can no longer replay.
-    tx.prepare_cached("DELETE FROM pages WHERE at_ms < ?1")?
-        .execute([now - PAGE_MEMORY_MS])?;
-    tx.prepare_cached("DELETE FROM snapshots WHERE started_ms < ?1 AND id != ?2")?
-        .execute(params![now - PAGE_MEMORY_MS, snapshot])?;
     Ok(removed)
 }
 
@@ -975,6 +978,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              started_ms INTEGER NOT NULL,
              UNIQUE (cohort, session_id)
          );
+         CREATE INDEX snapshots_by_age ON snapshots (started_ms);
          CREATE TABLE unmatched (
              cohort INTEGER NOT NULL,
              distinct_id TEXT NOT NULL,
