@@ -8,7 +8,7 @@ use http::HeaderValue;
 use mixpanel_client::{RetryParams, Secret};
 
 use super::limiter::{RateLimit, RateLimiter};
-use super::transport::Transport;
+use super::transport::{HttpRequest, HttpResponse, Transport};
 use super::{BrazeError, Instance};
 
 /// A Braze REST client for one workspace. Cheap to clone; clones share the
@@ -74,6 +74,28 @@ impl BrazeClient {
     /// The REST endpoint requests go to, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
+    }
+}
+
+impl BrazeClient {
+    /// Sends `request` and returns a successful response; an error, or a
+    /// status other than 2xx, becomes a [`BrazeError`] with `secrets`
+    /// redacted from whatever Braze echoed.
+    pub(crate) async fn send_checked(
+        &self,
+        request: HttpRequest,
+        secrets: &[&str],
+    ) -> Result<HttpResponse, BrazeError> {
+        let response = self
+            .inner
+            .transport
+            .send(request)
+            .await
+            .map_err(|error| error.redact(secrets))?;
+        if !response.status.is_success() {
+            return Err(response.into_error(secrets));
+        }
+        Ok(response)
     }
 }
 

@@ -182,15 +182,7 @@ impl BrazeClient {
             headers,
             body,
         };
-        let response = self
-            .inner
-            .transport
-            .send(request)
-            .await
-            .map_err(|error| error.redact(&secrets))?;
-        if !response.status.is_success() {
-            return Err(response.into_error(&secrets));
-        }
+        let response = self.send_checked(request, &secrets).await?;
         Ok(response.attempts)
     }
 }

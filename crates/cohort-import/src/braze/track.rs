@@ -109,15 +109,7 @@ impl BrazeClient {
             body,
         };
         let secrets = [self.inner.api_key.expose()];
-        let response = self
-            .inner
-            .transport
-            .send(request)
-            .await
-            .map_err(|error| error.redact(&secrets))?;
-        if !response.status.is_success() {
-            return Err(response.into_error(&secrets));
-        }
+        let response = self.send_checked(request, &secrets).await?;
         let outcome = read_answer(&response, updates.len(), &secrets)?;
         tracing::debug!(
             objects = updates.len(),
