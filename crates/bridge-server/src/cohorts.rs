@@ -73,11 +73,12 @@ pub fn dry_run_path(data_dir: &Path) -> PathBuf {
 
 /// A Braze client for `braze`, keeping to its rate limit.
 pub fn braze_client(braze: &BrazeConfig) -> Result<BrazeClient, CohortSetupError> {
-    let key = braze
-        .rest_api_key
-        .clone()
-        .unwrap_or_else(|| mixpanel_client::Secret::new(""));
-    let mut builder = BrazeClient::builder(key)
+    let builder = match &braze.rest_api_key {
+        Some(key) => BrazeClient::builder(key.clone()),
+        // The partner writer needs no REST key.
+        None => BrazeClient::partner_only(),
+    };
+    let mut builder = builder
         .instance(braze.instance)
         .rate_limit(braze.rate_limit)
         .request_timeout(braze.request_timeout);

@@ -96,6 +96,15 @@ struct Totals {
     bad_requests: AtomicU64,
 }
 
+/// When each external id was first added, and the earliest and latest of
+/// those times.
+#[derive(Default)]
+struct Added {
+    by_id: HashMap<String, u64>,
+    first_ms: Option<u64>,
+    last_ms: Option<u64>,
+}
+
 /// Arrival times of the requests within the last window, oldest first.
 struct Window {
     arrivals: VecDeque<Instant>,
@@ -108,7 +117,7 @@ struct Sink {
     window_length: Duration,
     window: Mutex<Window>,
     /// First arrival (UNIX ms) of an object adding a value, per external id.
-    added: Mutex<HashMap<String, u64>>,
+    added: Mutex<Added>,
     shutdown: Notify,
 }
 
@@ -138,17 +147,15 @@ impl Sink {
             .unwrap_or_else(PoisonError::into_inner)
             .max_in_window;
         let added = self.added.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = added.values().min().copied();
-        let last = added.values().max().copied();
         serde_json::json!({
             "requests": get(&totals.requests),
             "objects": get(&totals.objects),
             "rejected_429": get(&totals.rejected_429),
             "bad_requests": get(&totals.bad_requests),
             "max_requests_in_any_3s_window": max_window,
-            "ids": added.len(),
-            "first_arrival_ms": first,
-            "last_arrival_ms": last,
+            "ids": added.by_id.len(),
+            "first_arrival_ms": added.first_ms,
+            "last_arrival_ms": added.last_ms,
         })
     }
 }
@@ -172,7 +179,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn Error>> {
             arrivals: VecDeque::with_capacity(options.max_requests + 1),
             max_in_window: 0,
         }),
-        added: Mutex::new(HashMap::new()),
+        added: Mutex::new(Added::default()),
         shutdown: Notify::new(),
     });
     let app = Router::new()
@@ -263,8 +270,10 @@ async fn track(State(sink): State<Arc<Sink>>, request: Request) -> Response {
                     .and_then(Value::as_array)
                     .is_some_and(|values| !values.is_empty())
             });
-            if adds && !added.contains_key(id) {
-                added.insert(id.clone(), arrived_ms);
+            if adds && !added.by_id.contains_key(id) {
+                added.by_id.insert(id.clone(), arrived_ms);
+                added.first_ms = Some(added.first_ms.map_or(arrived_ms, |ms| ms.min(arrived_ms)));
+                added.last_ms = Some(added.last_ms.map_or(arrived_ms, |ms| ms.max(arrived_ms)));
             }
         }
     }
@@ -298,6 +307,7 @@ async fn arrivals(State(sink): State<Arc<Sink>>, request: Request) -> Response {
         .to_owned();
     let added = sink.added.lock().unwrap_or_else(PoisonError::into_inner);
     let selected: Map<String, Value> = added
+        .by_id
         .iter()
         .filter(|(id, _)| id.starts_with(&prefix))
         .map(|(id, &ms)| (id.clone(), Value::from(ms)))
@@ -333,7 +343,7 @@ mod tests {
                 arrivals: VecDeque::new(),
                 max_in_window: 0,
             }),
-            added: Mutex::new(HashMap::new()),
+            added: Mutex::new(Added::default()),
             shutdown: Notify::new(),
         }
     }

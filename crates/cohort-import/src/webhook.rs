@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -68,8 +70,9 @@ pub struct WebhookPage {
     pub session_id: String,
     /// The page number, from 1.
     pub page: u32,
-    /// Pages in the session.
-    pub total_pages: u32,
+    /// Pages in the session; `None` for a snapshot page without
+    /// `page_info` (it cannot complete its snapshot).
+    pub total_pages: Option<u32>,
     /// The members as Mixpanel describes them.
     pub members: Vec<Member>,
 }
@@ -316,7 +319,7 @@ pub fn resolve_page(page: WebhookPage, identity: &IdentityRule) -> MembershipPag
         kind: page.kind,
         session_id: page.session_id,
         page: page.page,
-        total_pages: Some(page.total_pages),
+        total_pages: page.total_pages,
         members,
     }
 }
@@ -353,9 +356,23 @@ fn unavailable(action: &str, message: &str) -> WebhookAnswer {
 }
 
 #[derive(Deserialize)]
-struct RawBody {
+struct RawBody<'a> {
     action: Option<Value>,
-    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    parameters: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawParameters<'a> {
+    mixpanel_project_id: Option<Value>,
+    mixpanel_cohort_id: Option<Value>,
+    mixpanel_cohort_name: Option<Value>,
+    mixpanel_session_id: Option<Value>,
+    page_info: Option<Value>,
+    /// Read on its own, so that a page with too many members is refused
+    /// as soon as the cap is passed, before the rest is built.
+    #[serde(borrow)]
+    members: Option<&'a RawValue>,
 }
 
 /// Reads and checks one page.
@@ -364,7 +381,7 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
         action: action.map(str::to_owned),
         message,
     };
-    let raw: RawBody = serde_json::from_slice(body)
+    let raw: RawBody<'_> = serde_json::from_slice(body)
         .map_err(|error| fail(None, format!("the body is not a JSON object: {error}")))?;
     let action_text = match &raw.action {
         Some(Value::String(text)) => text.as_str(),
@@ -390,14 +407,16 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
             ));
         }
     };
-    let parameters = raw.parameters.ok_or_else(|| {
-        fail(
-            action,
-            "\"parameters\" is missing or not an object".to_owned(),
-        )
-    })?;
-    let id = |key: &str, required: bool| -> Result<Option<String>, PageError> {
-        match parameters.get(key) {
+    let parameters: RawParameters<'_> = raw
+        .parameters
+        .ok_or_else(|| fail(action, "\"parameters\" is missing".to_owned()))
+        .and_then(|text| {
+            serde_json::from_str(text.get()).map_err(|error| {
+                fail(action, format!("\"parameters\" is not a valid object: {error}"))
+            })
+        })?;
+    let id = |key: &str, value: &Option<Value>, required: bool| -> Result<Option<String>, PageError> {
+        match value {
             None | Some(Value::Null) if !required => Ok(None),
             None | Some(Value::Null) => Err(fail(action, format!("parameters.{key} is missing"))),
             Some(Value::String(text)) if !text.trim().is_empty() && text.len() <= MAX_ID_BYTES => {
@@ -410,43 +429,29 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
             )),
         }
     };
-    let project_id = id("mixpanel_project_id", true)?.unwrap_or_default();
-    let cohort_id = id("mixpanel_cohort_id", true)?.unwrap_or_default();
-    let cohort_name = match parameters.get("mixpanel_cohort_name") {
+    let project_id = id("mixpanel_project_id", &parameters.mixpanel_project_id, true)?
+        .unwrap_or_default();
+    let cohort_id = id("mixpanel_cohort_id", &parameters.mixpanel_cohort_id, true)?
+        .unwrap_or_default();
+    let cohort_name = match &parameters.mixpanel_cohort_name {
         Some(Value::String(name)) => name.chars().take(MAX_ID_BYTES).collect(),
         _ => String::new(),
     };
-    let session_id = match id("mixpanel_session_id", false)? {
+    let session_id = match id("mixpanel_session_id", &parameters.mixpanel_session_id, false)? {
         Some(session_id) => session_id,
         None => format!("body-sha256:{:x}", Sha256::digest(body)),
     };
     let (page, total_pages) =
-        page_info(parameters.get("page_info")).map_err(|message| fail(action, message))?;
-    let members = match parameters.get("members") {
-        None | Some(Value::Null) => &Vec::new(),
-        Some(Value::Array(members)) => members,
-        Some(_) => return Err(fail(action, "parameters.members must be a list".to_owned())),
+        page_info(kind, parameters.page_info.as_ref()).map_err(|message| fail(action, message))?;
+    let members = match parameters.members {
+        None => Vec::new(),
+        Some(text) => {
+            let mut reader = serde_json::Deserializer::from_str(text.get());
+            MembersSeed { max: max_members }
+                .deserialize(&mut reader)
+                .map_err(|error| fail(action, format!("parameters.members: {error}")))?
+        }
     };
-    if members.len() > max_members {
-        return Err(fail(
-            action,
-            format!(
-                "a page holds {} members; at most {max_members} are accepted",
-                members.len()
-            ),
-        ));
-    }
-    let members = members
-        .iter()
-        .enumerate()
-        .map(|(member_idx, member)| match member {
-            Value::Object(properties) => Ok(read_member(properties)),
-            _ => Err(fail(
-                action,
-                format!("parameters.members[{member_idx}] is not an object"),
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(WebhookPage {
         kind,
         cohort: CohortKey {
@@ -461,10 +466,70 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
     })
 }
 
-/// `(page_count, total_pages)`; 1 of 1 when absent.
-fn page_info(value: Option<&Value>) -> Result<(u32, u32), String> {
+/// Reads a list of member objects, refusing it as soon as it passes `max`.
+struct MembersSeed {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for MembersSeed {
+    type Value = Vec<Member>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Member>, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MembersSeed {
+    type Value = Vec<Member>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of member objects")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Vec<Member>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<Member>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Member>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Member>, A::Error> {
+        let mut members = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(member) = seq.next_element::<Value>()? {
+            if members.len() == self.max {
+                return Err(de::Error::custom(format!(
+                    "more than {} members; at most {} are accepted",
+                    self.max, self.max
+                )));
+            }
+            match member {
+                Value::Object(properties) => members.push(read_member(properties)),
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "member {} is not an object",
+                        members.len()
+                    )));
+                }
+            }
+        }
+        Ok(members)
+    }
+}
+
+/// `(page_count, total_pages)`. Without `page_info`, a diff page is 1 of 1,
+/// and a snapshot page is of an unknown number of pages: it adds its
+/// members but can never complete the snapshot, since removing everyone it
+/// does not list would be a guess. A `total_pages` of 0 is an empty sync:
+/// page 1 of 1.
+fn page_info(kind: PageKind, value: Option<&Value>) -> Result<(u32, Option<u32>), String> {
     let info = match value {
-        None | Some(Value::Null) => return Ok((1, 1)),
+        None | Some(Value::Null) if kind == PageKind::Snapshot => return Ok((1, None)),
+        None | Some(Value::Null) => return Ok((1, Some(1))),
         Some(Value::Object(info)) => info,
         Some(_) => return Err("parameters.page_info must be an object".to_owned()),
     };
@@ -479,24 +544,32 @@ fn page_info(value: Option<&Value>) -> Result<(u32, u32), String> {
         };
         number
             .and_then(|number| u32::try_from(number).ok())
-            .filter(|number| (1..=MAX_TOTAL_PAGES).contains(number))
+            .filter(|number| *number <= MAX_TOTAL_PAGES)
             .ok_or_else(|| {
                 format!("parameters.page_info.{key} must be an integer from 1 to {MAX_TOTAL_PAGES}")
             })
     };
     let total_pages = number("total_pages")?;
+    if total_pages == 0 {
+        return Ok((1, Some(1)));
+    }
     let page = number("page_count")?;
+    if page == 0 {
+        return Err(format!(
+            "parameters.page_info.page_count must be an integer from 1 to {MAX_TOTAL_PAGES}"
+        ));
+    }
     if page > total_pages {
         return Err(format!(
             "parameters.page_info.page_count {page} is beyond total_pages {total_pages}"
         ));
     }
-    Ok((page, total_pages))
+    Ok((page, Some(total_pages)))
 }
 
 /// A member object: `mixpanel_distinct_id` (or `$distinct_id`), and the rest
 /// as properties.
-fn read_member(properties: &Map<String, Value>) -> Member {
+fn read_member(properties: Map<String, Value>) -> Member {
     let distinct_id = ["mixpanel_distinct_id", "$distinct_id", "distinct_id"]
         .iter()
         .find_map(|key| match properties.get(*key) {
@@ -506,7 +579,7 @@ fn read_member(properties: &Map<String, Value>) -> Member {
         });
     Member {
         distinct_id,
-        properties: properties.clone(),
+        properties,
     }
 }
 

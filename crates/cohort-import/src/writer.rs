@@ -50,6 +50,12 @@ use crate::store::{
     ChangeOp, CohortKey, MembershipStore, PendingChange, RefusedChange, StoreError,
 };
 
+/// Failed attempts after which a change is sent in a request of its own.
+const ISOLATE_AFTER_ATTEMPTS: u32 = 2;
+
+/// How long a writer's hold on the journal lasts; renewed every round.
+const WRITER_LEASE: Duration = Duration::from_secs(120);
+
 /// The default attribute name.
 pub const DEFAULT_ATTRIBUTE: &str = "mixpanel_cohorts";
 
@@ -124,6 +130,14 @@ pub enum WriterError {
     /// Braze refused the credentials; nothing was dead-lettered.
     #[error("Braze refused the credentials: {0}")]
     Auth(BrazeError),
+    /// Braze refused the requests as a whole for a reason no object is to
+    /// blame for (404, 405, 415: a wrong URL or partner name); nothing was
+    /// dead-lettered.
+    #[error("Braze refused the endpoint: {0}; check braze.api_url, the instance and braze.partner_name")]
+    Endpoint(BrazeError),
+    /// Another writer (another process) drains this journal now.
+    #[error("another writer (the running serve, or another sync) is sending this journal's changes; they are sent by it")]
+    LeaseHeld,
     /// Braze stayed unavailable; the changes stay in the journal.
     #[error("Braze is unavailable: {0}")]
     Unavailable(BrazeError),
@@ -141,6 +155,11 @@ pub struct Writer<S> {
     changed: Arc<tokio::sync::Notify>,
     /// Cohort names already sent to the partner API by this process.
     partner_names: Mutex<HashMap<CohortKey, String>>,
+    /// Who this writer is, for the journal's lease.
+    owner: String,
+    /// The last error recorded on each cohort (`None`: none), so that the
+    /// store is written only when it changes.
+    recorded_errors: tokio::sync::Mutex<HashMap<CohortKey, Option<String>>>,
 }
 
 /// What became of one group of changes.
@@ -148,7 +167,8 @@ enum Settled {
     Confirmed(Vec<PendingChange>),
     Refused(Vec<RefusedChange>),
     Deferred(Vec<PendingChange>, BrazeError),
-    Auth(BrazeError),
+    /// Nothing can pass until an operator fixes the set-up.
+    Paused(Vec<PendingChange>, WriterError),
 }
 
 impl Default for WriterConfig {
@@ -226,6 +246,32 @@ impl<S: MembershipStore> Writer<S> {
             stats: Arc::new(CohortStats::default()),
             changed: Arc::new(tokio::sync::Notify::new()),
             partner_names: Mutex::new(HashMap::new()),
+            owner: format!(
+                "pid-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ),
+            recorded_errors: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes each cohort's last error (or its recovery) in the store, when
+    /// it changed, for `cohorts status`.
+    async fn record_cohort_errors(&self, errors: HashMap<CohortKey, Option<String>>) {
+        let mut recorded = self.recorded_errors.lock().await;
+        for (cohort, error) in errors {
+            if recorded.get(&cohort) == Some(&error) {
+                continue;
+            }
+            let error_text = error.as_ref().map(|error| format!("Braze: {error}"));
+            match self.store.record_error(&cohort, error_text).await {
+                Ok(()) => {
+                    recorded.insert(cohort, error);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "Cannot note a cohort's last error.");
+                }
+            }
         }
     }
 
@@ -249,6 +295,18 @@ impl<S: MembershipStore> Writer<S> {
     /// Runs rounds until the journal is empty, a round fails, or nothing
     /// more can be done now; returns the sum of the rounds.
     pub async fn drain_once(&self) -> Result<RoundReport, WriterError> {
+        let drained = self.drain_rounds().await;
+        // Let a running service take over at once, not when the lease ends.
+        if !matches!(drained, Err(WriterError::LeaseHeld)) {
+            let _ = self
+                .store
+                .hold_writer_lease(&self.owner, Duration::ZERO)
+                .await;
+        }
+        drained
+    }
+
+    async fn drain_rounds(&self) -> Result<RoundReport, WriterError> {
         let mut total = RoundReport::default();
         loop {
             let round = self.round().await?;
@@ -270,30 +328,40 @@ impl<S: MembershipStore> Writer<S> {
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         let mut auth_failing = false;
+        let mut lease_elsewhere = false;
         while !*stop.borrow() {
             let wait = match self.round().await {
                 Ok(report) if report.read == 0 => {
                     failures = 0;
+                    lease_elsewhere = false;
                     self.config.idle_poll
                 }
-                Ok(report) if report.deferred > 0 => {
+                Ok(report) if report.deferred > 0 && report.confirmed == 0 => {
                     failures += 1;
                     backoff(failures, self.config.max_backoff)
                 }
                 Ok(_) => {
                     failures = 0;
+                    lease_elsewhere = false;
                     if auth_failing {
                         auth_failing = false;
                         tracing::info!("Braze accepts the credentials again; cohort changes flow.");
                     }
                     continue;
                 }
-                Err(WriterError::Auth(error)) => {
+                Err(error @ (WriterError::Auth(_) | WriterError::Endpoint(_))) => {
                     if !auth_failing {
-                        tracing::error!(error = %error, "Braze refused the credentials; cohort changes wait in the journal. Fix the REST API key; the writer retries once a minute.");
+                        tracing::error!(error = %error, "Braze refuses every request; cohort changes wait in the journal. Fix the set-up; the writer retries once a minute.");
                         auth_failing = true;
                     }
                     self.config.auth_pause
+                }
+                Err(WriterError::LeaseHeld) => {
+                    if !lease_elsewhere {
+                        tracing::info!("Another writer holds the cohort journal (a cohorts sync?); waiting for it to finish.");
+                        lease_elsewhere = true;
+                    }
+                    self.config.idle_poll
                 }
                 Err(error) => {
                     failures += 1;
@@ -313,6 +381,13 @@ impl<S: MembershipStore> Writer<S> {
 
     /// One round: reads up to `changes_per_round` changes and settles each.
     pub async fn round(&self) -> Result<RoundReport, WriterError> {
+        if !self
+            .store
+            .hold_writer_lease(&self.owner, WRITER_LEASE)
+            .await?
+        {
+            return Err(WriterError::LeaseHeld);
+        }
         let changes = self
             .store
             .due_changes(self.config.changes_per_round)
@@ -353,17 +428,32 @@ impl<S: MembershipStore> Writer<S> {
         let mut confirmed = Vec::new();
         let mut refused = Vec::new();
         let mut deferred = Vec::new();
-        let mut auth_error = None;
+        let mut paused = None;
         let mut last_error = None;
+        // Each cohort's last error this round (None: it made progress).
+        let mut cohort_errors: HashMap<CohortKey, Option<String>> = HashMap::new();
         for group in settled {
             match group {
-                Settled::Confirmed(changes) => confirmed.extend(changes),
+                Settled::Confirmed(changes) => {
+                    for change in &changes {
+                        cohort_errors.entry(change.cohort.clone()).or_insert(None);
+                    }
+                    confirmed.extend(changes);
+                }
                 Settled::Refused(changes) => refused.extend(changes),
                 Settled::Deferred(changes, error) => {
+                    for change in &changes {
+                        cohort_errors.insert(change.cohort.clone(), Some(error.to_string()));
+                    }
                     deferred.extend(changes);
                     last_error = Some(error);
                 }
-                Settled::Auth(error) => auth_error = Some(error),
+                Settled::Paused(changes, error) => {
+                    for change in &changes {
+                        cohort_errors.insert(change.cohort.clone(), Some(error.to_string()));
+                    }
+                    paused = Some(error);
+                }
             }
         }
         // Changes failing for too long leave the journal as dead letters.
@@ -384,22 +474,27 @@ impl<S: MembershipStore> Writer<S> {
         if !confirmed.is_empty() {
             self.store.confirm(&confirmed).await?;
         }
-        if !refused.is_empty() {
-            for change in &refused {
-                tracing::warn!(
-                    cohort = %change.change.cohort,
-                    op = change.change.op.as_str(),
-                    reason = change.reason,
-                    detail = %change.detail,
-                    "A cohort change was dead-lettered."
-                );
-            }
+        if let Some(first) = refused.first() {
+            // One line a round, not one per change.
+            tracing::warn!(
+                n_changes = refused.len(),
+                cohort = %first.change.cohort,
+                reason = first.reason,
+                detail = %first.detail,
+                "Cohort changes were dead-lettered (the first one's reason shown); see dlq --cohorts list."
+            );
             report.dead_lettered = refused.len();
             self.store.dead_letter(refused).await?;
         }
-        if !retry.is_empty() {
-            self.store.count_attempt(&retry).await?;
+        // Each deferred change waits its own backoff, so the changes behind
+        // it are not held up; the retry hint Braze gave is the least wait.
+        let hint = last_error.as_ref().and_then(BrazeError::retry_after);
+        for change in &retry {
+            let wait = backoff(change.attempts + 1, self.config.max_backoff).max(hint.unwrap_or_default());
+            let retry_at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            self.store.defer(std::slice::from_ref(change), retry_at).await?;
         }
+        self.record_cohort_errors(cohort_errors).await;
         report.confirmed = confirmed.len();
         report.deferred = retry.len();
         use std::sync::atomic::Ordering::Relaxed;
@@ -409,8 +504,8 @@ impl<S: MembershipStore> Writer<S> {
         self.stats
             .changes_dead_lettered
             .fetch_add(report.dead_lettered as u64, Relaxed);
-        if let Some(error) = auth_error {
-            return Err(WriterError::Auth(error));
+        if let Some(error) = paused {
+            return Err(error);
         }
         if report.deferred > 0
             && report.confirmed == 0
@@ -430,7 +525,16 @@ impl<S: MembershipStore> Writer<S> {
         report: &mut RoundReport,
     ) -> Vec<Settled> {
         let objects = merge_by_user(attribute, changes);
-        let requests: Vec<Vec<UserObject>> = chunk(objects, MAX_TRACK_OBJECTS);
+        // Objects that already failed twice go alone, so that one that
+        // makes Braze fail cannot hold the others back.
+        let (suspects, objects): (Vec<_>, Vec<_>) = objects.into_iter().partition(|object| {
+            object
+                .changes
+                .iter()
+                .any(|change| change.attempts >= ISOLATE_AFTER_ATTEMPTS)
+        });
+        let mut requests: Vec<Vec<UserObject>> = chunk(objects, MAX_TRACK_OBJECTS);
+        requests.extend(suspects.into_iter().map(|object| vec![object]));
         report.requests += requests.len();
         futures_util::stream::iter(requests)
             .map(|request| self.send_track(client, request))
@@ -482,7 +586,9 @@ impl<S: MembershipStore> Writer<S> {
                     settled.push(Settled::Confirmed(confirmed));
                     settled.push(Settled::Refused(refused));
                 }
-                Err(error @ BrazeError::Rejected { .. }) if objects.len() > 1 => {
+                Err(error @ BrazeError::Rejected { status, .. })
+                    if objects.len() > 1 && blames_the_objects(status) =>
+                {
                     self.stats.count_request(RequestOutcome::Rejected);
                     tracing::debug!(error = %error, objects = objects.len(), "Braze refused a request as a whole; splitting it.");
                     let mut objects = objects;
@@ -506,7 +612,13 @@ impl<S: MembershipStore> Writer<S> {
     fn failed(&self, error: BrazeError, changes: Vec<PendingChange>) -> Settled {
         if error.is_auth() {
             self.stats.count_request(RequestOutcome::Unauthorized);
-            return Settled::Auth(error);
+            return Settled::Paused(changes, WriterError::Auth(error));
+        }
+        if let BrazeError::Rejected { status, .. } = &error
+            && !blames_the_objects(*status)
+        {
+            self.stats.count_request(RequestOutcome::Rejected);
+            return Settled::Paused(changes, WriterError::Endpoint(error));
         }
         if matches!(error, BrazeError::Rejected { .. } | BrazeError::Config(_)) {
             self.stats.count_request(RequestOutcome::Rejected);
@@ -623,6 +735,14 @@ impl<S: MembershipStore> Writer<S> {
             .insert(cohort.clone(), name.to_owned());
         Ok(())
     }
+}
+
+/// Whether a whole-request refusal with this status may be the fault of
+/// one of its objects (then the request is split to find it): 400, 413 and
+/// 422 say something about the body; other 4xx (404, 405, 415, …) say the
+/// endpoint is wrong for every object alike.
+fn blames_the_objects(status: u16) -> bool {
+    matches!(status, 400 | 413 | 422)
 }
 
 /// One user's attribute object and the changes it carries.

@@ -21,10 +21,11 @@ pub struct BrazeClient {
 
 pub(super) struct Inner {
     pub(super) base_url: String,
-    /// The REST API key, for redacting it from messages.
+    /// The REST API key, for redacting it from messages (empty for a
+    /// partner-only client).
     pub(super) api_key: Secret,
-    /// `Bearer <key>`, marked sensitive.
-    pub(super) authorization: HeaderValue,
+    /// `Bearer <key>`, marked sensitive; `None` for a partner-only client.
+    pub(super) authorization: Option<HeaderValue>,
     pub(super) transport: Transport,
 }
 
@@ -42,7 +43,7 @@ impl std::fmt::Debug for BrazeClient {
 /// [`RateLimit::default`] (3000 requests per 3 s).
 #[derive(Debug, Clone)]
 pub struct BrazeClientBuilder {
-    api_key: Secret,
+    api_key: Option<Secret>,
     instance: Instance,
     base_url: Option<String>,
     retry: RetryParams,
@@ -57,7 +58,7 @@ impl BrazeClient {
     /// `users.track` permission for [`BrazeClient::track_attributes`]).
     pub fn builder(api_key: Secret) -> BrazeClientBuilder {
         BrazeClientBuilder {
-            api_key,
+            api_key: Some(api_key),
             instance: Instance::default(),
             base_url: None,
             retry: RetryParams {
@@ -68,6 +69,17 @@ impl BrazeClient {
             max_concurrent_requests: 32,
             rate_limit: RateLimit::default(),
             user_agent: concat!("braze-mixpanel-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+
+    /// Starts building a client for the partner cohort API only, which
+    /// needs no REST API key (its keys travel in each request);
+    /// [`BrazeClient::track_attributes`] then fails with
+    /// [`BrazeError::Config`].
+    pub fn partner_only() -> BrazeClientBuilder {
+        BrazeClientBuilder {
+            api_key: None,
+            ..BrazeClient::builder(Secret::new(""))
         }
     }
 
@@ -148,16 +160,10 @@ impl BrazeClientBuilder {
 
     /// Checks the configuration and builds the client.
     pub fn build(self) -> Result<BrazeClient, BrazeError> {
-        let key = self.api_key.expose();
-        if key.trim().is_empty() {
-            return Err(BrazeError::Config("the REST API key is empty".to_owned()));
-        }
-        let mut authorization = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-            BrazeError::Config(
-                "the REST API key holds characters not allowed in a header".to_owned(),
-            )
-        })?;
-        authorization.set_sensitive(true);
+        let authorization = match &self.api_key {
+            Some(key) => Some(bearer(key)?),
+            None => None,
+        };
         let base_url = self
             .base_url
             .unwrap_or_else(|| self.instance.rest_url().to_owned());
@@ -202,10 +208,23 @@ impl BrazeClientBuilder {
         Ok(BrazeClient {
             inner: Arc::new(Inner {
                 base_url,
-                api_key: self.api_key,
+                api_key: self.api_key.unwrap_or_else(|| Secret::new("")),
                 authorization,
                 transport,
             }),
         })
     }
+}
+
+/// `Bearer <key>`, marked sensitive so that no layer logs it.
+fn bearer(key: &Secret) -> Result<HeaderValue, BrazeError> {
+    let key = key.expose();
+    if key.trim().is_empty() {
+        return Err(BrazeError::Config("the REST API key is empty".to_owned()));
+    }
+    let mut authorization = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+        BrazeError::Config("the REST API key holds characters not allowed in a header".to_owned())
+    })?;
+    authorization.set_sensitive(true);
+    Ok(authorization)
 }

@@ -97,7 +97,12 @@ impl BrazeClient {
         }
         let body = track_body(updates)?;
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, self.inner.authorization.clone());
+        let authorization = self.inner.authorization.clone().ok_or_else(|| {
+            BrazeError::Config(
+                "this client has no REST API key (built with partner_only)".to_owned(),
+            )
+        })?;
+        headers.insert(header::AUTHORIZATION, authorization);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -32,14 +32,26 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Characters of a response body kept in an error message.
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// A POST as the transport sends it; cheap to clone for retries.
-#[derive(Debug, Clone)]
+/// A POST as the transport sends it; cheap to clone for retries. `Debug`
+/// shows neither the headers nor the body: the partner API's keys travel
+/// in the body.
+#[derive(Clone)]
 pub(crate) struct HttpRequest {
     /// For logs: `users_track`, `partner_cohort`, `partner_cohort_users`.
     pub(crate) endpoint: &'static str,
     pub(crate) url: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("endpoint", &self.endpoint)
+            .field("url", &self.url)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A response with its body read.

@@ -93,6 +93,9 @@ pub struct PageMember {
 pub struct PageOutcome {
     /// The page was recorded before; nothing changed.
     pub replayed: bool,
+    /// The page belongs to a snapshot that a newer one replaced (or that
+    /// completed); it was acknowledged and changed nothing.
+    pub stale: bool,
     /// Members added (journaled as adds).
     pub added: u64,
     /// Members removed (journaled as removes), the completed snapshot's
@@ -220,11 +223,23 @@ pub trait MembershipStore: Send + Sync + 'static {
         changes: &[PendingChange],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// These changes failed for a reason that may pass; count an attempt.
-    fn count_attempt(
+    /// These changes failed for a reason that may pass: count an attempt
+    /// and hold them back until `retry_at_ms` (UNIX milliseconds), so that
+    /// the changes behind them go first.
+    fn defer(
         &self,
         changes: &[PendingChange],
+        retry_at_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes or renews the right to drain the journal for `lease`, unless
+    /// another `owner` holds it: one writer at a time keeps changes in order
+    /// per user. Returns whether `owner` holds it now.
+    fn hold_writer_lease(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// These changes will not be sent as they are: store them as dead
     /// letters and take them out of the journal, atomically.

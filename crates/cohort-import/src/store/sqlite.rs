@@ -11,30 +11,36 @@
 //! # Schema, version 1 (`PRAGMA user_version = 1`)
 //!
 //! - `cohorts(id, project_id, cohort_id, name, n_members, last_sync_ms,
-//!   last_confirmed_ms, last_error, braze_name)`: one row per cohort;
-//!   `n_members` is kept in step with `members` in the same transactions.
+//!   last_confirmed_ms, last_error, braze_name, open_snapshot)`: one row per
+//!   cohort; `n_members` is kept in step with `members` in the same
+//!   transactions; `open_snapshot` is the snapshot in progress.
 //! - `members(cohort, user_kind, user_id, distinct_id, seen_in)`: the
 //!   membership; `seen_in` is the snapshot (`snapshots.id`) that last
 //!   listed the member, so completing a snapshot removes the rows it did not
 //!   mark. `user_kind`: 0 external id, 1 email.
-//! - `pending(cohort, user_kind, user_id, op, seq, attempts, queued_ms)`:
-//!   the journal, one row per (cohort, user); `seq` orders it. `op`: 0 add,
-//!   1 remove.
+//! - `pending(cohort, user_kind, user_id, op, seq, attempts, not_before_ms,
+//!   queued_ms)`: the journal, one row per (cohort, user); `seq` orders it;
+//!   a change that failed waits until `not_before_ms`. `op`: 0 add, 1 remove.
 //! - `pages(cohort, session_id, action, page, at_ms)`: every page recorded,
 //!   for idempotency; rows older than 7 days are pruned as pages arrive
 //!   (Mixpanel restarts a failed sync within a minute, and forgets a sync
 //!   after 3 days).
-//! - `snapshots(id, cohort, session_id, total_pages, completed, started_ms)`,
-//!   pruned like `pages`.
+//! - `snapshots(id, cohort, session_id, total_pages, n_pages, completed,
+//!   started_ms)`, pruned like `pages`; ids are never reused
+//!   (`AUTOINCREMENT`), since members keep the id of the last snapshot that
+//!   listed them.
 //! - `unmatched(cohort, distinct_id, reason, seen_in, at_ms)`.
 //! - `dead_letters(id, at_ms, project_id, cohort_id, cohort_name,
 //!   user_kind, user_id, op, reason, detail, attempts)`.
+//! - `writer_lease(id = 1, owner, expires_ms)`: which writer may drain the
+//!   journal (one at a time, so that changes stay in order per user).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 
 use super::{
     ChangeOp, CohortKey, CohortStatus, MembershipPage, MembershipStore, PageKind, PageOutcome,
@@ -57,6 +63,10 @@ const PAGE_MEMORY_MS: i64 = 7 * 24 * 3600 * 1000;
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for the status queries, so that `/status` and
+    /// `/metrics` never wait behind a page being recorded (WAL readers do
+    /// not block the writer).
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -126,8 +136,11 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(storage)?;
         migrate(&conn)?;
+        let reader = Connection::open(path).map_err(storage)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path: path.to_owned(),
         })
     }
@@ -137,34 +150,36 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `work` in one transaction on a blocking thread.
+    /// Runs `work` in one write transaction on a blocking thread.
     async fn transact<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn.transaction().map_err(storage)?;
-            let value = work(&tx).map_err(storage)?;
-            tx.commit().map_err(storage)?;
-            Ok(value)
-        })
-        .await
-        .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
+        tokio::task::spawn_blocking(move || in_transaction(&conn, TransactionBehavior::Immediate, work))
+            .await
+            .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
     }
 
-    /// Runs `work` synchronously in one transaction (for the CLI).
+    /// Runs `work` in one read transaction on the reader connection.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || in_transaction(&reader, TransactionBehavior::Deferred, work))
+            .await
+            .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
+    }
+
+    /// Runs `work` synchronously in one write transaction (for the CLI).
     fn transact_blocking<T>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction().map_err(storage)?;
-        let value = work(&tx).map_err(storage)?;
-        tx.commit().map_err(storage)?;
-        Ok(value)
+        in_transaction(&self.conn, TransactionBehavior::Immediate, work)
     }
 
     /// Dead letters matching `selection`, oldest first, at most `limit`.
@@ -187,7 +202,12 @@ impl SqliteStore {
             let letters = select_dead_letters(tx, &selection, usize::MAX)?;
             let now = now_ms();
             for (seq, letter) in (next_seq(tx)?..).zip(&letters) {
-                let cohort = cohort_row(tx, &letter.cohort, &letter.cohort_name, now)?;
+                // The cohort as it is now (a replay must not bring back an
+                // old name).
+                let cohort = match find_cohort(tx, &letter.cohort)? {
+                    Some(cohort) => cohort,
+                    None => cohort_row(tx, &letter.cohort, &letter.cohort_name, now)?,
+                };
                 let (kind, id) = user_columns(&letter.user);
                 let is_member: bool = tx
                     .prepare_cached(
@@ -266,38 +286,32 @@ impl MembershipStore for SqliteStore {
             let Some(cohort_id) = find_cohort(tx, &cohort)? else {
                 return Ok(PageOutcome::default());
             };
-            let snapshot: Option<(i64, bool)> = tx
+            let snapshot: Option<i64> = tx
                 .query_row(
-                    "SELECT id, completed FROM snapshots WHERE cohort = ?1 AND session_id = ?2",
+                    "SELECT id FROM snapshots WHERE cohort = ?1 AND session_id = ?2",
                     params![cohort_id, session_id],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| row.get(0),
                 )
                 .optional()?;
-            match snapshot {
-                Some((snapshot, false)) => {
-                    let removed = complete_snapshot(tx, cohort_id, snapshot, now)?;
-                    Ok(PageOutcome {
-                        removed,
-                        snapshot_completed: true,
+            let snapshot = match snapshot {
+                // Still the open one: complete it.
+                Some(snapshot) if open_snapshot(tx, cohort_id)? == Some(snapshot) => snapshot,
+                // Completed before, or replaced by a newer snapshot.
+                Some(_) => {
+                    return Ok(PageOutcome {
+                        stale: true,
                         ..PageOutcome::default()
-                    })
+                    });
                 }
-                // Completed before, or never started (no page at all: an
-                // empty cohort) — an empty pull snapshot still empties it.
-                Some((_, true)) => Ok(PageOutcome {
-                    replayed: true,
-                    ..PageOutcome::default()
-                }),
-                None => {
-                    let snapshot = start_snapshot(tx, cohort_id, &session_id, None, now)?;
-                    let removed = complete_snapshot(tx, cohort_id, snapshot, now)?;
-                    Ok(PageOutcome {
-                        removed,
-                        snapshot_completed: true,
-                        ..PageOutcome::default()
-                    })
-                }
-            }
+                // No page at all: the cohort is empty, and this empties it.
+                None => start_snapshot(tx, cohort_id, &session_id, None, now)?,
+            };
+            let removed = complete_snapshot(tx, cohort_id, snapshot, now)?;
+            Ok(PageOutcome {
+                removed,
+                snapshot_completed: true,
+                ..PageOutcome::default()
+            })
         })
         .await
     }
@@ -308,9 +322,11 @@ impl MembershipStore for SqliteStore {
                 "SELECT c.project_id, c.cohort_id, c.name, p.user_kind, p.user_id, p.op, p.seq,
                         p.attempts, p.queued_ms
                  FROM pending p JOIN cohorts c ON c.id = p.cohort
+                 WHERE p.not_before_ms <= ?2
                  ORDER BY p.seq LIMIT ?1",
             )?;
-            let rows = statement.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |row| {
+            let now = now_ms();
+            let rows = statement.query_map(params![i64::try_from(max).unwrap_or(i64::MAX), now], |row| {
                 Ok(PendingChange {
                     cohort: CohortKey {
                         project_id: row.get(0)?,
@@ -360,11 +376,11 @@ impl MembershipStore for SqliteStore {
         .await
     }
 
-    async fn count_attempt(&self, changes: &[PendingChange]) -> Result<(), StoreError> {
+    async fn defer(&self, changes: &[PendingChange], retry_at_ms: i64) -> Result<(), StoreError> {
         let changes = changes.to_vec();
         self.transact(move |tx| {
             let mut update = tx.prepare_cached(
-                "UPDATE pending SET attempts = attempts + 1
+                "UPDATE pending SET attempts = attempts + 1, not_before_ms = ?6
                  WHERE cohort = (SELECT id FROM cohorts WHERE project_id = ?1 AND cohort_id = ?2)
                  AND user_kind = ?3 AND user_id = ?4 AND seq = ?5",
             )?;
@@ -375,10 +391,27 @@ impl MembershipStore for SqliteStore {
                     change.cohort.cohort_id,
                     kind,
                     id,
-                    change.seq
+                    change.seq,
+                    retry_at_ms
                 ])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn hold_writer_lease(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.transact(move |tx| {
+            let now = now_ms();
+            let held = tx.execute(
+                "INSERT INTO writer_lease (id, owner, expires_ms) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms
+                 WHERE writer_lease.owner = excluded.owner OR writer_lease.expires_ms <= ?3",
+                params![owner, now.saturating_add(lease_ms), now],
+            )?;
+            Ok(held == 1)
         })
         .await
     }
@@ -461,7 +494,7 @@ impl MembershipStore for SqliteStore {
     }
 
     async fn cohorts(&self) -> Result<Vec<CohortStatus>, StoreError> {
-        self.transact(select_cohorts).await
+        self.read(select_cohorts).await
     }
 
     async fn unmatched(
@@ -470,7 +503,7 @@ impl MembershipStore for SqliteStore {
         max: usize,
     ) -> Result<Vec<UnmatchedMember>, StoreError> {
         let cohort = cohort.clone();
-        self.transact(move |tx| {
+        self.read(move |tx| {
             let mut statement = tx.prepare(
                 "SELECT u.distinct_id, u.reason FROM unmatched u JOIN cohorts c ON c.id = u.cohort
                  WHERE c.project_id = ?1 AND c.cohort_id = ?2 ORDER BY u.distinct_id LIMIT ?3",
@@ -494,6 +527,24 @@ impl MembershipStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Runs `work` in a transaction. Writes use IMMEDIATE transactions: they
+/// take the write lock at the start, so that two processes (serve and the
+/// CLI) wait for each other (busy timeout) instead of failing on a stale
+/// read snapshot.
+fn in_transaction<T>(
+    conn: &Mutex<Connection>,
+    behavior: TransactionBehavior,
+    work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = conn
+        .transaction_with_behavior(behavior)
+        .map_err(storage)?;
+    let value = work(&tx).map_err(storage)?;
+    tx.commit().map_err(storage)?;
+    Ok(value)
 }
 
 /// Records one page in `tx`. See the module contract.
@@ -526,15 +577,27 @@ fn apply_page(tx: &Transaction<'_>, page: &MembershipPage) -> rusqlite::Result<P
         .execute([now - PAGE_MEMORY_MS])?;
     let mut outcome = PageOutcome::default();
     let mut seq = next_seq(tx)?;
+    // A snapshot page marks its members as seen in its snapshot; a diff
+    // page that adds during an open snapshot marks them as seen in it too,
+    // so that completing the snapshot does not remove them.
     let snapshot = match page.kind {
-        PageKind::Snapshot => Some(snapshot_for(tx, cohort, page, now)?),
-        PageKind::Add | PageKind::Remove => None,
+        PageKind::Snapshot => match snapshot_for(tx, cohort, page, now)? {
+            Some(snapshot) => Some(snapshot),
+            None => {
+                return Ok(PageOutcome {
+                    stale: true,
+                    ..PageOutcome::default()
+                });
+            }
+        },
+        PageKind::Add => open_snapshot(tx, cohort)?,
+        PageKind::Remove => None,
     };
     let mut n_members_delta: i64 = 0;
     for member in &page.members {
         let change = match (page.kind, &member.identity) {
             (PageKind::Snapshot | PageKind::Add, Ok(user)) => {
-                add_member(tx, cohort, user, &member.distinct_id, snapshot)?
+                add_member(tx, cohort, user, &member.distinct_id, snapshot, now)?
             }
             (PageKind::Snapshot | PageKind::Add, Err(reason)) => {
                 outcome.unmatched += 1;
@@ -570,12 +633,14 @@ fn apply_page(tx: &Transaction<'_>, page: &MembershipPage) -> rusqlite::Result<P
         "UPDATE cohorts SET n_members = n_members + ?2, last_sync_ms = ?3 WHERE id = ?1",
     )?
     .execute(params![cohort, n_members_delta, now])?;
-    if let (Some(snapshot), Some(total_pages)) = (snapshot, page.total_pages) {
+    if let (PageKind::Snapshot, Some(snapshot), Some(total_pages)) =
+        (page.kind, snapshot, page.total_pages)
+    {
         let n_pages: u32 = tx
             .prepare_cached(
-                "SELECT COUNT(*) FROM pages WHERE cohort = ?1 AND session_id = ?2 AND action = 'members'",
+                "UPDATE snapshots SET n_pages = n_pages + 1 WHERE id = ?1 RETURNING n_pages",
             )?
-            .query_row(params![cohort, page.session_id], |row| row.get(0))?;
+            .query_row([snapshot], |row| row.get(0))?;
         if n_pages >= total_pages {
             outcome.removed += complete_snapshot(tx, cohort, snapshot, now)?;
             outcome.snapshot_completed = true;
@@ -596,17 +661,23 @@ fn add_member(
     user: &BrazeUser,
     distinct_id: &str,
     snapshot: Option<i64>,
+    _now: i64,
 ) -> rusqlite::Result<Option<Change>> {
     let (kind, id) = user_columns(user);
     if let Some(snapshot) = snapshot {
-        // Only `seen_in` changes: rewriting `distinct_id` would touch its
-        // index for every member of every snapshot.
         let marked = tx
             .prepare_cached(
                 "UPDATE members SET seen_in = ?4 WHERE cohort = ?1 AND user_kind = ?2 AND user_id = ?3",
             )?
             .execute(params![cohort, kind, id, snapshot])?;
         if marked == 1 {
+            // `distinct_id` is rewritten only when it changed: rewriting
+            // it always would touch its index for every member of every
+            // snapshot.
+            tx.prepare_cached(
+                "UPDATE members SET distinct_id = ?4 WHERE cohort = ?1 AND user_kind = ?2 AND user_id = ?3 AND distinct_id != ?4",
+            )?
+            .execute(params![cohort, kind, id, distinct_id])?;
             return Ok(None);
         }
     }
@@ -642,24 +713,35 @@ fn remove_member(
         .map(|(kind, id)| (kind, id, ChangeOp::Remove)))
 }
 
-/// The snapshot of a page's session, started if this is its first page.
-/// An earlier snapshot of the cohort that never completed is abandoned.
+/// The snapshot a page of session `page.session_id` belongs to: the
+/// cohort's open snapshot if it is that session's, a new one (which
+/// abandons any other open snapshot) if the session is new, or `None` if
+/// the session was abandoned or completed before: its late pages change
+/// nothing, or they would undo what the newer snapshot recorded.
 fn snapshot_for(
     tx: &Transaction<'_>,
     cohort: i64,
     page: &MembershipPage,
     now: i64,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<Option<i64>> {
     let existing: Option<i64> = tx
         .prepare_cached("SELECT id FROM snapshots WHERE cohort = ?1 AND session_id = ?2")?
         .query_row(params![cohort, page.session_id], |row| row.get(0))
         .optional()?;
     match existing {
-        Some(id) => Ok(id),
-        None => start_snapshot(tx, cohort, &page.session_id, page.total_pages, now),
+        Some(id) if open_snapshot(tx, cohort)? == Some(id) => Ok(Some(id)),
+        Some(_) => Ok(None),
+        None => start_snapshot(tx, cohort, &page.session_id, page.total_pages, now).map(Some),
     }
 }
 
+/// The cohort's snapshot in progress, if any.
+fn open_snapshot(tx: &Transaction<'_>, cohort: i64) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT open_snapshot FROM cohorts WHERE id = ?1")?
+        .query_row([cohort], |row| row.get(0))
+}
+
+/// Starts a snapshot and makes it the cohort's open one.
 fn start_snapshot(
     tx: &Transaction<'_>,
     cohort: i64,
@@ -668,33 +750,35 @@ fn start_snapshot(
     now: i64,
 ) -> rusqlite::Result<i64> {
     tx.prepare_cached(
-        "INSERT INTO snapshots (cohort, session_id, total_pages, completed, started_ms) VALUES (?1, ?2, ?3, 0, ?4)",
+        "INSERT INTO snapshots (cohort, session_id, total_pages, n_pages, completed, started_ms) VALUES (?1, ?2, ?3, 0, 0, ?4)",
     )?
     .execute(params![cohort, session_id, total_pages, now])?;
-    Ok(tx.last_insert_rowid())
+    let snapshot = tx.last_insert_rowid();
+    tx.prepare_cached("UPDATE cohorts SET open_snapshot = ?2 WHERE id = ?1")?
+        .execute(params![cohort, snapshot])?;
+    Ok(snapshot)
 }
 
 /// Removes (and journals) every member the snapshot did not list, forgets
 /// unmatched members it did not list, and marks it complete. Returns the
-/// number removed.
+/// number removed. The removals are journaled by one statement, so that
+/// memory does not grow with the cohort.
 fn complete_snapshot(
     tx: &Transaction<'_>,
     cohort: i64,
     snapshot: i64,
     now: i64,
 ) -> rusqlite::Result<u64> {
-    let absent: Vec<(i64, String)> = {
-        let mut statement = tx.prepare_cached(
-            "SELECT user_kind, user_id FROM members WHERE cohort = ?1 AND (seen_in IS NULL OR seen_in != ?2)",
-        )?;
-        let rows = statement.query_map(params![cohort, snapshot], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (seq, (kind, id)) in (next_seq(tx)?..).zip(&absent) {
-        journal(tx, cohort, *kind, id, ChangeOp::Remove, seq, now)?;
-    }
+    let base_seq = next_seq(tx)? - 1;
+    let removed = tx
+        .prepare_cached(
+            "INSERT INTO pending (cohort, user_kind, user_id, op, seq, attempts, not_before_ms, queued_ms)
+             SELECT cohort, user_kind, user_id, 1, ?3 + ROW_NUMBER() OVER (), 0, 0, ?4
+             FROM members WHERE cohort = ?1 AND (seen_in IS NULL OR seen_in != ?2)
+             ON CONFLICT (cohort, user_kind, user_id) DO UPDATE SET op = excluded.op, seq = excluded.seq,
+                 attempts = 0, not_before_ms = 0, queued_ms = excluded.queued_ms",
+        )?
+        .execute(params![cohort, snapshot, base_seq, now])? as u64;
     tx.prepare_cached(
         "DELETE FROM members WHERE cohort = ?1 AND (seen_in IS NULL OR seen_in != ?2)",
     )?
@@ -705,9 +789,8 @@ fn complete_snapshot(
     .execute(params![cohort, snapshot])?;
     tx.prepare_cached("UPDATE snapshots SET completed = 1 WHERE id = ?1")?
         .execute([snapshot])?;
-    let removed = absent.len() as u64;
     tx.prepare_cached(
-        "UPDATE cohorts SET n_members = n_members - ?2, last_sync_ms = ?3 WHERE id = ?1",
+        "UPDATE cohorts SET n_members = n_members - ?2, last_sync_ms = ?3, open_snapshot = NULL WHERE id = ?1",
     )?
     .execute(params![cohort, removed as i64, now])?;
     Ok(removed)
@@ -750,8 +833,8 @@ fn journal(
     now: i64,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO pending (cohort, user_kind, user_id, op, seq, attempts, queued_ms) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
-         ON CONFLICT (cohort, user_kind, user_id) DO UPDATE SET op = excluded.op, seq = excluded.seq, attempts = 0, queued_ms = excluded.queued_ms",
+        "INSERT INTO pending (cohort, user_kind, user_id, op, seq, attempts, not_before_ms, queued_ms) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6)
+         ON CONFLICT (cohort, user_kind, user_id) DO UPDATE SET op = excluded.op, seq = excluded.seq, attempts = 0, not_before_ms = 0, queued_ms = excluded.queued_ms",
     )?
     .execute(params![cohort, kind, id, op_column(op), seq, now])?;
     Ok(())
@@ -938,6 +1021,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              last_confirmed_ms INTEGER,
              last_error TEXT,
              braze_name TEXT,
+             open_snapshot INTEGER,
              UNIQUE (project_id, cohort_id)
          );
          CREATE TABLE members (
@@ -956,6 +1040,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              op INTEGER NOT NULL,
              seq INTEGER NOT NULL,
              attempts INTEGER NOT NULL,
+             not_before_ms INTEGER NOT NULL,
              queued_ms INTEGER NOT NULL,
              PRIMARY KEY (cohort, user_kind, user_id)
          ) WITHOUT ROWID;
@@ -970,10 +1055,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
          ) WITHOUT ROWID;
          CREATE INDEX pages_by_age ON pages (at_ms);
          CREATE TABLE snapshots (
-             id INTEGER PRIMARY KEY,
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
              cohort INTEGER NOT NULL,
              session_id TEXT NOT NULL,
              total_pages INTEGER,
+             n_pages INTEGER NOT NULL,
              completed INTEGER NOT NULL,
              started_ms INTEGER NOT NULL,
              UNIQUE (cohort, session_id)
@@ -999,6 +1085,12 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              reason TEXT NOT NULL,
              detail TEXT NOT NULL,
              attempts INTEGER NOT NULL
+         );
+         CREATE INDEX dead_letters_by_cohort ON dead_letters (project_id, cohort_id);
+         CREATE TABLE writer_lease (
+             id INTEGER PRIMARY KEY CHECK (id = 1),
+             owner TEXT NOT NULL,
+             expires_ms INTEGER NOT NULL
          );
          PRAGMA user_version = 1;
          COMMIT;",

@@ -35,7 +35,7 @@ fn reads_a_page_with_ids_as_numbers_or_strings() {
     assert_eq!(page.kind, PageKind::Snapshot);
     assert_eq!(page.cohort.project_id, "123");
     assert_eq!(page.cohort.cohort_id, "77");
-    assert_eq!((page.page, page.total_pages), (2, 3));
+    assert_eq!((page.page, page.total_pages), (2, Some(3)));
     assert_eq!(page.members[0].distinct_id.as_deref(), Some("42"));
     assert_eq!(page.members[0].properties["email"], "a@example.com");
 }
@@ -56,14 +56,15 @@ fn refuses_what_is_malformed_with_a_message() {
         ),
         (body("members", 4, 3, json!([])), "beyond total_pages"),
         (body("members", 0, 3, json!([])), "page_count must be"),
+        (body("members", 1, 3, json!(["x"])), "member 0 is not an object"),
         (
             body("add_members", 1, 1, json!([1, 2])),
-            "members[0] is not an object",
+            "member 0 is not an object",
         ),
-        (body("add_members", 1, 1, json!({"a": 1})), "must be a list"),
+        (body("add_members", 1, 1, json!({"a": 1})), "expected a list of member objects"),
         (
             body("add_members", 1, 1, json!([{}, {}, {}])),
-            "at most 2 are accepted",
+            "more than 2 members; at most 2 are accepted",
         ),
         ("[".repeat(10_000).into_bytes(), "not a JSON object"),
     ];
@@ -84,7 +85,7 @@ fn a_page_without_session_is_keyed_by_its_body() {
     let again = parse_page(text, 10).unwrap();
     assert_eq!(first.session_id, again.session_id);
     assert!(first.session_id.starts_with("body-sha256:"));
-    assert_eq!((first.page, first.total_pages), (1, 1));
+    assert_eq!((first.page, first.total_pages), (1, Some(1)));
 }
 
 #[test]
@@ -104,4 +105,15 @@ fn basic_credentials_are_checked() {
     assert!(!config.accepts(None));
     assert!(WebhookConfig::new(IdentityRule::DistinctId).accepts(None));
     assert!(!format!("{config:?}").contains("mp:old"));
+}
+
+#[test]
+fn pages_without_page_info_or_with_zero_pages() {
+    let snapshot = br#"{"action":"members","parameters":{"mixpanel_project_id":"1","mixpanel_cohort_id":"2","members":[]}}"#;
+    let page = parse_page(snapshot, 10).unwrap();
+    // A snapshot page of unknown size can never complete (remove anyone).
+    assert_eq!((page.page, page.total_pages), (1, None));
+    let empty = body("members", 0, 0, json!([]));
+    let page = parse_page(&empty, 10).unwrap();
+    assert_eq!((page.page, page.total_pages), (1, Some(1)));
 }

@@ -163,8 +163,13 @@ async fn rate_limits_and_outages_delay_but_lose_nothing() {
         .script(std::iter::repeat_n(ResponseTemplate::new(503), 5));
     let error = setup.writer.drain_once().await.unwrap_err();
     assert!(matches!(error, WriterError::Unavailable(_)), "{error}");
-    assert_eq!(setup.store.cohorts().await.unwrap()[0].pending, 1);
+    let status = &setup.store.cohorts().await.unwrap()[0];
+    assert_eq!(status.pending, 1);
+    assert!(status.last_error.as_deref().unwrap_or_default().contains("503"), "{status:?}");
+    // The change waits its backoff (10 ms here), then goes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     setup.writer.drain_once().await.unwrap();
+    assert_eq!(setup.store.cohorts().await.unwrap()[0].last_error, None);
     assert_eq!(setup.braze.members(ATTRIBUTE, "77"), ids(&["b"]));
 }
 

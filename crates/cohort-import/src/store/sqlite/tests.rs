@@ -377,3 +377,106 @@ async fn the_store_survives_reopening() {
         .unwrap();
     assert!(outcome.replayed);
 }
+
+#[tokio::test]
+async fn a_late_page_of_an_abandoned_snapshot_changes_nothing() {
+    let (_dir, store) = open();
+    store
+        .apply_page(page(PageKind::Snapshot, "a", 1, 3, &["a1"]))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(PageKind::Snapshot, "a", 2, 3, &["a2"]))
+        .await
+        .unwrap();
+    // Mixpanel restarted the sync as session b, which completes.
+    for (number, ids) in [(1, &["a1", "b1"][..]), (2, &["a2"][..]), (3, &["b3"][..])] {
+        store
+            .apply_page(page(PageKind::Snapshot, "b", number, 3, ids))
+            .await
+            .unwrap();
+    }
+    assert_eq!(members(&store), ["a1", "a2", "b1", "b3"]);
+    // Page 3 of the abandoned session a arrives late: acknowledged, ignored.
+    let outcome = store
+        .apply_page(page(PageKind::Snapshot, "a", 3, 3, &["x"]))
+        .await
+        .unwrap();
+    assert!(outcome.stale && !outcome.snapshot_completed, "{outcome:?}");
+    assert_eq!(members(&store), ["a1", "a2", "b1", "b3"]);
+    // And finishing a session that is not the open one does nothing.
+    let outcome = store.finish_snapshot(&key(), "a").await.unwrap();
+    assert!(outcome.stale);
+    assert_eq!(members(&store), ["a1", "a2", "b1", "b3"]);
+}
+
+#[tokio::test]
+async fn a_member_added_by_a_diff_during_a_snapshot_stays() {
+    let (_dir, store) = open();
+    let mut first = page(PageKind::Snapshot, "pull-1", 1, 1, &["a"]);
+    first.total_pages = None;
+    store.apply_page(first).await.unwrap();
+    // The webhook adds `late` while the pull is still reading.
+    store
+        .apply_page(page(PageKind::Add, "hook", 1, 1, &["late"]))
+        .await
+        .unwrap();
+    store.finish_snapshot(&key(), "pull-1").await.unwrap();
+    assert_eq!(members(&store), ["a", "late"]);
+}
+
+#[tokio::test]
+async fn deferred_changes_wait_and_let_the_others_pass() {
+    let (_dir, store) = open();
+    store
+        .apply_page(page(PageKind::Add, "s1", 1, 1, &["a", "b"]))
+        .await
+        .unwrap();
+    let changes = store.due_changes(10).await.unwrap();
+    store
+        .defer(&changes[..1], now_ms() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(journal(&store).await, [("b".to_owned(), ChangeOp::Add)]);
+    store.defer(&changes[..1], 0).await.unwrap();
+    let due = store.due_changes(10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn one_writer_at_a_time_holds_the_journal() {
+    let (_dir, store) = open();
+    let lease = Duration::from_secs(60);
+    assert!(store.hold_writer_lease("serve", lease).await.unwrap());
+    assert!(!store.hold_writer_lease("cli", lease).await.unwrap());
+    assert!(store.hold_writer_lease("serve", lease).await.unwrap());
+    // Released (a zero lease), the other may take it.
+    assert!(store.hold_writer_lease("serve", Duration::ZERO).await.unwrap());
+    assert!(store.hold_writer_lease("cli", lease).await.unwrap());
+}
+
+#[tokio::test]
+async fn replaying_a_dead_letter_keeps_the_cohorts_current_name() {
+    let (_dir, store) = open();
+    store
+        .apply_page(page(PageKind::Add, "s1", 1, 1, &["a"]))
+        .await
+        .unwrap();
+    let change = store.due_changes(1).await.unwrap().remove(0);
+    store
+        .dead_letter(vec![RefusedChange {
+            change,
+            reason: "refused_by_braze",
+            detail: String::new(),
+        }])
+        .await
+        .unwrap();
+    let mut renamed = page(PageKind::Add, "s2", 1, 1, &[]);
+    renamed.cohort_name = "Renamed".to_owned();
+    store.apply_page(renamed).await.unwrap();
+    store
+        .replay_dead_letters(&DeadLetterSelection::default())
+        .unwrap();
+    assert_eq!(store.cohorts().await.unwrap()[0].name, "Renamed");
+}
