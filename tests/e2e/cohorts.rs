@@ -401,6 +401,7 @@ async fn dry_run_writes_the_braze_requests_to_a_file_and_status_reports() {
     assert!(objects.iter().any(
         |object| object["external_id"] == "user-2" && object[ATTRIBUTE]["add"] == json!(["77"])
     ));
+    wait_until_sent(&server.address).await;
     drop(server);
 
     let data_dir_text = data_dir.to_str().unwrap();
@@ -569,4 +570,49 @@ async fn cohorts_list_and_sync_pull_from_mixpanel_and_write_to_braze() {
     let status = harness::run(&["cohorts", "status", "--data-dir", &data_dir_text], b"");
     status.assert_success();
     assert!(status.stdout.contains("31337/77"), "{}", status.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partner_writer_through_serve_keeps_its_keys_out_of_the_log() {
+    const PARTNER_KEY: &str = "partner-key-never-logged";
+    const IMPORT_KEY: &str = "data-import-key-never-logged";
+    let dir = TempDir::new("cohorts-partner");
+    let (braze_server, braze) = BrazeDouble::start().await;
+    let credentials = format!("mixpanel:{WEBHOOK_PASSWORD}");
+    let braze_url = braze_server.uri();
+    let mut server = start_with(
+        &dir.join("data"),
+        free_port(),
+        Some("http://127.0.0.1:9"),
+        &[
+            ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", &credentials),
+            ("BRIDGE_COHORT_WRITER", "partner"),
+            ("BRAZE_PARTNER_NAME", "acme"),
+            ("BRAZE_PARTNER_API_KEY", PARTNER_KEY),
+            ("BRAZE_DATA_IMPORT_KEY", IMPORT_KEY),
+            ("BRAZE_API_URL", &braze_url),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    post_page(
+        &server.address,
+        page("add_members", "s", 1, 1, &users(0..4)),
+    )
+    .await;
+    post_page(
+        &server.address,
+        page("remove_members", "s", 1, 1, &users(0..1)),
+    )
+    .await;
+    wait_until_sent(&server.address).await;
+    assert_eq!(braze.partner_name("77").as_deref(), Some("Power users"));
+    assert_eq!(
+        braze.partner_members("77"),
+        users(1..4).into_iter().collect::<BTreeSet<_>>()
+    );
+    server.child.kill().unwrap();
+    let log = server.wait_for_stderr();
+    for secret in [PARTNER_KEY, IMPORT_KEY, WEBHOOK_PASSWORD] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
 }

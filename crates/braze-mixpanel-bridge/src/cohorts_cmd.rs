@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bridge_server::cohorts::{destination, status_json, store_path};
-use bridge_server::config::{self, Config, Env, Flags};
+use bridge_server::config::{self, CohortWriter, Config, Env, Flags};
 use cohort_import::pull::pull_cohorts;
 use cohort_import::stats::CohortStats;
 use cohort_import::store::MembershipStore as _;
@@ -181,7 +181,12 @@ async fn sync(config: &Config, ids: &[u64], dry_run: bool) -> anyhow::Result<Exi
             SqliteStore::open(&copy)?
         };
         let stdout: Box<dyn Write + Send> = Box::new(io::stdout());
-        let destination = Destination::dry_run_to(stdout, config.cohorts.attribute());
+        let destination = match &config.cohorts.writer {
+            CohortWriter::Attribute { attribute } => Destination::dry_run_to(stdout, attribute),
+            CohortWriter::Partner { partner_name, .. } => {
+                Destination::dry_run_partner_to(stdout, partner_name)
+            }
+        };
         (store, destination, Some(RemoveOnDrop(copy)))
     } else {
         (SqliteStore::open(&path)?, destination(config)?, None)

@@ -96,9 +96,17 @@ pub fn destination(config: &Config) -> Result<Destination, CohortSetupError> {
     let cohorts = &config.cohorts;
     if config.dry_run {
         let path = dry_run_path(&config.data_dir);
-        return Destination::dry_run(&path, cohorts.attribute()).map_err(|error| {
+        let fail = |error: std::io::Error| {
             CohortSetupError::Writer(format!("cannot open {}: {error}", path.display()))
-        });
+        };
+        return match &cohorts.writer {
+            CohortWriter::Attribute { attribute } => {
+                Destination::dry_run(&path, attribute).map_err(fail)
+            }
+            CohortWriter::Partner { partner_name, .. } => {
+                Destination::dry_run_partner(&path, partner_name).map_err(fail)
+            }
+        };
     }
     let braze = cohorts.braze.as_ref().ok_or_else(|| {
         CohortSetupError::Writer(
@@ -322,18 +330,32 @@ async fn receive_page(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the page is over the {}-byte limit", state.max_body_bytes)
+            // Over the cap: 413. Any other failure to read the body (a cut
+            // connection, a timeout) may pass: 503, since a 400 would pause
+            // Mixpanel's sync.
+            let (status, message) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the page is over the {}-byte limit", state.max_body_bytes),
+                )
             } else {
-                "the request body could not be read".to_owned()
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the request body could not be read; retry".to_owned(),
+                )
             };
             let body = serde_json::json!({
                 "action": null,
                 "status": "failure",
                 "error": {"message": message, "code": status.as_u16()},
             });
-            return (status, axum::Json(body)).into_response();
+            let mut response = (status, axum::Json(body)).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            return response;
         }
     };
     let authorization = headers

@@ -412,10 +412,16 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
         .ok_or_else(|| fail(action, "\"parameters\" is missing".to_owned()))
         .and_then(|text| {
             serde_json::from_str(text.get()).map_err(|error| {
-                fail(action, format!("\"parameters\" is not a valid object: {error}"))
+                fail(
+                    action,
+                    format!("\"parameters\" is not a valid object: {error}"),
+                )
             })
         })?;
-    let id = |key: &str, value: &Option<Value>, required: bool| -> Result<Option<String>, PageError> {
+    let id = |key: &str,
+              value: &Option<Value>,
+              required: bool|
+     -> Result<Option<String>, PageError> {
         match value {
             None | Some(Value::Null) if !required => Ok(None),
             None | Some(Value::Null) => Err(fail(action, format!("parameters.{key} is missing"))),
@@ -429,15 +435,19 @@ pub fn parse_page(body: &[u8], max_members: usize) -> Result<WebhookPage, PageEr
             )),
         }
     };
-    let project_id = id("mixpanel_project_id", &parameters.mixpanel_project_id, true)?
-        .unwrap_or_default();
-    let cohort_id = id("mixpanel_cohort_id", &parameters.mixpanel_cohort_id, true)?
-        .unwrap_or_default();
+    let project_id =
+        id("mixpanel_project_id", &parameters.mixpanel_project_id, true)?.unwrap_or_default();
+    let cohort_id =
+        id("mixpanel_cohort_id", &parameters.mixpanel_cohort_id, true)?.unwrap_or_default();
     let cohort_name = match &parameters.mixpanel_cohort_name {
         Some(Value::String(name)) => name.chars().take(MAX_ID_BYTES).collect(),
         _ => String::new(),
     };
-    let session_id = match id("mixpanel_session_id", &parameters.mixpanel_session_id, false)? {
+    let session_id = match id(
+        "mixpanel_session_id",
+        &parameters.mixpanel_session_id,
+        false,
+    )? {
         Some(session_id) => session_id,
         None => format!("body-sha256:{:x}", Sha256::digest(body)),
     };

@@ -75,12 +75,15 @@ pub enum Destination {
         /// The partner's name and keys.
         credentials: PartnerCredentials,
     },
-    /// NDJSON lines of the `/users/track` requests that would be sent.
+    /// NDJSON lines of the requests that would be sent: `/users/track`
+    /// bodies, or the partner API's (without its keys).
     DryRun {
         /// Where the lines go (a file, stdout).
         file: Mutex<Box<dyn std::io::Write + Send>>,
         /// The attribute's name.
         attribute: String,
+        /// The partner's name, when the partner writer is dry-run.
+        partner_name: Option<String>,
     },
 }
 
@@ -133,10 +136,14 @@ pub enum WriterError {
     /// Braze refused the requests as a whole for a reason no object is to
     /// blame for (404, 405, 415: a wrong URL or partner name); nothing was
     /// dead-lettered.
-    #[error("Braze refused the endpoint: {0}; check braze.api_url, the instance and braze.partner_name")]
+    #[error(
+        "Braze refused the endpoint: {0}; check braze.api_url, the instance and braze.partner_name"
+    )]
     Endpoint(BrazeError),
     /// Another writer (another process) drains this journal now.
-    #[error("another writer (the running serve, or another sync) is sending this journal's changes; they are sent by it")]
+    #[error(
+        "another writer (the running serve, or another sync) is sending this journal's changes; they are sent by it"
+    )]
     LeaseHeld,
     /// Braze stayed unavailable; the changes stay in the journal.
     #[error("Braze is unavailable: {0}")]
@@ -202,19 +209,18 @@ impl Destination {
         }
     }
 
-    /// Appends the requests to the NDJSON file at `path` (created if
-    /// needed, readable by its owner only).
+    /// Appends the `/users/track` requests to the NDJSON file at `path`
+    /// (created if needed, readable by its owner only).
     pub fn dry_run(path: &Path, attribute: &str) -> std::io::Result<Destination> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        Ok(Destination::dry_run_to(
-            Box::new(options.open(path)?),
-            attribute,
+        Ok(Destination::dry_run_to(open_dry_run_file(path)?, attribute))
+    }
+
+    /// Appends the partner API's requests (without its keys) to the NDJSON
+    /// file at `path`.
+    pub fn dry_run_partner(path: &Path, partner_name: &str) -> std::io::Result<Destination> {
+        Ok(Destination::dry_run_partner_to(
+            open_dry_run_file(path)?,
+            partner_name,
         ))
     }
 
@@ -223,6 +229,20 @@ impl Destination {
         Destination::DryRun {
             file: Mutex::new(output),
             attribute: attribute.to_owned(),
+            partner_name: None,
+        }
+    }
+
+    /// Writes the partner API's requests (without its keys) as NDJSON
+    /// lines to `output`.
+    pub fn dry_run_partner_to(
+        output: Box<dyn std::io::Write + Send>,
+        partner_name: &str,
+    ) -> Destination {
+        Destination::DryRun {
+            file: Mutex::new(output),
+            attribute: DEFAULT_ATTRIBUTE.to_owned(),
+            partner_name: Some(partner_name.to_owned()),
         }
     }
 
@@ -246,11 +266,7 @@ impl<S: MembershipStore> Writer<S> {
             stats: Arc::new(CohortStats::default()),
             changed: Arc::new(tokio::sync::Notify::new()),
             partner_names: Mutex::new(HashMap::new()),
-            owner: format!(
-                "pid-{}-{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ),
+            owner: format!("pid-{}-{:016x}", std::process::id(), rand::random::<u64>()),
             recorded_errors: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -300,7 +316,7 @@ impl<S: MembershipStore> Writer<S> {
         if !matches!(drained, Err(WriterError::LeaseHeld)) {
             let _ = self
                 .store
-                .hold_writer_lease(&self.owner, Duration::ZERO)
+                .hold_writer_lease(&self.owner, Duration::ZERO, false)
                 .await;
         }
         drained
@@ -326,6 +342,16 @@ impl<S: MembershipStore> Writer<S> {
     /// Drains the journal until `stop` turns true, waiting for changes when
     /// it is empty and backing off after failures.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        // The service is the journal's main writer: a holder that died (a
+        // crashed sync, a killed service) must not block it until its
+        // lease ends; a live sync notices at its next round and stops.
+        if let Err(error) = self
+            .store
+            .hold_writer_lease(&self.owner, WRITER_LEASE, true)
+            .await
+        {
+            tracing::warn!(error = %error, "Cannot take the cohort journal's lease.");
+        }
         let mut failures: u32 = 0;
         let mut auth_failing = false;
         let mut lease_elsewhere = false;
@@ -358,7 +384,9 @@ impl<S: MembershipStore> Writer<S> {
                 }
                 Err(WriterError::LeaseHeld) => {
                     if !lease_elsewhere {
-                        tracing::info!("Another writer holds the cohort journal (a cohorts sync?); waiting for it to finish.");
+                        tracing::info!(
+                            "Another writer holds the cohort journal (a cohorts sync?); waiting for it to finish."
+                        );
                         lease_elsewhere = true;
                     }
                     self.config.idle_poll
@@ -383,7 +411,7 @@ impl<S: MembershipStore> Writer<S> {
     pub async fn round(&self) -> Result<RoundReport, WriterError> {
         if !self
             .store
-            .hold_writer_lease(&self.owner, WRITER_LEASE)
+            .hold_writer_lease(&self.owner, WRITER_LEASE, false)
             .await?
         {
             return Err(WriterError::LeaseHeld);
@@ -411,8 +439,20 @@ impl<S: MembershipStore> Writer<S> {
                 self.send_partner(client, credentials, changes, &mut report)
                     .await
             }
-            Destination::DryRun { file, attribute } => {
-                write_dry_run(file, attribute, &changes, &mut report)?;
+            Destination::DryRun {
+                file,
+                attribute,
+                partner_name,
+            } => {
+                let text = match partner_name {
+                    Some(partner_name) => {
+                        dry_run_partner_lines(partner_name, &changes, &mut report)
+                    }
+                    None => dry_run_track_lines(attribute, &changes, &mut report)?,
+                };
+                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                file.write_all(&text).map_err(WriterError::DryRun)?;
+                file.flush().map_err(WriterError::DryRun)?;
                 vec![Settled::Confirmed(changes)]
             }
         };
@@ -490,9 +530,12 @@ impl<S: MembershipStore> Writer<S> {
         // it are not held up; the retry hint Braze gave is the least wait.
         let hint = last_error.as_ref().and_then(BrazeError::retry_after);
         for change in &retry {
-            let wait = backoff(change.attempts + 1, self.config.max_backoff).max(hint.unwrap_or_default());
+            let wait =
+                backoff(change.attempts + 1, self.config.max_backoff).max(hint.unwrap_or_default());
             let retry_at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-            self.store.defer(std::slice::from_ref(change), retry_at).await?;
+            self.store
+                .defer(std::slice::from_ref(change), retry_at)
+                .await?;
         }
         self.record_cohort_errors(cohort_errors).await;
         report.confirmed = confirmed.len();
@@ -810,13 +853,25 @@ fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     chunks
 }
 
-/// Appends the `/users/track` requests for `changes` to the dry-run file.
-fn write_dry_run(
-    file: &Mutex<Box<dyn std::io::Write + Send>>,
+/// Opens (creating it and its directory if needed) a dry-run file for
+/// appending, readable by its owner only.
+fn open_dry_run_file(path: &Path) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    Ok(Box::new(options.open(path)?))
+}
+
+/// The `/users/track` requests for `changes`, as NDJSON lines.
+fn dry_run_track_lines(
     attribute: &str,
     changes: &[PendingChange],
     report: &mut RoundReport,
-) -> Result<(), WriterError> {
+) -> Result<Vec<u8>, WriterError> {
     let objects = merge_by_user(attribute, changes.to_vec());
     let mut text = Vec::new();
     for request in chunk(objects, MAX_TRACK_OBJECTS) {
@@ -829,10 +884,46 @@ fn write_dry_run(
         text.extend_from_slice(b"}\n");
         report.requests += 1;
     }
-    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-    file.write_all(&text).map_err(WriterError::DryRun)?;
-    file.flush().map_err(WriterError::DryRun)?;
-    Ok(())
+    Ok(text)
+}
+
+/// The partner API's change requests for `changes`, as NDJSON lines, with
+/// the keys left out.
+fn dry_run_partner_lines(
+    partner_name: &str,
+    changes: &[PendingChange],
+    report: &mut RoundReport,
+) -> Vec<u8> {
+    let mut by_cohort: Vec<(&CohortKey, Vec<PendingChange>)> = Vec::new();
+    for change in changes {
+        match by_cohort
+            .iter_mut()
+            .find(|(cohort, _)| **cohort == change.cohort)
+        {
+            Some((_, group)) => group.push(change.clone()),
+            None => by_cohort.push((&change.cohort, vec![change.clone()])),
+        }
+    }
+    let mut text = Vec::new();
+    for (cohort, group) in by_cohort {
+        for request in chunk(group, MAX_PARTNER_IDS) {
+            let (adds, removes) = partner_ids(&request);
+            let line = serde_json::json!({
+                "endpoint": format!("/partners/{partner_name}/cohorts/users"),
+                "body": {
+                    "cohort_id": cohort.cohort_id,
+                    "cohort_changes": [
+                        {"user_ids": adds},
+                        {"user_ids": removes, "should_remove": true},
+                    ],
+                },
+            });
+            text.extend_from_slice(line.to_string().as_bytes());
+            text.push(b'\n');
+            report.requests += 1;
+        }
+    }
+    text
 }
 
 /// Full-jitter-free capped doubling from 1 s; the client already jitters.

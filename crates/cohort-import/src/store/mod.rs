@@ -233,12 +233,15 @@ pub trait MembershipStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Takes or renews the right to drain the journal for `lease`, unless
-    /// another `owner` holds it: one writer at a time keeps changes in order
-    /// per user. Returns whether `owner` holds it now.
+    /// another `owner` holds it (or whoever holds it, with `take_over`: the
+    /// service does at start, since a holder that died would otherwise
+    /// block it until its lease ends): one writer at a time keeps changes
+    /// in order per user. Returns whether `owner` holds it now.
     fn hold_writer_lease(
         &self,
         owner: &str,
         lease: std::time::Duration,
+        take_over: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// These changes will not be sent as they are: store them as dead

@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 
 use super::{
@@ -157,9 +156,11 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || in_transaction(&conn, TransactionBehavior::Immediate, work))
-            .await
-            .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
+        tokio::task::spawn_blocking(move || {
+            in_transaction(&conn, TransactionBehavior::Immediate, work)
+        })
+        .await
+        .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
     }
 
     /// Runs `work` in one read transaction on the reader connection.
@@ -169,9 +170,11 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || in_transaction(&reader, TransactionBehavior::Deferred, work))
-            .await
-            .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
+        tokio::task::spawn_blocking(move || {
+            in_transaction(&reader, TransactionBehavior::Deferred, work)
+        })
+        .await
+        .map_err(|error| StoreError::Storage(format!("store task failed: {error}")))?
     }
 
     /// Runs `work` synchronously in one write transaction (for the CLI).
@@ -326,20 +329,23 @@ impl MembershipStore for SqliteStore {
                  ORDER BY p.seq LIMIT ?1",
             )?;
             let now = now_ms();
-            let rows = statement.query_map(params![i64::try_from(max).unwrap_or(i64::MAX), now], |row| {
-                Ok(PendingChange {
-                    cohort: CohortKey {
-                        project_id: row.get(0)?,
-                        cohort_id: row.get(1)?,
-                    },
-                    cohort_name: row.get(2)?,
-                    user: user_from_columns(row.get(3)?, row.get(4)?),
-                    op: op_from_column(row.get(5)?),
-                    seq: row.get(6)?,
-                    attempts: row.get(7)?,
-                    queued_at_ms: row.get(8)?,
-                })
-            })?;
+            let rows = statement.query_map(
+                params![i64::try_from(max).unwrap_or(i64::MAX), now],
+                |row| {
+                    Ok(PendingChange {
+                        cohort: CohortKey {
+                            project_id: row.get(0)?,
+                            cohort_id: row.get(1)?,
+                        },
+                        cohort_name: row.get(2)?,
+                        user: user_from_columns(row.get(3)?, row.get(4)?),
+                        op: op_from_column(row.get(5)?),
+                        seq: row.get(6)?,
+                        attempts: row.get(7)?,
+                        queued_at_ms: row.get(8)?,
+                    })
+                },
+            )?;
             rows.collect()
         })
         .await
@@ -400,7 +406,12 @@ impl MembershipStore for SqliteStore {
         .await
     }
 
-    async fn hold_writer_lease(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+    async fn hold_writer_lease(
+        &self,
+        owner: &str,
+        lease: Duration,
+        take_over: bool,
+    ) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.transact(move |tx| {
@@ -408,8 +419,8 @@ impl MembershipStore for SqliteStore {
             let held = tx.execute(
                 "INSERT INTO writer_lease (id, owner, expires_ms) VALUES (1, ?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms
-                 WHERE writer_lease.owner = excluded.owner OR writer_lease.expires_ms <= ?3",
-                params![owner, now.saturating_add(lease_ms), now],
+                 WHERE ?4 OR writer_lease.owner = excluded.owner OR writer_lease.expires_ms <= ?3",
+                params![owner, now.saturating_add(lease_ms), now, take_over],
             )?;
             Ok(held == 1)
         })
@@ -539,9 +550,7 @@ fn in_transaction<T>(
     work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
 ) -> Result<T, StoreError> {
     let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn
-        .transaction_with_behavior(behavior)
-        .map_err(storage)?;
+    let tx = conn.transaction_with_behavior(behavior).map_err(storage)?;
     let value = work(&tx).map_err(storage)?;
     tx.commit().map_err(storage)?;
     Ok(value)

@@ -56,12 +56,18 @@ fn refuses_what_is_malformed_with_a_message() {
         ),
         (body("members", 4, 3, json!([])), "beyond total_pages"),
         (body("members", 0, 3, json!([])), "page_count must be"),
-        (body("members", 1, 3, json!(["x"])), "member 0 is not an object"),
+        (
+            body("members", 1, 3, json!(["x"])),
+            "member 0 is not an object",
+        ),
         (
             body("add_members", 1, 1, json!([1, 2])),
             "member 0 is not an object",
         ),
-        (body("add_members", 1, 1, json!({"a": 1})), "expected a list of member objects"),
+        (
+            body("add_members", 1, 1, json!({"a": 1})),
+            "expected a list of member objects",
+        ),
         (
             body("add_members", 1, 1, json!([{}, {}, {}])),
             "more than 2 members; at most 2 are accepted",

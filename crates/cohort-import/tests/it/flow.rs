@@ -165,7 +165,14 @@ async fn rate_limits_and_outages_delay_but_lose_nothing() {
     assert!(matches!(error, WriterError::Unavailable(_)), "{error}");
     let status = &setup.store.cohorts().await.unwrap()[0];
     assert_eq!(status.pending, 1);
-    assert!(status.last_error.as_deref().unwrap_or_default().contains("503"), "{status:?}");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("503"),
+        "{status:?}"
+    );
     // The change waits its backoff (10 ms here), then goes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     setup.writer.drain_once().await.unwrap();
@@ -256,4 +263,49 @@ async fn the_partner_writer_names_the_cohort_and_sends_diffs() {
         setup.braze.partner_members("77"),
         ["b".to_owned()].into_iter().collect()
     );
+}
+
+#[tokio::test]
+async fn a_wrong_endpoint_pauses_the_writer_without_dead_letters() {
+    let setup = setup("endpoint").await;
+    post(&setup, &page("add_members", "s1", 1, 1, &["a", "b"])).await;
+    setup
+        .braze
+        .script([ResponseTemplate::new(404).set_body_string("no such route")]);
+    let error = setup.writer.drain_once().await.unwrap_err();
+    assert!(matches!(error, WriterError::Endpoint(_)), "{error}");
+    let status = &setup.store.cohorts().await.unwrap()[0];
+    assert_eq!((status.pending, status.dead_letters), (2, 0));
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("404")
+    );
+    setup.writer.drain_once().await.unwrap();
+    assert_eq!(setup.braze.members(ATTRIBUTE, "77"), ids(&["a", "b"]));
+}
+
+#[tokio::test]
+async fn a_second_writer_waits_for_the_first() {
+    let setup = setup("lease").await;
+    post(&setup, &page("add_members", "s1", 1, 1, &["a"])).await;
+    assert!(
+        setup
+            .store
+            .hold_writer_lease("another process", Duration::from_secs(60), false)
+            .await
+            .unwrap()
+    );
+    let error = setup.writer.drain_once().await.unwrap_err();
+    assert!(matches!(error, WriterError::LeaseHeld), "{error}");
+    assert_eq!(setup.braze.requests(), 0);
+    setup
+        .store
+        .hold_writer_lease("another process", Duration::ZERO, false)
+        .await
+        .unwrap();
+    setup.writer.drain_once().await.unwrap();
+    assert_eq!(setup.braze.members(ATTRIBUTE, "77"), ids(&["a"]));
 }

@@ -433,10 +433,7 @@ async fn deferred_changes_wait_and_let_the_others_pass() {
         .await
         .unwrap();
     let changes = store.due_changes(10).await.unwrap();
-    store
-        .defer(&changes[..1], now_ms() + 60_000)
-        .await
-        .unwrap();
+    store.defer(&changes[..1], now_ms() + 60_000).await.unwrap();
     assert_eq!(journal(&store).await, [("b".to_owned(), ChangeOp::Add)]);
     store.defer(&changes[..1], 0).await.unwrap();
     let due = store.due_changes(10).await.unwrap();
@@ -448,12 +445,27 @@ async fn deferred_changes_wait_and_let_the_others_pass() {
 async fn one_writer_at_a_time_holds_the_journal() {
     let (_dir, store) = open();
     let lease = Duration::from_secs(60);
-    assert!(store.hold_writer_lease("serve", lease).await.unwrap());
-    assert!(!store.hold_writer_lease("cli", lease).await.unwrap());
-    assert!(store.hold_writer_lease("serve", lease).await.unwrap());
+    assert!(
+        store
+            .hold_writer_lease("serve", lease, false)
+            .await
+            .unwrap()
+    );
+    assert!(!store.hold_writer_lease("cli", lease, false).await.unwrap());
+    assert!(
+        store
+            .hold_writer_lease("serve", lease, false)
+            .await
+            .unwrap()
+    );
     // Released (a zero lease), the other may take it.
-    assert!(store.hold_writer_lease("serve", Duration::ZERO).await.unwrap());
-    assert!(store.hold_writer_lease("cli", lease).await.unwrap());
+    assert!(
+        store
+            .hold_writer_lease("serve", Duration::ZERO, false)
+            .await
+            .unwrap()
+    );
+    assert!(store.hold_writer_lease("cli", lease, false).await.unwrap());
 }
 
 #[tokio::test]
@@ -479,4 +491,34 @@ async fn replaying_a_dead_letter_keeps_the_cohorts_current_name() {
         .replay_dead_letters(&DeadLetterSelection::default())
         .unwrap();
     assert_eq!(store.cohorts().await.unwrap()[0].name, "Renamed");
+}
+
+#[tokio::test]
+async fn the_service_takes_the_journal_over_from_a_holder_that_died() {
+    let (_dir, store) = open();
+    let lease = Duration::from_secs(60);
+    assert!(
+        store
+            .hold_writer_lease("killed serve", lease, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_writer_lease("new serve", lease, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .hold_writer_lease("new serve", lease, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_writer_lease("killed serve", lease, false)
+            .await
+            .unwrap()
+    );
 }
