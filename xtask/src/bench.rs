@@ -2,11 +2,14 @@
 //!
 //! Extra arguments go to criterion, e.g. `cargo xtask bench -- --quick`.
 //! `cargo xtask bench import [...]` runs the end-to-end `/import` benchmark
-//! instead (see [`crate::bench_import`]), and `cargo xtask bench ingest [...]`
-//! the `serve` load test (see [`ingest`]).
+//! instead (see [`crate::bench_import`]), `cargo xtask bench ingest [...]`
+//! the `serve` load test (see [`ingest`]), and `cargo xtask bench cohorts
+//! [...]` the cohort import from webhook to Braze (see [`cohorts`]).
 
 use crate::{cargo, run_command};
 
+#[path = "bench_cohorts.rs"]
+mod cohorts;
 #[path = "bench_ingest.rs"]
 mod ingest;
 
@@ -16,6 +19,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["ingest", ingest_args @ ..] = extra_args {
         return ingest::run(ingest_args);
+    }
+    if let ["cohorts", cohorts_args @ ..] = extra_args {
+        return cohorts::run(cohorts_args);
     }
     let mut command = cargo();
     command.args(["bench", "-p", "bridge-server", "--bench", "mapping"]);

@@ -348,8 +348,14 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn start(program: &Path) -> anyhow::Result<Sink> {
+        Sink::start_with(program, &[])
+    }
+
+    /// [`Sink::start`] with more arguments for the sink.
+    pub(crate) fn start_with(program: &Path, args: &[&str]) -> anyhow::Result<Sink> {
         let mut child = Command::new(program)
             .args(["--port", "0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

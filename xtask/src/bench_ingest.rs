@@ -107,17 +107,17 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A free loopback port, found by binding port 0 and letting it go.
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The running `serve`, killed when dropped unless it was stopped.
-struct Server {
-    child: Child,
+pub(super) struct Server {
+    pub(super) child: Child,
 }
 
 impl Server {
-    fn cpu_ticks(&self) -> u64 {
+    pub(super) fn cpu_ticks(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .ok()
             .and_then(|stat| stat_fields(&stat, &[14, 15]))
@@ -125,7 +125,7 @@ impl Server {
     }
 
     /// SIGTERM, then up to 60 s for a graceful exit; how long it took.
-    fn stop(&mut self) -> anyhow::Result<f64> {
+    pub(super) fn stop(&mut self) -> anyhow::Result<f64> {
         let started = Instant::now();
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -640,7 +640,7 @@ fn load(
 
 /// Sends one request and reads its response: the status and whether the
 /// connection stays open.
-fn exchange(
+pub(super) fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     response: &mut Vec<u8>,

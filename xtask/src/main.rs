@@ -23,6 +23,8 @@ tasks:
                      end-to-end import into a local /import sink on loopback
   bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]
                      `serve` under HTTP load, delivering to a loopback sink
+  bench cohorts [--pages N] [--concurrency C] [--ten-million] [...]
+                     cohort webhook intake, Braze writer, latency, snapshot diff
   tidy               repository hygiene checks (also run as a test)
 ";
 

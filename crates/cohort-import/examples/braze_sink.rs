@@ -1,4 +1,4 @@
-//! Run with: `cargo run --release -p cohort-import --example braze_sink -- [--port N] [--threads N] [--max-requests N] [--window-ms MS]`
+//! Run with: `cargo run --release -p cohort-import --example braze_sink -- [--port N] [--threads N] [--max-requests N] [--window-ms MS] [--delay-ms MS]`
 //!
 //! A local stand-in for Braze's `/users/track`, for `cargo xtask bench
 //! cohorts` and manual tests. It listens on 127.0.0.1 only (`--port 0`,
@@ -14,8 +14,9 @@
 //! answered 429 with `X-Ratelimit-Retry-After: 1`. Every arrival counts in
 //! the window, refused or not. For each `external_id` it notes the arrival
 //! time (UNIX milliseconds) of the first object that added a value to an
-//! array attribute (`"<attribute>": {"add": [...]}`). Credentials are not
-//! checked.
+//! array attribute (`"<attribute>": {"add": [...]}`). With `--delay-ms`,
+//! each accepted request is answered that much later, like a Braze a
+//! network away. Credentials are not checked.
 //!
 //! `GET /stats` returns the totals as JSON: `requests`, `objects`,
 //! `rejected_429`, `bad_requests`, `max_requests_in_any_3s_window` (in any
@@ -54,16 +55,17 @@ struct Options {
     threads: Option<usize>,
     max_requests: usize,
     window: Duration,
+    delay: Duration,
 }
 
 fn parse_args() -> Result<Options, Box<dyn Error>> {
-    const USAGE: &str =
-        "usage: braze_sink [--port N] [--threads N] [--max-requests N] [--window-ms MS]";
+    const USAGE: &str = "usage: braze_sink [--port N] [--threads N] [--max-requests N] [--window-ms MS] [--delay-ms MS]";
     let mut options = Options {
         port: 0,
         threads: None,
         max_requests: 3000,
         window: Duration::from_secs(3),
+        delay: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Options, Box<dyn Error>> {
             "--threads" => options.threads = Some(value()?.parse()?),
             "--max-requests" => options.max_requests = value()?.parse::<usize>()?.max(1),
             "--window-ms" => options.window = Duration::from_millis(value()?.parse()?),
+            "--delay-ms" => options.delay = Duration::from_millis(value()?.parse()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}; {USAGE}").into()),
         }
@@ -115,6 +118,8 @@ struct Sink {
     totals: Totals,
     max_requests: usize,
     window_length: Duration,
+    /// How long each accepted request waits for its answer.
+    delay: Duration,
     window: Mutex<Window>,
     /// First arrival (UNIX ms) of an object adding a value, per external id.
     added: Mutex<Added>,
@@ -175,6 +180,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn Error>> {
         totals: Totals::default(),
         max_requests: options.max_requests,
         window_length: options.window,
+        delay: options.delay,
         window: Mutex::new(Window {
             arrivals: VecDeque::with_capacity(options.max_requests + 1),
             max_in_window: 0,
@@ -277,6 +283,9 @@ async fn track(State(sink): State<Arc<Sink>>, request: Request) -> Response {
             }
         }
     }
+    if !sink.delay.is_zero() {
+        tokio::time::sleep(sink.delay).await;
+    }
     json_response(
         StatusCode::CREATED,
         &serde_json::json!({"message": "success", "attributes_processed": n_objects}),
@@ -339,6 +348,7 @@ mod tests {
             totals: Totals::default(),
             max_requests,
             window_length: Duration::from_secs(3),
+            delay: Duration::ZERO,
             window: Mutex::new(Window {
                 arrivals: VecDeque::new(),
                 max_in_window: 0,
