@@ -181,8 +181,8 @@ enum Settled {
 impl Default for WriterConfig {
     fn default() -> WriterConfig {
         WriterConfig {
-            changes_per_round: 7_500,
-            max_concurrent_requests: 32,
+            changes_per_round: 30_000,
+            max_concurrent_requests: 96,
             max_attempts: 20,
             max_age: Duration::from_secs(24 * 3600),
             max_backoff: Duration::from_secs(60),

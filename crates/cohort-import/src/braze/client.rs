@@ -38,7 +38,7 @@ impl std::fmt::Debug for BrazeClient {
     }
 }
 
-/// Builds a [`BrazeClient`]. Defaults: instance US-01, 32 concurrent
+/// Builds a [`BrazeClient`]. Defaults: instance US-01, 96 concurrent
 /// requests, 30 s per attempt, [`RetryParams::default`] with 5 retries,
 /// [`RateLimit::default`] (3000 requests per 3 s).
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl BrazeClient {
                 ..RetryParams::default()
             },
             request_timeout: Duration::from_secs(30),
-            max_concurrent_requests: 32,
+            max_concurrent_requests: 96,
             rate_limit: RateLimit::default(),
             user_agent: concat!("braze-mixpanel-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -138,7 +138,7 @@ impl BrazeClientBuilder {
         self
     }
 
-    /// Requests in flight at once, across all clones (default 32; 0 means 1).
+    /// Requests in flight at once, across all clones (default 96; 0 means 1).
     pub fn max_concurrent_requests(mut self, max: usize) -> BrazeClientBuilder {
         self.max_concurrent_requests = max.max(1);
         self
