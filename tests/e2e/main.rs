@@ -14,6 +14,7 @@
 //! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
 //! - `serve_faults`: `serve` against a failing Mixpanel, a full spool, a failing spool storage, hostile bodies; no secret in its logs;
+//! - `serve_limits`: slow and idle clients, the connection cap, SIGTERM with a trickling client, one serve per data dir;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
 //! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
@@ -29,5 +30,6 @@ mod invalid_events;
 mod mixed;
 mod serve;
 mod serve_faults;
+mod serve_limits;
 mod skip_rules;
 mod storage_shape;

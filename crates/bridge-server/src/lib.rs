@@ -8,6 +8,7 @@ pub mod cohorts;
 pub mod config;
 pub mod delivery;
 pub mod ingest;
+pub mod listener;
 mod log_limit;
 pub mod mapping;
 pub mod metrics;

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub spool_oldest_age_seconds: Gauge,
     /// `bridge_dead_letters`: entries in the dead-letter store.
     pub dead_letters: Gauge,
+    /// `bridge_listener_connections_total{outcome}`: connections `accepted`,
+    /// `refused_over_cap` (closed at once: `ingest.max_connections` were
+    /// open) and `cut_at_shutdown` (still open after the shutdown grace).
+    pub listener_connections: Family<Labels, Counter>,
     /// `bridge_cohort_webhook_requests_total{outcome}`: calls of Mixpanel's
     /// cohort webhook: `recorded`, `replayed`, `unauthorized`, `malformed`,
     /// `unavailable`.
@@ -104,6 +108,7 @@ impl Metrics {
             spool_batches: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
             dead_letters: Gauge::default(),
+            listener_connections: Family::default(),
             cohort_webhook_requests: Family::default(),
             cohort_members_added: Counter::default(),
             cohort_members_removed: Counter::default(),
@@ -191,6 +196,11 @@ impl Metrics {
             metrics.dead_letters.clone(),
         );
         registry.register(
+            "listener_connections",
+            "Connections to the HTTP listener, by outcome",
+            metrics.listener_connections.clone(),
+        );
+        registry.register(
             "cohort_webhook_requests",
             "Calls of Mixpanel's cohort webhook, by outcome",
             metrics.cohort_webhook_requests.clone(),
@@ -238,6 +248,23 @@ impl Metrics {
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Copies the listener's connection counts in, at scrape time.
+    pub fn refresh_listener(&self, stats: &crate::listener::ListenerStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (outcome, count) in [
+            ("accepted", &stats.accepted),
+            ("refused_over_cap", &stats.refused_over_cap),
+            ("cut_at_shutdown", &stats.cut_at_shutdown),
+        ] {
+            set_counter(
+                &self
+                    .listener_connections
+                    .get_or_create(&vec![("outcome", outcome.to_owned())]),
+                count.load(Relaxed),
+            );
         }
     }
 

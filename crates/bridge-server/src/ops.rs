@@ -30,6 +30,8 @@ pub struct OpsState<S> {
     pub metrics: Arc<Metrics>,
     /// The cohort import, when it is on.
     pub cohorts: Option<Arc<crate::cohorts::CohortImport>>,
+    /// The listener's connection counts.
+    pub listener: Arc<crate::listener::ListenerStats>,
 }
 
 /// `/healthz`, `/readyz` and `/status`.
@@ -69,6 +71,7 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         });
         metrics.spool_oldest_age_seconds.set(age_ms / 1000);
     }
+    state.metrics.refresh_listener(&state.listener);
     if let Some(cohorts) = &state.cohorts
         && let Ok(statuses) = cohort_import::store::MembershipStore::cohorts(&*cohorts.store).await
     {

@@ -53,6 +53,14 @@ pub enum ServeError {
     /// The cohort import cannot be set up.
     #[error(transparent)]
     Cohorts(#[from] crate::cohorts::CohortSetupError),
+    /// Another `serve` uses the data directory.
+    #[error("{} is locked: another serve uses this data dir (or cannot lock it: {reason})", path.display())]
+    DataDirLocked {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Why the lock could not be taken.
+        reason: String,
+    },
     /// The listen address cannot be bound, or serving failed.
     #[error("cannot serve on {address}")]
     Listen {
@@ -86,6 +94,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    // One serve per data dir, and the port bound, before the spool is
+    // touched: a second start must not reclaim the first one's leases.
+    let _lock = DataDirLock::take(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: config.listen,
+            source,
+        })?;
     let spool_config = SpoolConfig::new(config.data_dir.join("spool"), config.spool.max_bytes);
     let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
         .await
@@ -136,28 +153,25 @@ pub async fn serve(
             tokens,
             max_body_bytes: config.ingest.max_body_bytes,
             request_timeout: config.ingest.request_timeout,
+            max_events_per_batch: config.ingest.max_events_per_batch,
         },
         Arc::clone(&metrics),
     ));
     let cohorts = CohortImport::open(&config, pull_client(&config))?.map(Arc::new);
+    let listener_stats = Arc::new(crate::listener::ListenerStats::default());
     let ops = Arc::new(OpsState {
         spool: Arc::clone(&spool),
         ingest: Arc::clone(&ingest),
         delivery: delivery.status(),
         metrics,
         cohorts: cohorts.clone(),
+        listener: Arc::clone(&listener_stats),
     });
     let mut app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
     if let Some(cohorts) = &cohorts {
         app = app.merge(cohorts.routes(config.ingest.request_timeout));
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            address: config.listen,
-            source,
-        })?;
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
@@ -194,8 +208,17 @@ pub async fn serve(
     };
     let ingest_for_shutdown = Arc::clone(&ingest);
     let cohorts_for_shutdown = cohorts.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let limits = crate::listener::ListenerLimits {
+        header_read_timeout: config.ingest.header_read_timeout,
+        max_connections: config.ingest.max_connections,
+        shutdown_grace: config.ingest.shutdown_grace,
+    };
+    crate::listener::serve(
+        listener,
+        app,
+        limits,
+        Arc::clone(&listener_stats),
+        async move {
             tokio::select! {
                 () = shutdown => {}
                 () = watchdog => {}
@@ -205,8 +228,9 @@ pub async fn serve(
             if let Some(cohorts) = &cohorts_for_shutdown {
                 cohorts.stop_accepting();
             }
-        })
-        .await;
+        },
+    )
+    .await;
 
     let _ = stop_delivery.send(true);
     if tokio::time::timeout(Duration::from_secs(30), delivery_task)
@@ -233,10 +257,6 @@ pub async fn serve(
         tracing::error!(error = %error, "Cannot close the spool cleanly.");
     }
     tracing::info!("Bridge stopped.");
-    served.map_err(|source| ServeError::Listen {
-        address: config.listen,
-        source,
-    })?;
     let failure = spool_failed
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -294,4 +314,40 @@ fn project_target(
         mapper: Mapper::new(config.mapping_config(project)),
         sink,
     })
+}
+
+/// An exclusive lock on `<data_dir>/serve.lock`, held while the service
+/// runs (the OS releases it when the process ends, however it ends).
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn take(data_dir: &std::path::Path) -> Result<DataDirLock, ServeError> {
+        let path = data_dir.join("serve.lock");
+        let locked = |reason: String| ServeError::DataDirLocked {
+            path: path.clone(),
+            reason,
+        };
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(data_dir)
+            .map_err(|error| locked(format!("cannot create the data dir: {error}")))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(&path)
+            .map_err(|error| locked(error.to_string()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(locked("held by another process".to_owned()))
+            }
+            Err(std::fs::TryLockError::Error(error)) => Err(locked(error.to_string())),
+        }
+    }
 }

@@ -227,10 +227,11 @@ impl Sink<'_> {
                 serde_json::from_str(text).expect("a JSON array holds JSON values");
             return self.events(events.into_iter().map(parse_one), line_number);
         }
-        if text.starts_with('{') && text.contains("\"events\"") {
-            if let Ok(events) = Batch::parse_events(text) {
-                return self.events(events.into_iter(), line_number);
-            }
+        if text.starts_with('{')
+            && text.contains("\"events\"")
+            && let Ok(events) = Batch::parse_events(text)
+        {
+            return self.events(events.into_iter(), line_number);
         }
         self.events(std::iter::once(parse_one(value)), line_number)
     }

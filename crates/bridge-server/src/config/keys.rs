@@ -82,6 +82,34 @@ pub(crate) const INGEST_REQUEST_TIMEOUT_SECS: IntKey = IntKey {
     max: u64::MAX,
     default: 30,
 };
+pub(crate) const MAX_EVENTS_PER_BATCH: IntKey = IntKey {
+    key: "ingest.max_events_per_batch",
+    env: "BRIDGE_MAX_EVENTS_PER_BATCH",
+    min: 1,
+    max: 1_000_000,
+    default: 1000,
+};
+pub(crate) const HEADER_READ_TIMEOUT_SECS: IntKey = IntKey {
+    key: "ingest.header_read_timeout_secs",
+    env: "BRIDGE_HEADER_READ_TIMEOUT_SECS",
+    min: 1,
+    max: 3600,
+    default: 10,
+};
+pub(crate) const MAX_CONNECTIONS: IntKey = IntKey {
+    key: "ingest.max_connections",
+    env: "BRIDGE_MAX_CONNECTIONS",
+    min: 1,
+    max: 1_000_000,
+    default: 1024,
+};
+pub(crate) const SHUTDOWN_GRACE_SECS: IntKey = IntKey {
+    key: "ingest.shutdown_grace_secs",
+    env: "BRIDGE_SHUTDOWN_GRACE_SECS",
+    min: 1,
+    max: 3600,
+    default: 30,
+};
 pub(crate) const SPOOL_MAX_BYTES: IntKey = IntKey {
     key: "spool.max_bytes",
     env: "BRIDGE_SPOOL_MAX_BYTES",
@@ -398,7 +426,11 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 18] = [
+pub(crate) const INT_KEYS: [IntKey; 22] = [
+    MAX_EVENTS_PER_BATCH,
+    HEADER_READ_TIMEOUT_SECS,
+    MAX_CONNECTIONS,
+    SHUTDOWN_GRACE_SECS,
     MAX_BODY_BYTES,
     INGEST_REQUEST_TIMEOUT_SECS,
     SPOOL_MAX_BYTES,

@@ -94,6 +94,16 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// How long one request may take, body and spooling included.
     pub request_timeout: Duration,
+    /// The most events one batch may hold; more get 413 so that Braze
+    /// splits the batch (Braze sends up to 100).
+    pub max_events_per_batch: usize,
+    /// Time allowed for a request head, and for an idle keep-alive
+    /// connection to send its next request.
+    pub header_read_timeout: Duration,
+    /// Connections open at once on the listener; more are closed at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections before cutting them.
+    pub shutdown_grace: Duration,
 }
 
 /// Which requests the ingest endpoint accepts.

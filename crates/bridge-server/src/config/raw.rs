@@ -73,6 +73,10 @@ pub(crate) struct RawIngest {
     pub(crate) allow_unauthenticated: Option<Sourced<bool>>,
     pub(crate) max_body_bytes: Option<Sourced<u64>>,
     pub(crate) request_timeout_secs: Option<Sourced<u64>>,
+    pub(crate) max_events_per_batch: Option<Sourced<u64>>,
+    pub(crate) header_read_timeout_secs: Option<Sourced<u64>>,
+    pub(crate) max_connections: Option<Sourced<u64>>,
+    pub(crate) shutdown_grace_secs: Option<Sourced<u64>>,
 }
 
 /// `[spool]`.
@@ -205,6 +209,22 @@ impl RawConfig {
             &mut ingest.request_timeout_secs,
             env,
             &keys::INGEST_REQUEST_TIMEOUT_SECS,
+        )?;
+        set_int(
+            &mut ingest.max_events_per_batch,
+            env,
+            &keys::MAX_EVENTS_PER_BATCH,
+        )?;
+        set_int(
+            &mut ingest.header_read_timeout_secs,
+            env,
+            &keys::HEADER_READ_TIMEOUT_SECS,
+        )?;
+        set_int(&mut ingest.max_connections, env, &keys::MAX_CONNECTIONS)?;
+        set_int(
+            &mut ingest.shutdown_grace_secs,
+            env,
+            &keys::SHUTDOWN_GRACE_SECS,
         )?;
 
         set_int(&mut self.spool.max_bytes, env, &keys::SPOOL_MAX_BYTES)?;

@@ -72,6 +72,26 @@ pub(super) fn render(config: &Config) -> String {
         "request_timeout_secs",
         &config.ingest.request_timeout.as_secs().to_string(),
     );
+    out.value(
+        keys::MAX_EVENTS_PER_BATCH.key,
+        "max_events_per_batch",
+        &config.ingest.max_events_per_batch.to_string(),
+    );
+    out.value(
+        keys::HEADER_READ_TIMEOUT_SECS.key,
+        "header_read_timeout_secs",
+        &config.ingest.header_read_timeout.as_secs().to_string(),
+    );
+    out.value(
+        keys::MAX_CONNECTIONS.key,
+        "max_connections",
+        &config.ingest.max_connections.to_string(),
+    );
+    out.value(
+        keys::SHUTDOWN_GRACE_SECS.key,
+        "shutdown_grace_secs",
+        &config.ingest.shutdown_grace.as_secs().to_string(),
+    );
 
     out.table("spool");
     out.value(

@@ -439,10 +439,21 @@ fn validate_ingest(
     let max_body_bytes = cx.int(&keys::MAX_BODY_BYTES, raw.max_body_bytes)?;
     let request_timeout_secs =
         cx.int(&keys::INGEST_REQUEST_TIMEOUT_SECS, raw.request_timeout_secs)?;
+    let max_events_per_batch = cx.int(&keys::MAX_EVENTS_PER_BATCH, raw.max_events_per_batch)?;
+    let header_read_timeout_secs = cx.int(
+        &keys::HEADER_READ_TIMEOUT_SECS,
+        raw.header_read_timeout_secs,
+    )?;
+    let max_connections = cx.int(&keys::MAX_CONNECTIONS, raw.max_connections)?;
+    let shutdown_grace_secs = cx.int(&keys::SHUTDOWN_GRACE_SECS, raw.shutdown_grace_secs)?;
     Ok(IngestConfig {
         auth,
         max_body_bytes: usize::try_from(max_body_bytes.value).unwrap_or(usize::MAX),
         request_timeout: Duration::from_secs(request_timeout_secs.value),
+        max_events_per_batch: usize::try_from(max_events_per_batch.value).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(header_read_timeout_secs.value),
+        max_connections: usize::try_from(max_connections.value).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(shutdown_grace_secs.value),
     })
 }
 

@@ -10,6 +10,7 @@
 //! | missing or wrong token | 401 (Braze does not resend: several tokens may be valid at once) |
 //! | body not JSON, not `{"events":[...]}`, bad gzip | 400 |
 //! | body over the cap, after gzip inflation | 413 (Braze splits the batch) |
+//! | more events than `ingest.max_events_per_batch` (1,000) | 413 (Braze splits the batch) |
 //! | spool full, storage error, shutting down | 503 with `Retry-After` |
 //! | a bug of ours | 500 (the body reveals nothing) |
 //!
@@ -61,6 +62,8 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Time allowed for one request, body and spooling included.
     pub request_timeout: Duration,
+    /// The most events one batch may hold (413 beyond, so Braze splits).
+    pub max_events_per_batch: usize,
 }
 
 /// What the handler needs.
@@ -151,6 +154,16 @@ pub enum IngestError {
         /// The cap.
         max_body_bytes: usize,
     },
+    /// More events than the cap: Braze splits the batch on a 413.
+    #[error(
+        "the batch holds {n_events} events, over the limit of {max_events_per_batch}; send smaller batches"
+    )]
+    TooManyEvents {
+        /// Events in the batch.
+        n_events: usize,
+        /// The cap.
+        max_events_per_batch: usize,
+    },
     /// Not a readable batch.
     #[error("{0}")]
     BadBody(String),
@@ -211,7 +224,10 @@ impl IngestError {
             IngestError::MissingToken => Some(Refusal::MissingToken),
             IngestError::WrongToken => Some(Refusal::WrongToken),
             IngestError::Unavailable(unavailable) => Some(Refusal::Unavailable(*unavailable)),
-            IngestError::TooLarge { .. } | IngestError::BadBody(_) | IngestError::Internal => None,
+            IngestError::TooLarge { .. }
+            | IngestError::TooManyEvents { .. }
+            | IngestError::BadBody(_)
+            | IngestError::Internal => None,
         }
     }
 }
@@ -220,7 +236,9 @@ impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = match &self {
             IngestError::MissingToken | IngestError::WrongToken => StatusCode::UNAUTHORIZED,
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::TooLarge { .. } | IngestError::TooManyEvents { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -378,6 +396,17 @@ async fn receive<S: Spool>(
         }
         Err(error) => return Err(IngestError::BadBody(error.to_string())),
     };
+    if n_events > state.config.max_events_per_batch {
+        tracing::debug!(
+            n_events,
+            max_events_per_batch = state.config.max_events_per_batch,
+            "Refused a Currents batch with too many events; Braze splits it."
+        );
+        return Err(IngestError::TooManyEvents {
+            n_events,
+            max_events_per_batch: state.config.max_events_per_batch,
+        });
+    }
     if n_events == 0 {
         tracing::debug!(
             currents_version = version,

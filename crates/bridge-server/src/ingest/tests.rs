@@ -58,6 +58,7 @@ fn state_with_timeout(
             tokens: BearerTokens::new([TOKEN, NEXT_TOKEN]),
             max_body_bytes,
             request_timeout,
+            max_events_per_batch: 1000,
         },
         Arc::new(crate::metrics::Metrics::new()),
     ))
@@ -268,6 +269,29 @@ async fn a_plain_body_over_the_cap_is_413() {
         "{json}"
     );
     assert_eq!(n_batches(&spool).await, 0);
+}
+
+#[tokio::test]
+async fn a_batch_over_the_event_cap_is_413_so_braze_splits_it() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 64 * 1024 * 1024);
+    let (status, _, json) = send(&state, authorized(&batch_body(1001))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("1001 events, over the limit of 1000"),
+        "{json}"
+    );
+    assert_eq!(n_batches(&spool).await, 0);
+    // A million invalid events in a small body: refused, not stored.
+    let tiny_events = format!("{{\"events\":[{}1]}}", "1,".repeat(999_999));
+    let (status, _, _) = send(&state, authorized(&tiny_events)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(n_batches(&spool).await, 0);
+    let (status, _, _) = send(&state, authorized(&batch_body(1000))).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

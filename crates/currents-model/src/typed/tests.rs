@@ -20,7 +20,7 @@ fn sample(field: &FieldSpec) -> Value {
         AvroType::String => json!(format!("{}-value", field.name)),
         AvroType::Int | AvroType::Long => json!(field.name.len()),
         AvroType::Float => json!(field.name.len() as f64 + 0.25),
-        AvroType::Boolean => json!(field.name.len() % 2 == 0),
+        AvroType::Boolean => json!(field.name.len().is_multiple_of(2)),
         AvroType::StringArray => json!(["first", field.name]),
     }
 }
@@ -31,7 +31,7 @@ fn sample_debug(field: &FieldSpec) -> String {
         AvroType::String => format!("{:?}", format!("{}-value", field.name)),
         AvroType::Int | AvroType::Long => format!("{}", field.name.len()),
         AvroType::Float => format!("{:?}", field.name.len() as f64 + 0.25),
-        AvroType::Boolean => format!("{}", field.name.len() % 2 == 0),
+        AvroType::Boolean => format!("{}", field.name.len().is_multiple_of(2)),
         AvroType::StringArray => format!("[\"first\", {:?}]", field.name),
     };
     if field.required {

@@ -1,0 +1,162 @@
+//! The HTTP listener: hyper's HTTP/1.1 server with the limits a service on
+//! the open internet needs, which `axum::serve` does not set.
+//!
+//! - **Header-read timeout** (`ListenerLimits::header_read_timeout`, 10 s by
+//!   default): a client must send a whole request head within it, or the
+//!   connection is closed. Hyper arms it whenever it waits for a request
+//!   head, so it also closes a keep-alive connection left idle that long,
+//!   and a client trickling a header (slowloris) is cut.
+//! - **Connection cap** (`max_connections`): beyond it a new connection is
+//!   closed at once, so that idle clients cannot use up the open-files limit
+//!   and starve the ones that send batches. Refusals are counted and logged
+//!   once per episode.
+//! - **Bounded graceful shutdown** (`shutdown_grace`): on shutdown the
+//!   listener stops accepting, connections finish their request in flight
+//!   and are closed; any still open after the grace period are cut, so that
+//!   no client can hold the process.
+//!
+//! The body of a request is bounded in time by each route's own timeout
+//! layer, and in size by its body limit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The listener's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Time allowed for a request head, and for an idle keep-alive
+    /// connection to send its next one.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections before it cuts them.
+    pub shutdown_grace: Duration,
+}
+
+/// What the listener counts, for metrics.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused_over_cap: AtomicU64,
+    /// Connections still open when the shutdown grace ended, cut.
+    pub cut_at_shutdown: AtomicU64,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then shuts down
+/// within `limits.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ListenerLimits,
+    stats: Arc<ListenerStats>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut refusals = Episode::default();
+    let mut accept_errors = Episode::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => {
+                accept_errors.end("Accepting connections again.");
+                stream
+            }
+            Err(error) => {
+                // Out of file descriptors, most often: wait instead of
+                // spinning, and say so once per episode.
+                accept_errors.start(|| {
+                    tracing::error!(error = %error, "Cannot accept connections (the open-files limit?); retrying.");
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused_over_cap.fetch_add(1, Ordering::Relaxed);
+            refusals.start(|| {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "Refusing connections: the connection cap is reached."
+                );
+            });
+            drop(stream);
+            continue;
+        };
+        refusals.end("Connections are accepted again: below the connection cap.");
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let open = limits.max_connections.max(1) - slots.available_permits();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            let still_open = limits.max_connections.max(1) - slots.available_permits();
+            stats.cut_at_shutdown.fetch_add(still_open as u64, Ordering::Relaxed);
+            tracing::warn!(
+                still_open,
+                open_at_shutdown = open,
+                grace_secs = limits.shutdown_grace.as_secs(),
+                "Cutting the connections still open after the shutdown grace period."
+            );
+        }
+    }
+}
+
+/// A repeated condition logged when it starts and when it ends, not each
+/// time.
+#[derive(Default)]
+struct Episode {
+    is_on: bool,
+}
+
+impl Episode {
+    fn start(&mut self, log: impl FnOnce()) {
+        if !self.is_on {
+            self.is_on = true;
+            log();
+        }
+    }
+
+    fn end(&mut self, message: &'static str) {
+        if self.is_on {
+            self.is_on = false;
+            tracing::info!("{message}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `serve` against clients that hold connections: a request head trickled
+//! byte by byte, more idle connections than the cap, SIGTERM with a client
+//! still trickling; and a second `serve` on the same data dir.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, TempDir};
+use crate::serve::{batch, free_port, get, post_batch, start_with};
+
+/// Whether the server closed `stream` within `within` (a read gives EOF or
+/// an error), sending a byte every 200 ms meanwhile if `trickle`.
+fn closed_within(stream: &mut TcpStream, within: Duration, trickle: bool) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut buffer = [0u8; 1024];
+    while Instant::now() < deadline {
+        if trickle && stream.write_all(b"X").is_err() {
+            return true;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn a_trickled_request_head_is_cut_at_the_header_timeout() {
+    let dir = TempDir::new("limits-slowloris");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[("BRIDGE_HEADER_READ_TIMEOUT_SECS", "2")],
+    );
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.write_all(b"POST /currents HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(8), true),
+        "a client trickling its head was still connected after 8 s"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // An idle keep-alive connection is cut too.
+    let mut idle = TcpStream::connect(&server.address).unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(8), false));
+    let (status, _) = post_batch(&server.address, &batch(&["after".to_owned()])).unwrap();
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_and_a_batch_gets_through_after() {
+    let dir = TempDir::new("limits-cap");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[
+            ("BRIDGE_MAX_CONNECTIONS", "20"),
+            ("BRIDGE_HEADER_READ_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let mut idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&server.address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The 20 over the cap were closed at once; the others are open.
+    let n_closed = idle
+        .iter_mut()
+        .map(|stream| closed_within(stream, Duration::from_millis(300), false))
+        .filter(|closed| *closed)
+        .count();
+    assert!((20..=40).contains(&n_closed), "{n_closed} of 40 closed");
+    // Idle connections are cut at the header timeout; then a batch passes.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = post_batch(&server.address, &batch(&["capped".to_owned()])).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = get(&server.address, "/metrics").unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("bridge_listener_connections_total{outcome=\"refused_over_cap\"} ")
+        })
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 20, "{metrics}");
+}
+
+#[test]
+fn sigterm_stops_serve_within_the_grace_period_despite_a_trickling_client() {
+    let dir = TempDir::new("limits-sigterm");
+    let mut server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[
+            ("BRIDGE_HEADER_READ_TIMEOUT_SECS", "300"),
+            ("BRIDGE_SHUTDOWN_GRACE_SECS", "2"),
+        ],
+    );
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.write_all(b"POST /currents HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let trickler = std::thread::spawn(move || {
+        for _ in 0..150 {
+            if slow.write_all(b"X").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    let log = server.wait_for_stderr();
+    assert!(log.contains("shutdown grace"), "{log}");
+    let _ = trickler.join();
+}
+
+#[test]
+fn a_second_serve_on_the_same_data_dir_refuses_to_start() {
+    let dir = TempDir::new("limits-lock");
+    let data_dir = dir.join("data");
+    let first = start_with(&data_dir, free_port(), None, &[]);
+    let second = std::process::Command::new(harness::binary())
+        .args(["serve", "--dry-run"])
+        .env("BRIDGE_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("BRIDGE_DATA_DIR", &data_dir)
+        .env("BRIDGE_CURRENTS_TOKENS", "some-token")
+        .env_remove("BRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another serve uses this data dir"),
+        "{stderr}"
+    );
+    let (status, _) = post_batch(&first.address, &batch(&["still-first".to_owned()])).unwrap();
+    assert_eq!(status, 200);
+}
