@@ -166,3 +166,41 @@ fn a_second_serve_on_the_same_data_dir_refuses_to_start() {
     let (status, _) = post_batch(&first.address, &batch(&["still-first".to_owned()])).unwrap();
     assert_eq!(status, 200);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("limits-files");
+    let data_dir = dir.join("data");
+    let server = start_with(
+        &data_dir,
+        free_port(),
+        None,
+        &[("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", "mixpanel:secret")],
+    );
+    let (status, _) = post_batch(&server.address, &batch(&["private".to_owned()])).unwrap();
+    assert_eq!(status, 200);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for directory in ["", "spool", "cohorts", "dry-run"] {
+        let path = data_dir.join(directory);
+        assert_eq!(mode(&path), 0o700, "{}", path.display());
+    }
+    for file in [
+        "spool/spool.db",
+        "spool/spool.db-wal",
+        "cohorts/cohorts.db",
+        "dry-run/default.ndjson",
+        "dry-run/braze-cohorts.ndjson",
+        "serve.lock",
+    ] {
+        let path = data_dir.join(file);
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}

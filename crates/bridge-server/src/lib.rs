@@ -13,6 +13,7 @@ mod log_limit;
 pub mod mapping;
 pub mod metrics;
 pub mod ops;
+mod private_files;
 pub mod serve;
 pub mod spool;
 pub mod transform;

@@ -103,6 +103,12 @@ pub async fn serve(
             address: config.listen,
             source,
         })?;
+    prepare_private_files(&config).map_err(|error| {
+        ServeError::Spool(crate::spool::SpoolError::Storage(format!(
+            "cannot prepare the data dir {}: {error}",
+            config.data_dir.display()
+        )))
+    })?;
     let spool_config = SpoolConfig::new(config.data_dir.join("spool"), config.spool.max_bytes);
     let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
         .await
@@ -265,6 +271,33 @@ pub async fn serve(
         Some(failure) => Err(ServeError::SpoolFailed(failure)),
         None => Ok(()),
     }
+}
+
+/// The data dir's directories 0700 and its files 0600, created before
+/// anything opens them (see `private_files`).
+fn prepare_private_files(config: &Config) -> std::io::Result<()> {
+    use crate::private_files::{ensure_private_dir, ensure_private_file};
+    let data_dir = &config.data_dir;
+    ensure_private_dir(data_dir)?;
+    ensure_private_dir(&data_dir.join("spool"))?;
+    ensure_private_file(&data_dir.join("spool").join("spool.db"))?;
+    if config.cohorts.is_enabled() {
+        let store = crate::cohorts::store_path(data_dir);
+        if let Some(dir) = store.parent() {
+            ensure_private_dir(dir)?;
+        }
+        ensure_private_file(&store)?;
+    }
+    if config.dry_run {
+        ensure_private_dir(&data_dir.join("dry-run"))?;
+        for project in config.all_projects() {
+            ensure_private_file(&config.dry_run_path(project))?;
+        }
+        if config.cohorts.is_enabled() {
+            ensure_private_file(&crate::cohorts::dry_run_path(data_dir))?;
+        }
+    }
+    Ok(())
 }
 
 /// The Mixpanel client the cohort pull uses: the default project's, when
