@@ -89,6 +89,9 @@ pub(crate) fn start_through(
     command
         .arg("serve")
         .env("BRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        // The tests read /status and /readyz on the ingest address;
+        // `serve_limits` checks the default, a listener of their own.
+        .env("BRIDGE_OPS_ON_INGEST_LISTENER", "true")
         .env("BRIDGE_DATA_DIR", data_dir)
         .env("BRIDGE_CURRENTS_TOKENS", format!("old-token,{TOKEN}"))
         .env("RUST_LOG", "warn")

@@ -204,3 +204,40 @@ fn the_data_dir_and_its_files_are_private() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
 }
+
+#[test]
+fn operations_endpoints_have_a_listener_of_their_own_by_default() {
+    let dir = TempDir::new("limits-ops");
+    let (port, ops_port) = (free_port(), free_port());
+    let mut child = std::process::Command::new(harness::binary())
+        .args(["serve", "--dry-run"])
+        .env("BRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BRIDGE_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
+        .env("BRIDGE_DATA_DIR", dir.join("data"))
+        .env("BRIDGE_CURRENTS_TOKENS", crate::serve::TOKEN)
+        .env_remove("BRIDGE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("127.0.0.1:{port}");
+    let ops_address = format!("127.0.0.1:{ops_port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(get(&ops_address, "/readyz"), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the ops listener never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for path in ["/status", "/metrics", "/readyz", "/healthz"] {
+        let (status, _) = get(&address, path).unwrap();
+        assert_eq!(status, 404, "{path} on the ingest listener");
+        let (status, _) = get(&ops_address, path).unwrap();
+        assert_eq!(status, 200, "{path} on the ops listener");
+    }
+    let (status, _) = post_batch(&address, &batch(&["ops".to_owned()])).unwrap();
+    assert_eq!(status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

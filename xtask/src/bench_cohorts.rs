@@ -438,6 +438,8 @@ fn start_serve(bridge: &Path, data_dir: &Path, sink: &Sink) -> anyhow::Result<(S
     }
     command
         .env("BRIDGE_LISTEN", &address)
+        // The bench reads /status and /readyz on the same address.
+        .env("BRIDGE_OPS_ON_INGEST_LISTENER", "true")
         .env("BRIDGE_DATA_DIR", data_dir)
         .env("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN)
         // A Mixpanel that is never called: the cohort import needs none.

@@ -217,6 +217,8 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
     }
     command
         .env("BRIDGE_LISTEN", &address)
+        // The bench reads /status and /readyz on the same address.
+        .env("BRIDGE_OPS_ON_INGEST_LISTENER", "true")
         .env("BRIDGE_DATA_DIR", &data_dir)
         .env("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN)
         .env("MIXPANEL_API_URL", format!("http://{}", sink.address))

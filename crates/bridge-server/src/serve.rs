@@ -23,7 +23,7 @@ use std::time::Duration;
 use mixpanel_client::Client;
 
 use crate::cohorts::CohortImport;
-use crate::config::{Config, IngestAuth};
+use crate::config::{Config, IngestAuth, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
 use crate::ingest::auth::BearerTokens;
 use crate::ingest::{IngestConfig, IngestState};
@@ -85,6 +85,9 @@ impl Router for ConfigRouter {
     }
 }
 
+/// Connections the operations listener takes at once (scrapers and probes).
+const OPS_MAX_CONNECTIONS: usize = 64;
+
 /// How many events Braze's Custom HTTP connector puts in one batch, at most.
 const BRAZE_EVENTS_PER_BATCH: usize = 100;
 
@@ -109,6 +112,14 @@ pub async fn serve(
             config.data_dir.display()
         )))
     })?;
+    let ops_listener = match config.ops {
+        OpsListener::Address(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Listen { address, source })?,
+        ),
+        OpsListener::IngestListener => None,
+    };
     let spool_config = SpoolConfig::new(config.data_dir.join("spool"), config.spool.max_bytes);
     let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
         .await
@@ -173,7 +184,14 @@ pub async fn serve(
         cohorts: cohorts.clone(),
         listener: Arc::clone(&listener_stats),
     });
-    let mut app = crate::ingest::routes(Arc::clone(&ingest)).merge(crate::ops::routes(ops));
+    let ops_routes = crate::ops::routes(ops);
+    let (mut app, ops_app) = match ops_listener {
+        Some(_) => (crate::ingest::routes(Arc::clone(&ingest)), Some(ops_routes)),
+        None => (
+            crate::ingest::routes(Arc::clone(&ingest)).merge(ops_routes),
+            None,
+        ),
+    };
     if let Some(cohorts) = &cohorts {
         app = app.merge(cohorts.routes(config.ingest.request_timeout));
     }
@@ -219,6 +237,28 @@ pub async fn serve(
         max_connections: config.ingest.max_connections,
         shutdown_grace: config.ingest.shutdown_grace,
     };
+    // The operations listener stops with the ingest one.
+    let (stop_ops, mut ops_stopped) = tokio::sync::watch::channel(false);
+    let ops_task = match (ops_listener, ops_app) {
+        (Some(ops_listener), Some(ops_app)) => {
+            if let Ok(address) = ops_listener.local_addr() {
+                tracing::info!(ops_listen = %address, "Operations endpoints are served apart from ingest.");
+            }
+            Some(tokio::spawn(crate::listener::serve(
+                ops_listener,
+                ops_app,
+                crate::listener::ListenerLimits {
+                    max_connections: OPS_MAX_CONNECTIONS,
+                    ..limits
+                },
+                Arc::new(crate::listener::ListenerStats::default()),
+                async move {
+                    let _ = ops_stopped.changed().await;
+                },
+            )))
+        }
+        _ => None,
+    };
     crate::listener::serve(
         listener,
         app,
@@ -230,6 +270,7 @@ pub async fn serve(
                 () = watchdog => {}
             }
             tracing::info!("Shutting down: refusing new batches, finishing what is in flight.");
+            let _ = stop_ops.send(true);
             ingest_for_shutdown.stop_accepting();
             if let Some(cohorts) = &cohorts_for_shutdown {
                 cohorts.stop_accepting();
@@ -238,6 +279,9 @@ pub async fn serve(
     )
     .await;
 
+    if let Some(ops_task) = ops_task {
+        let _ = ops_task.await;
+    }
     let _ = stop_delivery.send(true);
     if tokio::time::timeout(Duration::from_secs(30), delivery_task)
         .await

@@ -44,6 +44,16 @@ pub(crate) const LISTEN: Key = Key {
     key: "listen",
     env: "BRIDGE_LISTEN",
 };
+/// The default of `ops_listen`.
+pub(crate) const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9090";
+pub(crate) const OPS_LISTEN: Key = Key {
+    key: "ops_listen",
+    env: "BRIDGE_OPS_LISTEN",
+};
+pub(crate) const OPS_ON_INGEST_LISTENER: Key = Key {
+    key: "ops_on_ingest_listener",
+    env: "BRIDGE_OPS_ON_INGEST_LISTENER",
+};
 pub(crate) const DATA_DIR: Key = Key {
     key: "data_dir",
     env: "BRIDGE_DATA_DIR",

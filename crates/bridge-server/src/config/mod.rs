@@ -49,6 +49,8 @@ pub use cohorts::{BrazeConfig, CohortWebhookConfig, CohortWriter, CohortsConfig,
 pub struct Config {
     /// Where the ingest server listens.
     pub listen: SocketAddr,
+    /// Where `/status`, `/metrics`, `/readyz` and `/healthz` are served.
+    pub ops: OpsListener,
     /// Where the spool, dead letters and dry-run output live.
     pub data_dir: PathBuf,
     /// Whether mapped events go to NDJSON files in the data dir
@@ -73,6 +75,17 @@ pub struct Config {
     /// Where each setting came from, for [`Config::to_redacted_toml`].
     provenance: Provenance,
     warnings: Vec<String>,
+}
+
+/// Where the operations endpoints are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsListener {
+    /// A listener of their own (`ops_listen`, loopback by default), so
+    /// that the ingest listener, which faces the internet, serves ingest
+    /// alone.
+    Address(SocketAddr),
+    /// The ingest listener (`ops_on_ingest_listener = true`).
+    IngestListener,
 }
 
 /// How logs are written.

@@ -42,6 +42,8 @@ pub(crate) struct Sourced<T> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub(crate) listen: Option<Sourced<String>>,
+    pub(crate) ops_listen: Option<Sourced<String>>,
+    pub(crate) ops_on_ingest_listener: Option<Sourced<bool>>,
     pub(crate) data_dir: Option<Sourced<PathBuf>>,
     pub(crate) dry_run: Option<Sourced<bool>>,
     pub(crate) log_format: Option<Sourced<String>>,
@@ -189,6 +191,12 @@ impl RawConfig {
     /// and `BRAZE_*` variables that name no setting.
     pub(crate) fn overlay_env(&mut self, env: &Env) -> Result<Vec<String>, ConfigError> {
         set_text(&mut self.listen, env, keys::LISTEN.env)?;
+        set_text(&mut self.ops_listen, env, keys::OPS_LISTEN.env)?;
+        set_bool(
+            &mut self.ops_on_ingest_listener,
+            env,
+            keys::OPS_ON_INGEST_LISTENER.env,
+        )?;
         set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
         set_bool(&mut self.dry_run, env, keys::DRY_RUN.env)?;
         set_text(&mut self.log_format, env, keys::LOG_FORMAT.env)?;

@@ -25,6 +25,18 @@ pub(super) fn render(config: &Config) -> String {
         "listen",
         &quote(&config.listen.to_string()),
     );
+    match config.ops {
+        crate::config::OpsListener::Address(address) => out.value(
+            keys::OPS_LISTEN.key,
+            "ops_listen",
+            &quote(&address.to_string()),
+        ),
+        crate::config::OpsListener::IngestListener => out.value(
+            keys::OPS_ON_INGEST_LISTENER.key,
+            "ops_on_ingest_listener",
+            "true",
+        ),
+    }
     out.value(
         keys::DATA_DIR.key,
         "data_dir",

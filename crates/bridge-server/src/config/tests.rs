@@ -2041,3 +2041,41 @@ fn cohort_warnings() {
         );
     }
 }
+
+#[test]
+fn operations_endpoints_listen_apart_unless_told_otherwise() {
+    let config = ok("", &[]);
+    assert_eq!(
+        config.ops,
+        OpsListener::Address("127.0.0.1:9090".parse().unwrap())
+    );
+    let config = ok("", &[("BRIDGE_OPS_ON_INGEST_LISTENER", "true")]);
+    assert_eq!(config.ops, OpsListener::IngestListener);
+    let config = ok("ops_listen = \"127.0.0.1:9191\"\n", &[]);
+    assert_eq!(
+        config.ops,
+        OpsListener::Address("127.0.0.1:9191".parse().unwrap())
+    );
+    let message = error(
+        "ops_listen = \"127.0.0.1:9191\"\n",
+        &with_minimal(&[("BRIDGE_OPS_ON_INGEST_LISTENER", "true")]),
+    );
+    assert!(message.contains("are both set"), "{message}");
+    let message = error(
+        "listen = \"127.0.0.1:8080\"\nops_listen = \"127.0.0.1:8080\"\n",
+        &with_minimal(&[]),
+    );
+    assert!(
+        message.contains("an address other than listen's"),
+        "{message}"
+    );
+    let config = ok("ops_listen = \"0.0.0.0:9090\"\n", &[]);
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("is not a loopback address")),
+        "{:?}",
+        config.warnings()
+    );
+}

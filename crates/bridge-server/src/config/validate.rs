@@ -18,7 +18,7 @@ use super::keys::{self, IntKey};
 use super::raw::{self, Origin, RawConfig, SecretText, Sourced};
 use super::{
     Config, ConfigError, ConfigFile, DeliveryConfig, IngestAuth, IngestConfig, LogFormat,
-    Provenance, SpoolConfig, cohorts_validate, projects,
+    OpsListener, Provenance, SpoolConfig, cohorts_validate, projects,
 };
 use crate::mapping::TypeFilter;
 
@@ -47,6 +47,7 @@ pub(super) fn validate(
             format!("{:?}", listen_text.value),
         )
     })?;
+    let ops = validate_ops(&mut cx, raw.ops_listen, raw.ops_on_ingest_listener, listen)?;
     let data_dir = match raw.data_dir {
         Some(data_dir) => {
             cx.record(keys::DATA_DIR.key, &data_dir.origin);
@@ -104,6 +105,7 @@ pub(super) fn validate(
 
     Ok(Config {
         listen,
+        ops,
         data_dir,
         dry_run,
         log_format,
@@ -117,6 +119,60 @@ pub(super) fn validate(
         provenance: cx.provenance,
         warnings: cx.warnings,
     })
+}
+
+/// Where the operations endpoints are served: their own listener (a
+/// loopback address by default), or the ingest listener when the operator
+/// says so.
+fn validate_ops(
+    cx: &mut Context<'_>,
+    raw_listen: Option<Sourced<String>>,
+    raw_shared: Option<Sourced<bool>>,
+    listen: SocketAddr,
+) -> Result<OpsListener, ConfigError> {
+    let shared_origin = raw_shared
+        .as_ref()
+        .filter(|shared| shared.value)
+        .map(|shared| shared.origin.clone());
+    let explicit_listen = raw_listen.as_ref().map(|value| value.origin.clone());
+    let shared = cx.bool(keys::OPS_ON_INGEST_LISTENER.key, raw_shared);
+    if let (Some(shared_origin), Some(listen_origin)) = (&shared_origin, &explicit_listen) {
+        return Err(ConfigError::Conflict {
+            first: cx.setting(keys::OPS_LISTEN.key, Some(listen_origin)),
+            second: cx.setting(keys::OPS_ON_INGEST_LISTENER.key, Some(shared_origin)),
+        });
+    }
+    if shared {
+        if !listen.ip().is_loopback() {
+            cx.warnings.push(format!(
+                "/status, /metrics, /readyz and /healthz are served on the ingest listener {listen} (ops_on_ingest_listener): anyone who reaches it can read project names, backlog sizes and Mixpanel's error messages"
+            ));
+        }
+        return Ok(OpsListener::IngestListener);
+    }
+    let text = cx.text(keys::OPS_LISTEN.key, raw_listen, keys::DEFAULT_OPS_LISTEN);
+    let address = text.value.parse::<SocketAddr>().map_err(|_| {
+        cx.invalid(
+            keys::OPS_LISTEN.key,
+            text.origin.as_ref(),
+            "a socket address such as 127.0.0.1:9090",
+            format!("{:?}", text.value),
+        )
+    })?;
+    if address == listen {
+        return Err(cx.invalid(
+            keys::OPS_LISTEN.key,
+            text.origin.as_ref(),
+            "an address other than listen's (or ops_on_ingest_listener = true)",
+            format!("{:?}", text.value),
+        ));
+    }
+    if !address.ip().is_loopback() {
+        cx.warnings.push(format!(
+            "ops_listen {address} is not a loopback address: /status and /metrics reveal project names, backlog sizes and Mixpanel's error messages to whoever reaches it"
+        ));
+    }
+    Ok(OpsListener::Address(address))
 }
 
 /// What validation carries along: the file for messages, the notes of
