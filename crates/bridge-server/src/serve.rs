@@ -155,6 +155,8 @@ pub async fn serve(
             batch_limits: config.delivery.batch_limits,
             pause_retry: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(600),
+            max_attempts: config.delivery.max_attempts,
+            max_age: config.delivery.max_age,
             idle_poll: Duration::from_millis(50),
         },
         Arc::clone(&metrics),

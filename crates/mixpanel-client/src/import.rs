@@ -3,7 +3,12 @@
 //! Answers, as Mixpanel documents them:
 //! - 200: every record imported;
 //! - 400 with `failed_records`: a partial success; the listed records failed
-//!   for good, every other record was imported; never retried;
+//!   for good (each once, even if listed twice), every other record was
+//!   imported; never retried;
+//! - 400 without usable `failed_records` (refused as a whole, an index
+//!   outside the batch, a body that cannot be read): the batch is split in
+//!   halves and each half sent again, until the refused record stands
+//!   alone and is reported failed with Mixpanel's message;
 //! - 401/403: [`Error::Auth`], not retried;
 //! - 413: the batch is split in halves and each half is sent again; a
 //!   single event refused this way is a failed record;
@@ -133,24 +138,48 @@ impl Client {
                 }
                 StatusCode::BAD_REQUEST => {
                     let body = match serde_json::from_slice::<ImportResponse>(&response.body) {
-                        Ok(body) if !body.failed_records.is_empty() => body,
-                        _ => return Err(response.into_error()),
+                        Ok(body)
+                            if !body.failed_records.is_empty()
+                                && body
+                                    .failed_records
+                                    .iter()
+                                    .all(|record| record.index < batch.len()) =>
+                        {
+                            body
+                        }
+                        // Refused as a whole, or an answer that cannot be
+                        // tied to records: split until the refused record
+                        // stands alone, as for a 413, so that one poison
+                        // record cannot hold back the others.
+                        _ if batch.len() > 1 => {
+                            tracing::info!(
+                                n_events = batch.len(),
+                                "Mixpanel refused the batch as a whole; splitting it to find the refused records."
+                            );
+                            let (first, second) = batch.split();
+                            let second_offset = offset + first.len();
+                            pending.push((second_offset, Arc::new(second)));
+                            pending.push((offset, Arc::new(first)));
+                            continue;
+                        }
+                        _ => {
+                            result.failed.push(FailedRecord {
+                                index: offset,
+                                insert_id: None,
+                                field: None,
+                                message: format!(
+                                    "Mixpanel refused the event: {}",
+                                    response.message()
+                                ),
+                            });
+                            continue;
+                        }
                     };
                     let n_failed = body.failed_records.len();
                     result.n_imported += body
                         .num_records_imported
                         .unwrap_or(batch.len().saturating_sub(n_failed));
                     for record in body.failed_records {
-                        if record.index >= batch.len() {
-                            return Err(Error::InvalidResponse {
-                                status: 400,
-                                message: format!(
-                                    "failed record index {} is outside a batch of {}",
-                                    record.index,
-                                    batch.len()
-                                ),
-                            });
-                        }
                         result.failed.push(FailedRecord {
                             index: offset + record.index,
                             insert_id: record.insert_id.or(record.dollar_insert_id),
@@ -163,6 +192,8 @@ impl Client {
             }
         }
         result.failed.sort_by_key(|record| record.index);
+        // A record listed twice failed once.
+        result.failed.dedup_by_key(|record| record.index);
         tracing::debug!(
             n_imported = result.n_imported,
             n_failed = result.failed.len(),

@@ -5,17 +5,16 @@
 //! else (a 400 is a per-record answer, 401/403 need new credentials, 413
 //! needs a smaller request; the callers handle those). A request that is not
 //! idempotent (`/engage` with `$add` or `$append`) is retried only when
-//! Mixpanel cannot have applied it: a 429 or a refused connection. A request that is not
-//! idempotent (`/engage` with `$add` or `$append`) is retried only when
 //! Mixpanel cannot have applied it: a 429 or a refused connection.
 //!
 //! Timing: attempt `n` (counting retries from 1) waits a uniformly random
 //! delay in `[0, min(max_delay, initial_delay * 2^(n-1))]`, or at least the
-//! `Retry-After` Mixpanel sent. The policy never sleeps after the last
-//! attempt. The worst case for one request is therefore about
-//! `(max_retries + 1) * request_timeout + max_retries * max_delay`
-//! (plus any longer `Retry-After`); anything that leases work around a
-//! request (the bridge's spool) must lease for longer than that.
+//! `Retry-After` Mixpanel sent, capped at `max_delay`. The policy never
+//! sleeps after the last attempt. The worst case for one request is
+//! therefore `(max_retries + 1) * request_timeout + max_retries * max_delay`;
+//! anything that leases work around a request (the bridge's spool) must
+//! lease for longer than that. A longer `Retry-After` is left to the
+//! caller, through the error's `retry_after`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,10 +180,14 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
             }
             return None;
         }
+        // `Retry-After` is honoured up to `max_delay`, so that one request
+        // never outlasts the lease arithmetic of its caller (see the module
+        // doc); a longer wait is the caller's, with the error's
+        // `retry_after`.
         let delay = self
             .params
             .backoff(self.attempts)
-            .max(server_delay.unwrap_or_default());
+            .max(server_delay.unwrap_or_default().min(self.params.max_delay));
         tracing::debug!(
             endpoint = request.endpoint,
             attempt = self.attempts,

@@ -176,6 +176,20 @@ pub(crate) const RETRY_MAX_BACKOFF_SECS: IntKey = IntKey {
     max: u64::MAX,
     default: 60,
 };
+pub(crate) const MAX_ATTEMPTS: IntKey = IntKey {
+    key: "delivery.max_attempts",
+    env: "BRIDGE_DELIVERY_MAX_ATTEMPTS",
+    min: 1,
+    max: 1_000_000,
+    default: 1000,
+};
+pub(crate) const MAX_AGE_SECS: IntKey = IntKey {
+    key: "delivery.max_age_secs",
+    env: "BRIDGE_DELIVERY_MAX_AGE_SECS",
+    min: 60,
+    max: u64::MAX,
+    default: 5 * 24 * 3600,
+};
 pub(crate) const MAX_BATCH_EVENTS: IntKey = IntKey {
     key: "delivery.max_batch_events",
     env: "BRIDGE_DELIVERY_MAX_BATCH_EVENTS",
@@ -436,7 +450,9 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 22] = [
+pub(crate) const INT_KEYS: [IntKey; 24] = [
+    MAX_ATTEMPTS,
+    MAX_AGE_SECS,
     MAX_EVENTS_PER_BATCH,
     HEADER_READ_TIMEOUT_SECS,
     MAX_CONNECTIONS,

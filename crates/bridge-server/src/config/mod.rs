@@ -154,6 +154,12 @@ pub struct DeliveryConfig {
     pub retry: RetryParams,
     /// Events and bytes per `/import` request.
     pub batch_limits: BatchLimits,
+    /// Deliveries tried after which a batch's undelivered events are
+    /// dead-lettered with the last error.
+    pub max_attempts: u32,
+    /// The age (since Braze sent the batch) after which a batch's
+    /// undelivered events are dead-lettered with the last error.
+    pub max_age: Duration,
 }
 
 /// One Mixpanel project: where and as whom to send, and which batches go there.

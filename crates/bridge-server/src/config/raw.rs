@@ -101,6 +101,8 @@ pub(crate) struct RawDelivery {
     pub(crate) retry_max_backoff_secs: Option<Sourced<u64>>,
     pub(crate) max_batch_events: Option<Sourced<u64>>,
     pub(crate) max_batch_bytes: Option<Sourced<u64>>,
+    pub(crate) max_attempts: Option<Sourced<u64>>,
+    pub(crate) max_age_secs: Option<Sourced<u64>>,
 }
 
 /// `[mapping]`.
@@ -259,6 +261,8 @@ impl RawConfig {
         )?;
         set_int(&mut delivery.max_batch_events, env, &keys::MAX_BATCH_EVENTS)?;
         set_int(&mut delivery.max_batch_bytes, env, &keys::MAX_BATCH_BYTES)?;
+        set_int(&mut delivery.max_attempts, env, &keys::MAX_ATTEMPTS)?;
+        set_int(&mut delivery.max_age_secs, env, &keys::MAX_AGE_SECS)?;
 
         set_list(
             &mut self.mapping.include_types,

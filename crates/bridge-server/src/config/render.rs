@@ -152,6 +152,16 @@ pub(super) fn render(config: &Config) -> String {
             "max_batch_bytes",
             delivery.batch_limits.max_bytes as u64,
         ),
+        (
+            keys::MAX_ATTEMPTS,
+            "max_attempts",
+            u64::from(delivery.max_attempts),
+        ),
+        (
+            keys::MAX_AGE_SECS,
+            "max_age_secs",
+            delivery.max_age.as_secs(),
+        ),
     ] {
         out.value(key.key, name, &value.to_string());
     }

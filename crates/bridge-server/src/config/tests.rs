@@ -120,8 +120,14 @@ fn defaults() {
                 ..RetryParams::default()
             },
             batch_limits: BatchLimits::default(),
+            max_attempts: 1000,
+            max_age: Duration::from_secs(5 * 24 * 3600),
         }
     );
+    assert_eq!(config.ingest.max_events_per_batch, 1000);
+    assert_eq!(config.ingest.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.ingest.max_connections, 1024);
+    assert_eq!(config.ingest.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.type_filter, TypeFilter::default());
     assert_eq!(
         config.default_project,

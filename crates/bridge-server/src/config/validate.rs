@@ -582,7 +582,11 @@ fn validate_delivery(
         ));
     }
 
+    let max_attempts = cx.int(&keys::MAX_ATTEMPTS, raw.max_attempts)?.value;
+    let max_age_secs = cx.int(&keys::MAX_AGE_SECS, raw.max_age_secs)?.value;
     Ok(DeliveryConfig {
+        max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+        max_age: Duration::from_secs(max_age_secs),
         workers: workers as usize,
         concurrency: concurrency as usize,
         lease: Duration::from_secs(lease_secs.value),

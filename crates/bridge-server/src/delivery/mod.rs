@@ -54,6 +54,9 @@ pub use status::{DeliveryStatus, ProjectStatus};
 pub const REFUSED_BY_MIXPANEL: &str = "refused_by_mixpanel";
 /// Dead-letter reason for a mapped event over Mixpanel's size limit.
 pub const EVENT_TOO_LARGE: &str = "event_too_large";
+/// Dead-letter reason for an event whose batch kept failing past the
+/// attempt or age limit.
+pub const DELIVERY_FAILED: &str = "delivery_failed";
 /// Dead-letter reason for a stored body that is no longer a readable batch.
 pub const INVALID_BATCH: &str = "invalid_batch";
 
@@ -75,6 +78,11 @@ pub struct DeliveryOptions {
     pub max_retry_delay: Duration,
     /// How often an idle worker looks for work.
     pub idle_poll: Duration,
+    /// Deliveries tried after which a batch's events that still cannot be
+    /// delivered are dead-lettered (`delivery_failed`, with the last error).
+    pub max_attempts: u32,
+    /// The age since Braze sent a batch after which the same happens.
+    pub max_age: Duration,
 }
 
 /// Routes events to projects.
@@ -294,6 +302,13 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                     if error.is_auth() {
                         self.pauses.pause(project_idx, Instant::now() + wait);
                         self.status.pause(project_idx, error.to_string());
+                    } else {
+                        // Batches past their limits stop waiting for this
+                        // project: their events for it become dead letters
+                        // with the error, so no retry goes on for ever.
+                        // (Refused credentials are the operator's to fix:
+                        // those batches wait.)
+                        self.expire(&group, &mut fates, &requests, project_idx, &error);
                     }
                     self.failures.send_failed(
                         Instant::now(),
@@ -312,7 +327,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         let mut result = LeaseResult::default();
         for (leased, fate) in group.iter().zip(fates) {
             let wait = (0..n_projects)
-                .filter(|project_idx| fate.sent_to[*project_idx] > 0)
+                .filter(|project_idx| fate.sent_to[*project_idx] > 0 && !fate.expired[*project_idx])
                 .filter_map(|project_idx| retry_in[project_idx])
                 .max();
             if let Some(wait) = wait {
@@ -380,6 +395,43 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         Ok(())
     }
 
+    /// Dead-letters the events for `project_idx` of every batch of the
+    /// group past its attempt or age limit.
+    fn expire(
+        &self,
+        group: &[LeasedBatch],
+        fates: &mut [BatchFate],
+        requests: &[(ImportBatch, Vec<(usize, &str)>)],
+        project_idx: usize,
+        error: &MixpanelError,
+    ) {
+        let now_ms = crate::ingest::now_ms();
+        let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
+        let is_expired = |leased: &LeasedBatch| {
+            leased.attempts.saturating_add(1) >= self.options.max_attempts
+                || now_ms.saturating_sub(leased.batch.received_at_ms) >= max_age_ms
+        };
+        let detail = format!("gave up after the attempt or age limit: {error}");
+        for (_, origins) in requests {
+            for &(batch_idx, raw) in origins {
+                let leased = &group[batch_idx];
+                if !is_expired(leased) {
+                    continue;
+                }
+                let fate = &mut fates[batch_idx];
+                fate.expired[project_idx] = true;
+                fate.refused_by[project_idx] += 1;
+                fate.dead_letters.push(dead_letter_from_text(
+                    raw,
+                    DELIVERY_FAILED,
+                    &detail,
+                    leased.batch.workspace.as_deref(),
+                    leased.attempts,
+                ));
+            }
+        }
+    }
+
     /// When to try a batch again: Mixpanel's `Retry-After`, the pause
     /// interval after refused credentials, or a doubling backoff.
     fn retry_delay(&self, error: &MixpanelError, attempts: u32) -> Duration {
@@ -441,6 +493,9 @@ struct BatchFate {
     refused_by: Vec<u64>,
     skipped: [u64; SkipReason::ALL.len()],
     dead_letters: Vec<DeadLetter>,
+    /// Projects for which this batch is past its limits (its events for
+    /// them are dead letters now).
+    expired: Vec<bool>,
 }
 
 impl BatchFate {
@@ -450,6 +505,7 @@ impl BatchFate {
             refused_by: vec![0; n_projects],
             skipped: [0; SkipReason::ALL.len()],
             dead_letters: Vec::new(),
+            expired: vec![false; n_projects],
         }
     }
 }

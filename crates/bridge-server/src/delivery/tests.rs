@@ -54,6 +54,8 @@ fn options() -> DeliveryOptions {
         batch_limits: BatchLimits::default(),
         pause_retry: Duration::from_secs(60),
         max_retry_delay: Duration::from_secs(600),
+        max_attempts: 1000,
+        max_age: Duration::from_secs(5 * 24 * 3600),
         idle_poll: Duration::from_millis(10),
     }
 }
@@ -104,7 +106,7 @@ async fn append(spool: &SqliteSpool, events: &[Value], workspace: Option<&str>) 
         .append(NewBatch {
             body: Bytes::from(body),
             workspace: workspace.map(str::to_owned),
-            received_at_ms: 1,
+            received_at_ms: crate::ingest::now_ms(),
         })
         .await
         .unwrap();
@@ -314,6 +316,30 @@ async fn an_outage_releases_the_batch_and_a_later_attempt_delivers_it() {
     assert_eq!(status.batches_released.load(Ordering::Relaxed), 1);
     assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
     assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+#[tokio::test]
+async fn a_batch_past_its_attempt_limit_is_dead_lettered_with_the_last_error() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("down for maintenance"))
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.max_retry_delay = Duration::ZERO;
+    opts.max_attempts = 2;
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append(&spool, &[event("x-1", Some("cust-1"), "ag")], None).await;
+    // First delivery: released; the second reaches the limit and gives up.
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    let stats = spool.stats().await.unwrap();
+    assert_eq!((stats.n_batches, stats.n_dead_letters), (0, 1));
+    let status = delivery.status();
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 0);
+    assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

@@ -152,21 +152,53 @@ async fn a_400_is_a_partial_success_reported_per_record_and_not_retried() {
 }
 
 #[tokio::test]
-async fn a_400_without_failed_records_rejects_the_batch() {
+async fn a_400_without_failed_records_is_split_until_the_refused_record_stands_alone() {
     let server = MockServer::start().await;
+    // Mixpanel refuses any request holding event 2 as a whole, without
+    // saying which record: only splitting can find it.
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(
-            json!({"code": 400, "error": "invalid JSON body", "status": "Bad Request"}),
-        ))
-        .expect(1)
+        .respond_with(move |request: &Request| {
+            let events = events_in(request);
+            if events
+                .iter()
+                .any(|event| event["properties"]["$insert_id"] == "ins-2")
+            {
+                ResponseTemplate::new(400).set_body_json(
+                    json!({"code": 400, "error": "invalid JSON body", "status": "Bad Request"}),
+                )
+            } else {
+                ok(events.len())
+            }
+        })
         .mount(&server)
         .await;
-    let error = client(&server).import(&batch(2)).await.unwrap_err();
+    let result = client(&server).import(&batch(4)).await.unwrap();
+    assert_eq!(result.failed.len(), 1, "{result:?}");
+    assert_eq!(result.failed[0].index, 2);
     assert!(
-        matches!(&error, Error::Rejected { status: 400, message } if message == "invalid JSON body"),
-        "{error:?}"
+        result.failed[0].message.contains("invalid JSON body"),
+        "{:?}",
+        result.failed[0]
     );
-    assert!(!error.is_retryable());
+    assert_eq!(result.n_imported, 3);
+}
+
+#[tokio::test]
+async fn a_record_listed_twice_fails_once_and_an_index_outside_the_batch_splits() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 400, "num_records_imported": 1, "status": "Bad Request",
+            "failed_records": [
+                {"index": 1, "$insert_id": "b", "field": "properties.time", "message": "bad time"},
+                {"index": 1, "$insert_id": "b", "field": "properties.time", "message": "bad time"},
+            ],
+        })))
+        .mount(&server)
+        .await;
+    let result = client(&server).import(&batch(2)).await.unwrap();
+    assert_eq!(result.failed.len(), 1, "{result:?}");
+    assert_eq!(result.failed[0].index, 1);
 }
 
 #[tokio::test]
@@ -289,6 +321,24 @@ fn fail_then_succeed(
 }
 
 #[tokio::test]
+async fn a_retry_after_beyond_max_delay_is_capped_and_left_to_the_caller() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let error = client(&server).import(&batch(1)).await.unwrap_err();
+    // for_test: 4 retries of at most 40 ms each, not an hour.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(3600)));
+}
+
+#[tokio::test]
 async fn a_429_without_retry_after_is_retried_with_backoff() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -310,7 +360,16 @@ async fn a_429_with_retry_after_waits_at_least_that_long() {
         .mount(&server)
         .await;
     let started = Instant::now();
-    let result = client(&server).import(&batch(1)).await.unwrap();
+    // Retry-After is honoured up to the policy's max_delay (2 s here).
+    let client = Client::builder(Credentials::service_account(USERNAME, SECRET, PROJECT_ID))
+        .base_url(server.uri())
+        .retry(RetryParams {
+            max_delay: Duration::from_secs(2),
+            ..RetryParams::for_test()
+        })
+        .build()
+        .unwrap();
+    let result = client.import(&batch(1)).await.unwrap();
     // The test backoff is at most 40 ms; only Retry-After explains a second.
     assert!(
         started.elapsed() >= Duration::from_secs(1),
