@@ -126,6 +126,7 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         "dead_lettered_events": delivery.dead_lettered.load(Relaxed),
         "batches_settled": delivery.batches_settled.load(Relaxed),
         "batches_released": delivery.batches_released.load(Relaxed),
+        "delivery_worker_restarts": delivery.worker_restarts.load(Relaxed),
         "projects": delivery.projects(),
     }))
     .into_response()

@@ -108,7 +108,7 @@ impl Service<HttpRequest> for ReqwestService {
                 .await?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.bytes().await?;
+            let body = read_capped(response, MAX_RESPONSE_BYTES).await?;
             Ok(HttpResponse {
                 status,
                 headers,
@@ -117,6 +117,39 @@ impl Service<HttpRequest> for ReqwestService {
             })
         })
     }
+}
+
+/// The largest answer read from Mixpanel: a page of cohort members with
+/// many properties is the largest expected, far below this.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// An answer larger than [`MAX_RESPONSE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is over the {max_bytes}-byte limit")]
+pub(crate) struct ResponseTooLarge {
+    max_bytes: usize,
+}
+
+/// Reads a response body, refusing one over `max_bytes` instead of
+/// buffering whatever a server (or a proxy) sends.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Bytes, BoxError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > max_bytes as u64)
+    {
+        return Err(Box::new(ResponseTooLarge { max_bytes }));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(Box::new(ResponseTooLarge { max_bytes }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The shared, cloneable transport.

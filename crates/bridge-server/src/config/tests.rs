@@ -222,13 +222,18 @@ workers = 2
 
 #[test]
 fn every_bridge_variable() {
-    let tokens_file = TempFile::new("# rotation in progress\nfile-token-1\n\n  file-token-2  \n");
+    let tokens_file = TempFile::new(
+        "# rotation in progress\nfile-currents-token-1\n\n  file-currents-token-2  \n",
+    );
     let vars = [
         ("BRIDGE_LISTEN", "[::1]:9000"),
         ("BRIDGE_DATA_DIR", "/var/lib/bridge"),
         ("BRIDGE_DRY_RUN", "true"),
         ("BRIDGE_LOG_FORMAT", "JSON"),
-        ("BRIDGE_CURRENTS_TOKENS", " env-token-1, env-token-2 ,"),
+        (
+            "BRIDGE_CURRENTS_TOKENS",
+            " env-currents-token-1, env-currents-token-2 ,",
+        ),
         ("BRIDGE_CURRENTS_TOKENS_FILE", tokens_file.path()),
         ("BRIDGE_ALLOW_UNAUTHENTICATED", "false"),
         ("BRIDGE_MAX_BODY_BYTES", "1048576"),
@@ -257,9 +262,14 @@ fn every_bridge_variable() {
     assert_eq!(
         config.ingest.auth,
         IngestAuth::Tokens(
-            ["env-token-1", "env-token-2", "file-token-1", "file-token-2"]
-                .map(Secret::new)
-                .to_vec()
+            [
+                "env-currents-token-1",
+                "env-currents-token-2",
+                "file-currents-token-1",
+                "file-currents-token-2"
+            ]
+            .map(Secret::new)
+            .to_vec()
         )
     );
     assert_eq!(config.ingest.max_body_bytes, 1_048_576);
@@ -306,7 +316,7 @@ fn every_bridge_variable() {
 #[test]
 fn every_mixpanel_variable() {
     let vars = [
-        ("BRIDGE_CURRENTS_TOKENS", "t"),
+        ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
         ("MIXPANEL_PROJECT_ID", "12345"),
         ("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "svc.user"),
         ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "sa-secret"),
@@ -329,7 +339,7 @@ fn every_mixpanel_variable() {
     assert_eq!(project.base_url(), "http://127.0.0.1:3000");
 
     let vars = [
-        ("BRIDGE_CURRENTS_TOKENS", "t"),
+        ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
         ("MIXPANEL_API_SECRET", "api-secret"),
         ("MIXPANEL_PROJECT_ID", "12345"),
     ];
@@ -831,7 +841,10 @@ fn credential_errors_name_the_project_and_what_to_set() {
     // In dry run, none are needed.
     let config = load(
         Some(toml),
-        &env(&[("BRIDGE_CURRENTS_TOKENS", "t"), ("BRIDGE_DRY_RUN", "1")]),
+        &env(&[
+            ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
+            ("BRIDGE_DRY_RUN", "1"),
+        ]),
         &Flags::default(),
     )
     .unwrap();
@@ -893,7 +906,7 @@ fn credential_errors_name_the_project_and_what_to_set() {
         error(
             "",
             &env(&[
-                ("BRIDGE_CURRENTS_TOKENS", "t"),
+                ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
                 ("MIXPANEL_PROJECT_TOKEN_FILE", two_lines.path())
             ])
         ),
@@ -907,7 +920,7 @@ fn credential_errors_name_the_project_and_what_to_set() {
         error(
             "",
             &env(&[
-                ("BRIDGE_CURRENTS_TOKENS", "t"),
+                ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
                 ("MIXPANEL_PROJECT_TOKEN_FILE", empty.path())
             ])
         ),
@@ -919,7 +932,7 @@ fn credential_errors_name_the_project_and_what_to_set() {
     let missing = load(
         None,
         &env(&[
-            ("BRIDGE_CURRENTS_TOKENS", "t"),
+            ("BRIDGE_CURRENTS_TOKENS", "a-long-currents-token"),
             ("MIXPANEL_PROJECT_TOKEN_FILE", "/nonexistent/token"),
         ]),
         &Flags::default(),
@@ -1164,7 +1177,7 @@ const CONFIGURATION_MD: &str = include_str!("../../../../docs/configuration.md")
 
 #[test]
 fn the_example_file_is_valid() {
-    let tokens = TempFile::new("currents-old\ncurrents-new\n");
+    let tokens = TempFile::new("currents-token-old\ncurrents-token-new\n");
     let vars = [
         ("BRIDGE_CURRENTS_TOKENS_FILE", tokens.path()),
         ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "sa-secret"),
@@ -2081,6 +2094,30 @@ fn operations_endpoints_listen_apart_unless_told_otherwise() {
             .warnings()
             .iter()
             .any(|warning| warning.contains("is not a loopback address")),
+        "{:?}",
+        config.warnings()
+    );
+}
+
+#[test]
+fn a_short_currents_token_is_warned_about() {
+    let config = load(
+        None,
+        &env(&[
+            (
+                "BRIDGE_CURRENTS_TOKENS",
+                "short,a-long-enough-currents-token",
+            ),
+            ("MIXPANEL_PROJECT_TOKEN", "project-token-1"),
+        ]),
+        &Flags::default(),
+    )
+    .unwrap();
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("1 Currents token(s) shorter than 16")),
         "{:?}",
         config.warnings()
     );

@@ -491,6 +491,17 @@ fn validate_ingest(
             IngestAuth::Unauthenticated
         }
     };
+    if let IngestAuth::Tokens(tokens) = &auth {
+        let n_short = tokens
+            .iter()
+            .filter(|token| token.expose().chars().count() < MIN_STRONG_TOKEN_CHARS)
+            .count();
+        if n_short > 0 {
+            cx.warnings.push(format!(
+                "{n_short} Currents token(s) shorter than {MIN_STRONG_TOKEN_CHARS} characters: a short token can be guessed; use a long random one (e.g. `openssl rand -base64 32`)"
+            ));
+        }
+    }
     cx.provenance.token_notes = token_notes;
     let max_body_bytes = cx.int(&keys::MAX_BODY_BYTES, raw.max_body_bytes)?;
     let request_timeout_secs =
@@ -512,6 +523,10 @@ fn validate_ingest(
         shutdown_grace: Duration::from_secs(shutdown_grace_secs.value),
     })
 }
+
+/// Tokens shorter than this are warned about (not refused: a test set-up
+/// may use a short one).
+const MIN_STRONG_TOKEN_CHARS: usize = 16;
 
 /// A token must be non-empty and without spaces. The message never shows it.
 fn check_token(

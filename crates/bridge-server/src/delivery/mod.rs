@@ -134,36 +134,52 @@ impl<S: Spool, R: Router> Delivery<S, R> {
     }
 
     /// Runs the workers until `shutdown` turns true, then lets each finish
-    /// the batch it holds.
+    /// the batch it holds. A worker that panics (a bug) is logged and
+    /// started again, so that delivery never quietly loses a worker; its
+    /// leased batches are handed out again when their lease ends.
     pub async fn run(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut workers = tokio::task::JoinSet::new();
         for worker_idx in 0..self.options.workers.max(1) {
-            let delivery = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
-            workers.spawn(async move {
-                while !*shutdown.borrow() {
-                    let result = delivery.deliver_next().await;
-                    let now = Instant::now();
-                    match result {
-                        Ok(Some(_)) => {
-                            delivery.failures.spool_worked(now);
-                        }
-                        Ok(None) => {
-                            delivery.failures.spool_worked(now);
-                            tokio::select! {
-                                _ = tokio::time::sleep(delivery.options.idle_poll) => {}
-                                _ = shutdown.changed() => {}
-                            }
-                        }
-                        Err(error) => {
-                            delivery.failures.spool_failed(now, worker_idx, &error);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
+            workers.spawn(Arc::clone(&self).work(worker_idx, shutdown.clone()));
+        }
+        while let Some(joined) = workers.join_next_with_id().await {
+            let Err(error) = joined else { continue };
+            if !error.is_panic() || *shutdown.borrow() {
+                continue;
+            }
+            tracing::error!(error = %error, "A delivery worker panicked; starting another.");
+            self.status.record_worker_restart();
+            let worker_idx = self.status.worker_restarts() as usize;
+            workers.spawn(Arc::clone(&self).work(worker_idx, shutdown.clone()));
+        }
+    }
+
+    /// One worker: delivers until `shutdown` turns true.
+    async fn work(
+        self: Arc<Self>,
+        worker_idx: usize,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        while !*shutdown.borrow() {
+            let result = self.deliver_next().await;
+            let now = Instant::now();
+            match result {
+                Ok(Some(_)) => {
+                    self.failures.spool_worked(now);
+                }
+                Ok(None) => {
+                    self.failures.spool_worked(now);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.options.idle_poll) => {}
+                        _ = shutdown.changed() => {}
                     }
                 }
-            });
+                Err(error) => {
+                    self.failures.spool_failed(now, worker_idx, &error);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
-        while workers.join_next().await.is_some() {}
     }
 
     /// Leases the batches that are due (up to

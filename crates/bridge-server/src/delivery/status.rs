@@ -19,6 +19,8 @@ pub struct DeliveryStatus {
     pub batches_settled: AtomicU64,
     /// Batches given back for a later attempt.
     pub batches_released: AtomicU64,
+    /// Workers started again after a panic.
+    pub worker_restarts: AtomicU64,
     projects: Vec<Mutex<ProjectStatus>>,
 }
 
@@ -35,9 +37,22 @@ pub struct ProjectStatus {
 }
 
 impl DeliveryStatus {
+    /// Counts a worker started again after a panic.
+    pub(super) fn record_worker_restart(&self) {
+        self.worker_restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Workers started again after a panic, so far.
+    pub fn worker_restarts(&self) -> u64 {
+        self.worker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn new(names: impl Iterator<Item = String>) -> DeliveryStatus {
         DeliveryStatus {
             delivered: AtomicU64::new(0),
+            worker_restarts: AtomicU64::new(0),
             skipped: std::array::from_fn(|_| AtomicU64::new(0)),
             dead_lettered: AtomicU64::new(0),
             batches_settled: AtomicU64::new(0),

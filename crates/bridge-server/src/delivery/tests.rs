@@ -669,3 +669,54 @@ async fn a_paused_project_is_probed_once_per_interval_not_once_per_batch() {
     assert_eq!(delivery.status().projects()[0].state, "paused");
     assert_eq!(spool.stats().await.unwrap().n_batches, 4, "nothing is lost");
 }
+
+/// Panics the first time it routes, then routes everything to project 0.
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl Router for PanicsOnce {
+    fn route(&self, _: Option<&str>, _: Option<&str>) -> usize {
+        assert!(
+            self.0.swap(true, Ordering::SeqCst),
+            "a bug in routing (the test's)"
+        );
+        0
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_is_started_again_and_its_batch_delivered() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    // The panicking worker's lease ends quickly, so the batch comes back.
+    opts.lease = Duration::from_millis(200);
+    opts.idle_poll = Duration::from_millis(20);
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&spool),
+        PanicsOnce(std::sync::atomic::AtomicBool::new(false)),
+        vec![mixpanel(&server, "a")],
+        opts,
+        Arc::new(Metrics::new()),
+    ));
+    append(&spool, &[event("p-1", Some("cust-1"), "ag")], None).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(Arc::clone(&delivery).run(stopped));
+    let status = delivery.status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status.delivered.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status.worker_restarts(), 1);
+    let _ = stop.send(true);
+    running.await.unwrap();
+}

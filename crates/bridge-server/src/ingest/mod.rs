@@ -20,8 +20,9 @@
 //!
 //! Layers, outermost first: sensitive headers → trace → track (metrics and
 //! the refusal log, over every answer, timeouts included) → timeout → panic
-//! catcher → gzip inflation → the inflated-size limit (`DefaultBodyLimit`,
-//! enforced while the handler reads the body) → auth → handler.
+//! catcher → auth → gzip inflation (an encoding other than gzip: 415 with a
+//! JSON error) → the inflated-size limit (`DefaultBodyLimit`, enforced
+//! while the handler reads the body) → handler.
 //!
 //! What the log gets: a 500 is a fault of ours, logged at error level for each
 //! request by the trace layer. A 503 is back-pressure and a 401 may be a
@@ -123,13 +124,15 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             IngestError::Internal.into_response()
         }))
-        .layer(RequestDecompressionLayer::new());
-    Router::new()
-        .route("/currents", post(receive::<S>))
-        .route_layer(axum::middleware::from_fn_with_state(
+        // Credentials before anything looks at the body or its encoding:
+        // an unauthenticated request gets 401 whatever it sends.
+        .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token::<S>,
         ))
+        .layer(RequestDecompressionLayer::new());
+    Router::new()
+        .route("/currents", post(receive::<S>))
         .route_layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         // Route layers, so that a request to another path is neither
         // counted nor refused as an ingest request.
@@ -164,6 +167,9 @@ pub enum IngestError {
         /// The cap.
         max_events_per_batch: usize,
     },
+    /// A `Content-Encoding` other than gzip (or identity).
+    #[error("unsupported Content-Encoding: send the body plain or gzip-compressed")]
+    UnsupportedEncoding,
     /// Not a readable batch.
     #[error("{0}")]
     BadBody(String),
@@ -226,6 +232,7 @@ impl IngestError {
             IngestError::Unavailable(unavailable) => Some(Refusal::Unavailable(*unavailable)),
             IngestError::TooLarge { .. }
             | IngestError::TooManyEvents { .. }
+            | IngestError::UnsupportedEncoding
             | IngestError::BadBody(_)
             | IngestError::Internal => None,
         }
@@ -239,6 +246,7 @@ impl IntoResponse for IngestError {
             IngestError::TooLarge { .. } | IngestError::TooManyEvents { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            IngestError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::BadBody(_) => StatusCode::BAD_REQUEST,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -291,6 +299,11 @@ async fn track<S: Spool>(
             // of every other 503.
             response = IngestError::Unavailable(Unavailable::Timeout).into_response();
             Some(Refusal::Unavailable(Unavailable::Timeout))
+        }
+        // The decompression layer's bare 415 gets a JSON error too.
+        None if status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            response = IngestError::UnsupportedEncoding.into_response();
+            None
         }
         None => None,
     };

@@ -295,6 +295,29 @@ async fn a_batch_over_the_event_cap_is_413_so_braze_splits_it() {
 }
 
 #[tokio::test]
+async fn credentials_come_before_the_content_encoding() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1024 * 1024);
+    let brotli = post()
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from("not even brotli"))
+        .unwrap();
+    let (status, _, _) = send(&state, brotli).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let deflate = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_ENCODING, "deflate")
+        .body(Body::from("x"))
+        .unwrap();
+    let (status, _, json) = send(&state, deflate).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        json["error"].as_str().unwrap().contains("Content-Encoding"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
 async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledged() {
     let body = batch_body(10);
     let spool = spool(body.len() as u64 * 2 + 10);

@@ -153,8 +153,8 @@ impl Service<HttpRequest> for Sender {
                     .await?;
                 let status = response.status();
                 let headers = response.headers().clone();
-                let body = response.bytes().await?;
-                Ok::<_, reqwest::Error>(HttpResponse {
+                let body = read_capped(response).await?;
+                Ok::<_, BoxError>(HttpResponse {
                     status,
                     headers,
                     body,
@@ -166,11 +166,38 @@ impl Service<HttpRequest> for Sender {
                     limiter.observe(endpoint, response.status, &response.headers);
                     Ok(response)
                 }
-                Ok(Err(error)) => Err(error.into()),
+                Ok(Err(error)) => Err(error),
                 Err(_) => Err(TimedOut(timeout).into()),
             }
         })
     }
+}
+
+/// The largest answer read from Braze (its answers are small JSON).
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// An answer larger than [`MAX_RESPONSE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("Braze's answer is over the {MAX_RESPONSE_BYTES}-byte limit")]
+struct ResponseTooLarge;
+
+/// Reads a response body, refusing one over [`MAX_RESPONSE_BYTES`] instead
+/// of buffering whatever a server (or a proxy) sends.
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, BoxError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(Box::new(ResponseTooLarge));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Box::new(ResponseTooLarge));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The request failed in transport on every attempt.

@@ -555,3 +555,18 @@ async fn secrets_echoed_by_braze_never_reach_errors() {
     }
     assert!(!format!("{client:?} {:?}", partner()).contains("never-logged"));
 }
+
+#[tokio::test]
+async fn an_answer_over_the_size_cap_is_not_buffered() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/users/track"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("x".repeat(5 * 1024 * 1024)))
+        .mount(&server)
+        .await;
+    let error = client(&server)
+        .track_attributes(&one_update())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("byte limit"), "{error}");
+}
