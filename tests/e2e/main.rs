@@ -15,6 +15,7 @@
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
 //! - `serve_faults`: `serve` against a failing Mixpanel, a full spool, a failing spool storage, hostile bodies; no secret in its logs;
 //! - `serve_limits`: slow and idle clients, the connection cap, SIGTERM with a trickling client, one serve per data dir;
+//! - `tls`: serve terminating TLS, and a renewed certificate taken up without a restart;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
 //! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
@@ -33,3 +34,4 @@ mod serve_faults;
 mod serve_limits;
 mod skip_rules;
 mod storage_shape;
+mod tls;

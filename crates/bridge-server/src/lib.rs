@@ -16,4 +16,5 @@ pub mod ops;
 mod private_files;
 pub mod serve;
 pub mod spool;
+pub mod tls;
 pub mod transform;

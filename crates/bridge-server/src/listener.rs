@@ -15,6 +15,9 @@
 //!   and are closed; any still open after the grace period are cut, so that
 //!   no client can hold the process.
 //!
+//! - **TLS** (optional): the handshake runs in the connection's task, under
+//!   the header-read timeout (see `crate::tls` for the certificate).
+//!
 //! The body of a request is bounded in time by each route's own timeout
 //! layer, and in size by its body limit.
 
@@ -69,6 +72,7 @@ pub async fn serve(
     app: Router,
     limits: ListenerLimits,
     stats: Arc<ListenerStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -115,9 +119,31 @@ pub async fn serve(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake gets the header-read timeout too, so that a client
+        // that never finishes it cannot hold a connection.
+        let handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
+        let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let connection =
+                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let _ = connection.await;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(error = %error, "A TLS handshake failed.");
+                }
+                Err(_) => tracing::debug!("A TLS handshake timed out."),
+            }
             drop(slot);
         });
     }

@@ -53,6 +53,9 @@ pub enum ServeError {
     /// The cohort import cannot be set up.
     #[error(transparent)]
     Cohorts(#[from] crate::cohorts::CohortSetupError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Another `serve` uses the data directory.
     #[error("{} is locked: another serve uses this data dir (or cannot lock it: {reason})", path.display())]
     DataDirLocked {
@@ -112,6 +115,13 @@ pub async fn serve(
             config.data_dir.display()
         )))
     })?;
+    let certificate = match &config.tls {
+        Some(tls) => Some(crate::tls::ReloadingCert::load(
+            &tls.cert_file,
+            &tls.key_file,
+        )?),
+        None => None,
+    };
     let ops_listener = match config.ops {
         OpsListener::Address(address) => Some(
             tokio::net::TcpListener::bind(address)
@@ -200,6 +210,7 @@ pub async fn serve(
 
     tracing::info!(
         listen = %config.listen,
+        tls = config.tls.is_some(),
         data_dir = %config.data_dir.display(),
         dry_run = config.dry_run,
         "Bridge is serving."
@@ -207,6 +218,7 @@ pub async fn serve(
 
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
     let delivery_task = tokio::spawn(Arc::clone(&delivery).run(delivery_stopped.clone()));
+    let delivery_stopped_for_tls = delivery_stopped.clone();
     let cohort_tasks = cohorts
         .as_ref()
         .map(|cohorts| cohorts.spawn(delivery_stopped))
@@ -254,6 +266,7 @@ pub async fn serve(
                     ..limits
                 },
                 Arc::new(crate::listener::ListenerStats::default()),
+                None,
                 async move {
                     let _ = ops_stopped.changed().await;
                 },
@@ -261,11 +274,16 @@ pub async fn serve(
         }
         _ => None,
     };
+    let tls = certificate.as_ref().map(|certificate| {
+        tokio::spawn(Arc::clone(certificate).watch(delivery_stopped_for_tls.clone()));
+        tokio_rustls::TlsAcceptor::from(certificate.server_config())
+    });
     crate::listener::serve(
         listener,
         app,
         limits,
         Arc::clone(&listener_stats),
+        tls,
         async move {
             tokio::select! {
                 () = shutdown => {}

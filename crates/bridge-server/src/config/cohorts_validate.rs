@@ -530,7 +530,7 @@ fn validate_partner_name(
 }
 
 /// Whether an http(s) URL's host is `localhost` or a loopback address.
-fn is_loopback_url(url: &str) -> bool {
+pub(super) fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority

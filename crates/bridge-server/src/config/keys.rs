@@ -54,6 +54,14 @@ pub(crate) const OPS_ON_INGEST_LISTENER: Key = Key {
     key: "ops_on_ingest_listener",
     env: "BRIDGE_OPS_ON_INGEST_LISTENER",
 };
+pub(crate) const TLS_CERT_FILE: Key = Key {
+    key: "tls.cert_file",
+    env: "BRIDGE_TLS_CERT_FILE",
+};
+pub(crate) const TLS_KEY_FILE: Key = Key {
+    key: "tls.key_file",
+    env: "BRIDGE_TLS_KEY_FILE",
+};
 pub(crate) const DATA_DIR: Key = Key {
     key: "data_dir",
     env: "BRIDGE_DATA_DIR",

@@ -51,6 +51,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where `/status`, `/metrics`, `/readyz` and `/healthz` are served.
     pub ops: OpsListener,
+    /// TLS on the ingest listener (`[tls]`), when the bridge terminates it
+    /// itself rather than behind a proxy.
+    pub tls: Option<TlsConfig>,
     /// Where the spool, dead letters and dry-run output live.
     pub data_dir: PathBuf,
     /// Whether mapped events go to NDJSON files in the data dir
@@ -75,6 +78,16 @@ pub struct Config {
     /// Where each setting came from, for [`Config::to_redacted_toml`].
     provenance: Provenance,
     warnings: Vec<String>,
+}
+
+/// The certificate the ingest listener serves (PEM files, read again
+/// when they change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (`tls.cert_file`).
+    pub cert_file: PathBuf,
+    /// Its private key (`tls.key_file`).
+    pub key_file: PathBuf,
 }
 
 /// Where the operations endpoints are served.

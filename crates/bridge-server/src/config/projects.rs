@@ -241,6 +241,12 @@ fn validate_connection<S: AsRef<str>>(
                     format!("{url:?}"),
                 ));
             }
+            if url.starts_with("http://") && !super::cohorts_validate::is_loopback_url(url) {
+                let setting = cx.setting(&api_url_key, Some(&api_url.origin));
+                cx.warnings.push(format!(
+                    "{setting} is plain http to a host other than loopback: project {name:?}'s Mixpanel credentials and events travel in clear text"
+                ));
+            }
             Some(url.to_owned())
         }
         None => None,

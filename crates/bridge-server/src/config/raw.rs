@@ -48,6 +48,8 @@ pub(crate) struct RawConfig {
     pub(crate) dry_run: Option<Sourced<bool>>,
     pub(crate) log_format: Option<Sourced<String>>,
     #[serde(default)]
+    pub(crate) tls: RawTls,
+    #[serde(default)]
     pub(crate) ingest: RawIngest,
     #[serde(default)]
     pub(crate) spool: RawSpool,
@@ -64,6 +66,14 @@ pub(crate) struct RawConfig {
     pub(crate) cohorts: RawCohorts,
     #[serde(default)]
     pub(crate) braze: RawBraze,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert_file: Option<Sourced<PathBuf>>,
+    pub(crate) key_file: Option<Sourced<PathBuf>>,
 }
 
 /// `[ingest]`.
@@ -194,6 +204,8 @@ impl RawConfig {
     pub(crate) fn overlay_env(&mut self, env: &Env) -> Result<Vec<String>, ConfigError> {
         set_text(&mut self.listen, env, keys::LISTEN.env)?;
         set_text(&mut self.ops_listen, env, keys::OPS_LISTEN.env)?;
+        set_path(&mut self.tls.cert_file, env, keys::TLS_CERT_FILE.env)?;
+        set_path(&mut self.tls.key_file, env, keys::TLS_KEY_FILE.env)?;
         set_bool(
             &mut self.ops_on_ingest_listener,
             env,

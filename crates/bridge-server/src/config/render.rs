@@ -49,6 +49,20 @@ pub(super) fn render(config: &Config) -> String {
         &quote(config.log_format.as_str()),
     );
 
+    if let Some(tls) = &config.tls {
+        out.table("tls");
+        out.value(
+            keys::TLS_CERT_FILE.key,
+            "cert_file",
+            &quote(&tls.cert_file.display().to_string()),
+        );
+        out.value(
+            keys::TLS_KEY_FILE.key,
+            "key_file",
+            &quote(&tls.key_file.display().to_string()),
+        );
+    }
+
     out.table("ingest");
     match &config.ingest.auth {
         IngestAuth::Tokens(_) => {

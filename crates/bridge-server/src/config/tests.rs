@@ -2122,3 +2122,45 @@ fn a_short_currents_token_is_warned_about() {
         config.warnings()
     );
 }
+
+#[test]
+fn tls_needs_both_files_and_plain_http_outside_loopback_is_warned_about() {
+    let message = error(
+        "[tls]\ncert_file = \"/etc/bridge/cert.pem\"\n",
+        &with_minimal(&[]),
+    );
+    assert!(message.contains("tls.key_file"), "{message}");
+    let config = ok(
+        "[tls]\ncert_file = \"/etc/bridge/cert.pem\"\nkey_file = \"/etc/bridge/key.pem\"\n",
+        &[],
+    );
+    assert_eq!(
+        config.tls,
+        Some(TlsConfig {
+            cert_file: PathBuf::from("/etc/bridge/cert.pem"),
+            key_file: PathBuf::from("/etc/bridge/key.pem"),
+        })
+    );
+    assert!(config.to_redacted_toml().contains("[tls]"));
+    let config = ok("listen = \"0.0.0.0:8080\"\n", &[]);
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("serves plain HTTP")),
+        "{:?}",
+        config.warnings()
+    );
+    let config = ok(
+        "",
+        &[("MIXPANEL_API_URL", "http://mixpanel-proxy.internal:8080")],
+    );
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("travel in clear text")),
+        "{:?}",
+        config.warnings()
+    );
+}

@@ -18,7 +18,7 @@ use super::keys::{self, IntKey};
 use super::raw::{self, Origin, RawConfig, SecretText, Sourced};
 use super::{
     Config, ConfigError, ConfigFile, DeliveryConfig, IngestAuth, IngestConfig, LogFormat,
-    OpsListener, Provenance, SpoolConfig, cohorts_validate, projects,
+    OpsListener, Provenance, SpoolConfig, TlsConfig, cohorts_validate, projects,
 };
 use crate::mapping::TypeFilter;
 
@@ -48,6 +48,7 @@ pub(super) fn validate(
         )
     })?;
     let ops = validate_ops(&mut cx, raw.ops_listen, raw.ops_on_ingest_listener, listen)?;
+    let tls = validate_tls(&mut cx, raw.tls, listen)?;
     let data_dir = match raw.data_dir {
         Some(data_dir) => {
             cx.record(keys::DATA_DIR.key, &data_dir.origin);
@@ -106,6 +107,7 @@ pub(super) fn validate(
     Ok(Config {
         listen,
         ops,
+        tls,
         data_dir,
         dry_run,
         log_format,
@@ -173,6 +175,52 @@ fn validate_ops(
         ));
     }
     Ok(OpsListener::Address(address))
+}
+
+/// `[tls]`: both files or neither. Without TLS on a non-loopback address,
+/// a warning: the bearer token would cross the network in clear text
+/// unless a proxy in front terminates TLS.
+fn validate_tls(
+    cx: &mut Context<'_>,
+    raw: raw::RawTls,
+    listen: SocketAddr,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    match (raw.cert_file, raw.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            cx.record(keys::TLS_CERT_FILE.key, &cert_file.origin);
+            cx.record(keys::TLS_KEY_FILE.key, &key_file.origin);
+            Ok(Some(TlsConfig {
+                cert_file: cert_file.value,
+                key_file: key_file.value,
+            }))
+        }
+        (Some(cert_file), None) => Err(cx.invalid(
+            keys::TLS_KEY_FILE.key,
+            None,
+            &format!(
+                "a key file, since {} is set",
+                cx.setting(keys::TLS_CERT_FILE.key, Some(&cert_file.origin))
+            ),
+            "none".to_owned(),
+        )),
+        (None, Some(key_file)) => Err(cx.invalid(
+            keys::TLS_CERT_FILE.key,
+            None,
+            &format!(
+                "a certificate file, since {} is set",
+                cx.setting(keys::TLS_KEY_FILE.key, Some(&key_file.origin))
+            ),
+            "none".to_owned(),
+        )),
+        (None, None) => {
+            if !listen.ip().is_loopback() {
+                cx.warnings.push(format!(
+                    "listen {listen} is not a loopback address and serves plain HTTP: Braze's bearer token and events cross the network in clear text unless a proxy in front terminates TLS; set tls.cert_file and tls.key_file to terminate it here"
+                ));
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// What validation carries along: the file for messages, the notes of
