@@ -127,6 +127,9 @@ fn mixpanel_client(config: &Config) -> anyhow::Result<Client> {
     if let Some(url) = &project.api_url {
         builder = builder.base_url(url.as_str());
     }
+    if let Some(extra_ca) = &config.extra_ca {
+        builder = builder.extra_root_certificates(&extra_ca.pem);
+    }
     builder.build().context("cannot set up the Mixpanel client")
 }
 

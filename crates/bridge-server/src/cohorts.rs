@@ -72,7 +72,10 @@ pub fn dry_run_path(data_dir: &Path) -> PathBuf {
 }
 
 /// A Braze client for `braze`, keeping to its rate limit.
-pub fn braze_client(braze: &BrazeConfig) -> Result<BrazeClient, CohortSetupError> {
+pub fn braze_client(
+    braze: &BrazeConfig,
+    extra_ca: Option<&crate::config::ExtraCa>,
+) -> Result<BrazeClient, CohortSetupError> {
     let builder = match &braze.rest_api_key {
         Some(key) => BrazeClient::builder(key.clone()),
         // The partner writer needs no REST key.
@@ -84,6 +87,9 @@ pub fn braze_client(braze: &BrazeConfig) -> Result<BrazeClient, CohortSetupError
         .request_timeout(braze.request_timeout);
     if let Some(url) = &braze.api_url {
         builder = builder.base_url(url);
+    }
+    if let Some(extra_ca) = extra_ca {
+        builder = builder.extra_root_certificates(&extra_ca.pem);
     }
     builder
         .build()
@@ -113,7 +119,7 @@ pub fn destination(config: &Config) -> Result<Destination, CohortSetupError> {
             "no Braze connection: set BRAZE_REST_API_KEY (or the partner keys)".to_owned(),
         )
     })?;
-    let client = braze_client(braze)?;
+    let client = braze_client(braze, config.extra_ca.as_ref())?;
     Ok(match &cohorts.writer {
         CohortWriter::Attribute { attribute } => Destination::attribute(client, attribute),
         CohortWriter::Partner {

@@ -374,6 +374,9 @@ fn pull_client(config: &Config) -> Option<Client> {
     if let Some(url) = &project.api_url {
         builder = builder.base_url(url.as_str());
     }
+    if let Some(extra_ca) = &config.extra_ca {
+        builder = builder.extra_root_certificates(&extra_ca.pem);
+    }
     builder.build().ok()
 }
 
@@ -403,6 +406,9 @@ fn project_target(
             .max_concurrent_requests(config.delivery.concurrency);
         if let Some(url) = &project.api_url {
             builder = builder.base_url(url.as_str());
+        }
+        if let Some(extra_ca) = &config.extra_ca {
+            builder = builder.extra_root_certificates(&extra_ca.pem);
         }
         Sink::Mixpanel(builder.build().map_err(|error| fail(error.to_string()))?)
     };

@@ -52,6 +52,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     retry: RetryParams,
     query_limits: QueryLimits,
+    extra_roots_pem: Vec<u8>,
 }
 
 impl Client {
@@ -67,6 +68,7 @@ impl Client {
             request_timeout: Duration::from_secs(60),
             retry: RetryParams::default(),
             query_limits: QueryLimits::default(),
+            extra_roots_pem: Vec::new(),
         }
     }
 
@@ -140,6 +142,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts these PEM certificates (a bundle) as roots too, besides the
+    /// platform's store and the bundled public roots: for a company's
+    /// TLS-inspecting proxy, or a private Mixpanel proxy.
+    pub fn extra_root_certificates(mut self, pem: &[u8]) -> ClientBuilder {
+        self.extra_roots_pem.extend_from_slice(pem);
+        self.extra_roots_pem.push(b'\n');
+        self
+    }
+
     /// Checks the configuration and builds the client.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(project_id) = self.credentials.project_id()
@@ -161,10 +172,22 @@ impl ClientBuilder {
                 self.region.query_url().to_owned(),
             ),
         };
-        let http_client = reqwest::Client::builder()
+        let mut http_client = reqwest::Client::builder()
             .user_agent(concat!("mixpanel-client-rs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(self.max_concurrent_requests)
+            .pool_max_idle_per_host(self.max_concurrent_requests);
+        if !self.extra_roots_pem.is_empty() {
+            let roots =
+                reqwest::Certificate::from_pem_bundle(&self.extra_roots_pem).map_err(|error| {
+                    Error::Config(format!(
+                        "the extra root certificates are not PEM certificates: {error}"
+                    ))
+                })?;
+            for root in roots {
+                http_client = http_client.add_root_certificate(root);
+            }
+        }
+        let http_client = http_client
             .build()
             .map_err(|error| Error::Config(format!("cannot build the HTTP client: {error}")))?;
         let transport = Transport::new(

@@ -62,6 +62,10 @@ pub(crate) const TLS_KEY_FILE: Key = Key {
     key: "tls.key_file",
     env: "BRIDGE_TLS_KEY_FILE",
 };
+pub(crate) const EXTRA_CA_FILE: Key = Key {
+    key: "extra_ca_file",
+    env: "BRIDGE_EXTRA_CA_FILE",
+};
 pub(crate) const DATA_DIR: Key = Key {
     key: "data_dir",
     env: "BRIDGE_DATA_DIR",

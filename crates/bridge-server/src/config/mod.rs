@@ -54,6 +54,10 @@ pub struct Config {
     /// TLS on the ingest listener (`[tls]`), when the bridge terminates it
     /// itself rather than behind a proxy.
     pub tls: Option<TlsConfig>,
+    /// PEM certificates trusted as roots for outbound HTTPS (Mixpanel,
+    /// Braze) besides the platform's store and the bundled public roots
+    /// (`extra_ca_file`): for a TLS-inspecting proxy.
+    pub extra_ca: Option<ExtraCa>,
     /// Where the spool, dead letters and dry-run output live.
     pub data_dir: PathBuf,
     /// Whether mapped events go to NDJSON files in the data dir
@@ -88,6 +92,24 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// Its private key (`tls.key_file`).
     pub key_file: PathBuf,
+}
+
+/// Extra root certificates and the file they came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExtraCa {
+    /// The file.
+    pub path: PathBuf,
+    /// Its PEM text.
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for ExtraCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtraCa")
+            .field("path", &self.path)
+            .field("pem_bytes", &self.pem.len())
+            .finish()
+    }
 }
 
 /// Where the operations endpoints are served.

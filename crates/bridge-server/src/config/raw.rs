@@ -44,6 +44,7 @@ pub(crate) struct RawConfig {
     pub(crate) listen: Option<Sourced<String>>,
     pub(crate) ops_listen: Option<Sourced<String>>,
     pub(crate) ops_on_ingest_listener: Option<Sourced<bool>>,
+    pub(crate) extra_ca_file: Option<Sourced<PathBuf>>,
     pub(crate) data_dir: Option<Sourced<PathBuf>>,
     pub(crate) dry_run: Option<Sourced<bool>>,
     pub(crate) log_format: Option<Sourced<String>>,
@@ -205,6 +206,7 @@ impl RawConfig {
         set_text(&mut self.listen, env, keys::LISTEN.env)?;
         set_text(&mut self.ops_listen, env, keys::OPS_LISTEN.env)?;
         set_path(&mut self.tls.cert_file, env, keys::TLS_CERT_FILE.env)?;
+        set_path(&mut self.extra_ca_file, env, keys::EXTRA_CA_FILE.env)?;
         set_path(&mut self.tls.key_file, env, keys::TLS_KEY_FILE.env)?;
         set_bool(
             &mut self.ops_on_ingest_listener,

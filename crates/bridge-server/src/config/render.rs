@@ -37,6 +37,13 @@ pub(super) fn render(config: &Config) -> String {
             "true",
         ),
     }
+    if let Some(extra_ca) = &config.extra_ca {
+        out.value(
+            keys::EXTRA_CA_FILE.key,
+            "extra_ca_file",
+            &quote(&extra_ca.path.display().to_string()),
+        );
+    }
     out.value(
         keys::DATA_DIR.key,
         "data_dir",

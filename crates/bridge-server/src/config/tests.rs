@@ -2164,3 +2164,17 @@ fn tls_needs_both_files_and_plain_http_outside_loopback_is_warned_about() {
         config.warnings()
     );
 }
+
+#[test]
+fn an_extra_ca_file_must_hold_pem_certificates() {
+    let not_pem = TempFile::new("just text\n");
+    let message = error(
+        "",
+        &with_minimal(&[("BRIDGE_EXTRA_CA_FILE", not_pem.path())]),
+    );
+    assert!(message.contains("PEM certificates"), "{message}");
+    let pem = TempFile::new("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let config = ok("", &[("BRIDGE_EXTRA_CA_FILE", pem.path())]);
+    assert!(config.extra_ca.is_some());
+    assert!(config.to_redacted_toml().contains("extra_ca_file"));
+}

@@ -17,7 +17,7 @@ use mixpanel_client::{BatchLimits, RetryParams, Secret};
 use super::keys::{self, IntKey};
 use super::raw::{self, Origin, RawConfig, SecretText, Sourced};
 use super::{
-    Config, ConfigError, ConfigFile, DeliveryConfig, IngestAuth, IngestConfig, LogFormat,
+    Config, ConfigError, ConfigFile, DeliveryConfig, ExtraCa, IngestAuth, IngestConfig, LogFormat,
     OpsListener, Provenance, SpoolConfig, TlsConfig, cohorts_validate, projects,
 };
 use crate::mapping::TypeFilter;
@@ -49,6 +49,34 @@ pub(super) fn validate(
     })?;
     let ops = validate_ops(&mut cx, raw.ops_listen, raw.ops_on_ingest_listener, listen)?;
     let tls = validate_tls(&mut cx, raw.tls, listen)?;
+    let extra_ca = match raw.extra_ca_file {
+        Some(path) => {
+            cx.record(keys::EXTRA_CA_FILE.key, &path.origin);
+            let setting = cx.setting(keys::EXTRA_CA_FILE.key, Some(&path.origin));
+            let pem =
+                std::fs::read(&path.value).map_err(|source| ConfigError::ReadSettingFile {
+                    setting: setting.clone(),
+                    path: path.value.clone(),
+                    source,
+                })?;
+            if !pem
+                .windows(27)
+                .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+            {
+                return Err(cx.invalid(
+                    keys::EXTRA_CA_FILE.key,
+                    Some(&path.origin),
+                    "a file of PEM certificates (-----BEGIN CERTIFICATE-----)",
+                    path.value.display().to_string(),
+                ));
+            }
+            Some(ExtraCa {
+                path: path.value,
+                pem,
+            })
+        }
+        None => None,
+    };
     let data_dir = match raw.data_dir {
         Some(data_dir) => {
             cx.record(keys::DATA_DIR.key, &data_dir.origin);
@@ -108,6 +136,7 @@ pub(super) fn validate(
         listen,
         ops,
         tls,
+        extra_ca,
         data_dir,
         dry_run,
         log_format,

@@ -51,6 +51,7 @@ pub struct BrazeClientBuilder {
     max_concurrent_requests: usize,
     rate_limit: RateLimit,
     user_agent: String,
+    extra_roots_pem: Vec<u8>,
 }
 
 impl BrazeClient {
@@ -69,6 +70,7 @@ impl BrazeClient {
             max_concurrent_requests: 96,
             rate_limit: RateLimit::default(),
             user_agent: concat!("braze-mixpanel-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
+            extra_roots_pem: Vec::new(),
         }
     }
 
@@ -158,6 +160,15 @@ impl BrazeClientBuilder {
         self
     }
 
+    /// Trusts these PEM certificates (a bundle) as roots too, besides the
+    /// platform's store and the bundled public roots (a TLS-inspecting
+    /// proxy, a private Braze proxy).
+    pub fn extra_root_certificates(mut self, pem: &[u8]) -> BrazeClientBuilder {
+        self.extra_roots_pem.extend_from_slice(pem);
+        self.extra_roots_pem.push(b'\n');
+        self
+    }
+
     /// Checks the configuration and builds the client.
     pub fn build(self) -> Result<BrazeClient, BrazeError> {
         let authorization = match &self.api_key {
@@ -189,14 +200,24 @@ impl BrazeClientBuilder {
                 "retry_ratio {ratio} is outside 0 to 1000"
             )));
         }
-        let http_client = reqwest::Client::builder()
+        let mut http_client = reqwest::Client::builder()
             .user_agent(self.user_agent)
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(self.max_concurrent_requests)
-            .build()
-            .map_err(|error| {
-                BrazeError::Config(format!("cannot build the HTTP client: {error}"))
-            })?;
+            .pool_max_idle_per_host(self.max_concurrent_requests);
+        if !self.extra_roots_pem.is_empty() {
+            let roots =
+                reqwest::Certificate::from_pem_bundle(&self.extra_roots_pem).map_err(|error| {
+                    BrazeError::Config(format!(
+                        "the extra root certificates are not PEM certificates: {error}"
+                    ))
+                })?;
+            for root in roots {
+                http_client = http_client.add_root_certificate(root);
+            }
+        }
+        let http_client = http_client.build().map_err(|error| {
+            BrazeError::Config(format!("cannot build the HTTP client: {error}"))
+        })?;
         let limiter = Arc::new(RateLimiter::new(self.rate_limit));
         let transport = Transport::new(
             http_client,
