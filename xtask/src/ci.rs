@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: the whole check CI runs, in order of cost.
+//! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
+//! clippy, the generated code, the supply chain (cargo-deny), the tests.
 
 use crate::{cargo, codegen, run_command};
 
@@ -14,8 +15,32 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "warnings",
     ]))?;
     check_generated()?;
+    check_supply_chain()?;
     run_command(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())
+}
+
+/// `cargo deny check bans licenses sources` (`deny.toml`): one version of
+/// each crate in the binary, permissive licences, crates.io only. Outside
+/// CI a machine without cargo-deny skips it with a notice (`.ci/run`
+/// installs it); advisories need the network and are run by hand.
+fn check_supply_chain() -> anyhow::Result<()> {
+    let has_cargo_deny = cargo()
+        .args(["deny", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_cargo_deny && std::env::var_os("CI").is_none() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "xtask: skipping cargo deny: not installed (cargo install --locked cargo-deny)"
+            );
+        }
+        return Ok(());
+    }
+    run_command(cargo().args(["deny", "check", "bans", "licenses", "sources"]))
 }
 
 /// Generated files must match the reference tables. Outside CI a checkout
