@@ -13,7 +13,7 @@
 //! - `hostile`: deep nesting, huge strings, bad UTF-8, a closed stdout;
 //! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
-//! - `serve_faults`: `serve` against a failing Mixpanel, a full spool, a failing spool storage, hostile bodies; no secret in its logs;
+//! - `serve_faults`: `serve` against a failing Mixpanel (outages, 429 storms, refusals with and without `failed_records`), a full spool, a failing spool storage, hostile and trickled bodies, a million-event body; no secret in its logs;
 //! - `serve_limits`: slow and idle clients, the connection cap, SIGTERM with a trickling client, one serve per data dir;
 //! - `tls`: serve terminating TLS, and a renewed certificate taken up without a restart;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;

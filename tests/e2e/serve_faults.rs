@@ -724,3 +724,126 @@ async fn secrets_never_appear_in_logs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_without_failed_records_is_isolated_and_dead_lettered() {
+    let mixpanel = MockServer::start().await;
+    let imported = Imported::default();
+    // Mixpanel refuses any request holding the poison event as a whole,
+    // without saying which record: only splitting finds it.
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with({
+            let imported = Arc::clone(&imported);
+            move |request: &Request| {
+                let is_poisoned = events_in(request)
+                    .iter()
+                    .any(|event| event["properties"]["distinct_id"] == "cust-poison-1");
+                if is_poisoned {
+                    ResponseTemplate::new(400).set_body_json(
+                        json!({"code": 400, "error": "invalid value", "status": "Bad Request"}),
+                    )
+                } else {
+                    ok_body(request, &imported)
+                }
+            }
+        })
+        .mount(&mixpanel)
+        .await;
+    let dir = TempDir::new("serve-poison");
+    let server = start_async(&dir.join("data"), &mixpanel.uri(), &FAST_RETRIES).await;
+    let mut ids_sent = ids("fine", 29);
+    ids_sent.push("poison-1".to_owned());
+    let (status, body) = post_async(&server.address, batch(&ids_sent)).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = get_async(&server.address, "/status").await;
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if status["dead_lettered_events"] == 1 && status["delivered_events"] == 29 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(imported.lock().unwrap().len(), 29);
+    let listed = harness::run(
+        &[
+            "dlq",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "list",
+            "--json",
+        ],
+        b"",
+    );
+    listed.assert_success();
+    let letter: Value = serde_json::from_str(listed.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["reason"], "refused_by_mixpanel");
+    assert!(
+        letter["detail"].as_str().unwrap().contains("invalid value"),
+        "{letter}"
+    );
+}
+
+#[test]
+fn a_million_events_in_a_small_body_get_413_and_the_server_stays_small() {
+    let dir = TempDir::new("serve-million");
+    let server = start_with(&dir.join("data"), free_port(), None, &[]);
+    let body = format!("{{\"events\":[{}1]}}", "1,".repeat(999_999));
+    let (status, _, body) = post_raw(&server.address, body.as_bytes(), "");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("over the limit of 1000"), "{body}");
+    let (status, _) = post_batch(&server.address, &batch(&["after-million".to_owned()])).unwrap();
+    assert_eq!(status, 200);
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    assert!(rss_kb < 200 * 1024, "peak RSS {rss_kb} kB");
+}
+
+#[test]
+fn a_trickled_body_is_cut_at_the_request_timeout() {
+    let dir = TempDir::new("serve-slow-body");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[("BRIDGE_REQUEST_TIMEOUT_SECS", "2")],
+    );
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    stream.write_all(post_head(10_000, "").as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickled body was still being read after 8 s"
+        );
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) => {}
+        }
+        if answer.windows(4).any(|window| window == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+        "{answer}"
+    );
+}
