@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
-//! clippy, the generated code, the supply chain (cargo-deny), the tests.
+//! clippy, the generated code, the supply chain (cargo-deny), a few seconds
+//! of each fuzz target, the tests.
 
 use crate::{cargo, codegen, run_command};
 
@@ -16,9 +17,33 @@ pub(crate) fn run() -> anyhow::Result<()> {
     ]))?;
     check_generated()?;
     check_supply_chain()?;
+    fuzz_smoke()?;
+    // Last, so that the test runner's summary closes the output.
     run_command(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())
 }
+
+/// A few seconds of each fuzz target (`cargo xtask fuzz` runs them
+/// longer). Outside CI a machine without cargo-fuzz skips it with a notice
+/// (`.ci/run` installs it).
+fn fuzz_smoke() -> anyhow::Result<()> {
+    if !crate::fuzz::is_installed() && std::env::var_os("CI").is_none() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "xtask: skipping the fuzz smoke run: cargo-fuzz is not installed (cargo install --locked cargo-fuzz)"
+            );
+        }
+        return Ok(());
+    }
+    for target in crate::fuzz::TARGETS {
+        crate::fuzz::run_target(target, FUZZ_SMOKE_SECS)?;
+    }
+    Ok(())
+}
+
+/// Seconds of each fuzz target in CI.
+const FUZZ_SMOKE_SECS: u64 = 5;
 
 /// `cargo deny check bans licenses sources` (`deny.toml`): one version of
 /// each crate in the binary, permissive licences, crates.io only. Outside

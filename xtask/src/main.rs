@@ -7,6 +7,7 @@ mod bench;
 mod bench_import;
 mod ci;
 mod codegen;
+mod fuzz;
 mod tidy;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ tasks:
                      `serve` under HTTP load, delivering to a loopback sink
   bench cohorts [--pages N] [--concurrency C] [--ten-million] [...]
                      cohort webhook intake, Braze writer, latency, snapshot diff
+  fuzz [--seconds N] [TARGET]...
+                     the cargo-fuzz targets in fuzz/, N seconds each (default 60)
   tidy               repository hygiene checks (also run as a test)
 ";
 
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(codegen::Mode::Write),
         ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
         ["bench", rest @ ..] => bench::run(rest),
+        ["fuzz", rest @ ..] => fuzz::run(rest),
         ["tidy"] => tidy::run(),
         _ => {
             #[allow(clippy::print_stderr)]
