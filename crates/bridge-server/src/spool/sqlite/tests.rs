@@ -137,6 +137,29 @@ async fn lease_takes_at_most_max_batches_oldest_first() {
 }
 
 #[tokio::test]
+async fn a_lease_is_bounded_by_bytes_as_well_as_by_count() {
+    let dir = TempDir::new("lease-bytes");
+    let spool = open(&dir);
+    let big = super::writer::MAX_LEASE_BYTES / 3 + 1;
+    for seq in 0..4 {
+        spool
+            .append(NewBatch {
+                body: body(seq, big),
+                workspace: None,
+                received_at_ms: 1_700_000_000_000 + seq as i64,
+            })
+            .await
+            .unwrap();
+    }
+    // Three of a third of the budget each do not fit: two are leased.
+    assert_eq!(spool.lease(20, HOUR).await.unwrap().len(), 2);
+    // One batch is always leased, however large.
+    assert_eq!(spool.lease(1, HOUR).await.unwrap().len(), 1);
+    assert_eq!(spool.lease(20, HOUR).await.unwrap().len(), 1);
+    spool.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_expired_lease_makes_the_batch_visible_again() {
     let dir = TempDir::new("expiry");
     let spool = open(&dir);

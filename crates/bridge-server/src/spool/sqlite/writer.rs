@@ -550,6 +550,9 @@ fn answer(request: Request, outcome: Outcome) {
 /// order, counting the delivery in `attempts`; damaged rows go to quarantine
 /// instead. A batch is due when its retry delay is over and it is not
 /// leased, or its lease has run out.
+/// The most body bytes one lease hands out (at least one batch).
+pub(crate) const MAX_LEASE_BYTES: usize = 32 * 1024 * 1024;
+
 fn lease(
     conn: &Connection,
     max_batches: usize,
@@ -573,6 +576,7 @@ fn lease(
             .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut leased = Vec::with_capacity(due_ids.len());
+    let mut leased_bytes = 0usize;
     for id in due_ids {
         let decoded = conn
             .prepare_cached(&format!(
@@ -582,6 +586,14 @@ fn lease(
             .query_row([id], StoredBatch::decode)?;
         match decoded {
             Ok(stored) => {
+                // A group is bounded by bytes as well as by count, so that
+                // a worker holds at most MAX_LEASE_BYTES of bodies (one
+                // batch at least, whatever its size).
+                let body_bytes = stored.body.len();
+                if !leased.is_empty() && leased_bytes + body_bytes > MAX_LEASE_BYTES {
+                    break;
+                }
+                leased_bytes += body_bytes;
                 // `stored.attempts` is read before this increment: the
                 // deliveries tried before this one.
                 conn.prepare_cached(
