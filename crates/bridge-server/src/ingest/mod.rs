@@ -20,8 +20,8 @@
 //!
 //! Layers, outermost first: sensitive headers → trace → track (metrics and
 //! the refusal log, over every answer, timeouts included) → timeout → panic
-//! catcher → auth → gzip inflation (an encoding other than gzip: 415 with a
-//! JSON error) → the inflated-size limit (`DefaultBodyLimit`, enforced
+//! catcher → auth → the compressed-size limit → gzip inflation (an
+//! encoding other than gzip: 415 with a JSON error) → the inflated-size limit (`DefaultBodyLimit`, enforced
 //! while the handler reads the body) → handler.
 //!
 //! What the log gets: a 500 is a fault of ours, logged at error level for each
@@ -129,6 +129,11 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token::<S>,
+        ))
+        // The compressed bytes are capped too: a body of empty gzip members
+        // inflates to nothing and would otherwise be read until the timeout.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            state.config.max_body_bytes,
         ))
         .layer(RequestDecompressionLayer::new());
     Router::new()
@@ -299,6 +304,19 @@ async fn track<S: Spool>(
             // of every other 503.
             response = IngestError::Unavailable(Unavailable::Timeout).into_response();
             Some(Refusal::Unavailable(Unavailable::Timeout))
+        }
+        // The compressed-size limit's bare 413 gets the JSON of every 413.
+        None if status == StatusCode::PAYLOAD_TOO_LARGE
+            && response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_none_or(|value| value != "application/json") =>
+        {
+            response = IngestError::TooLarge {
+                max_body_bytes: state.config.max_body_bytes,
+            }
+            .into_response();
+            None
         }
         // The decompression layer's bare 415 gets a JSON error too.
         None if status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {

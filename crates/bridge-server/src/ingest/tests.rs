@@ -318,6 +318,32 @@ async fn credentials_come_before_the_content_encoding() {
 }
 
 #[tokio::test]
+async fn empty_gzip_members_past_the_cap_are_413_without_waiting_for_the_timeout() {
+    let spool = spool(1 << 30);
+    let state = state_with_timeout(&spool, 64 * 1024, Duration::from_secs(30));
+    let empty_member = gzip(b"");
+    let body: Vec<u8> = empty_member
+        .iter()
+        .copied()
+        .cycle()
+        .take(empty_member.len() * 10_000)
+        .collect();
+    let request = post()
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(body))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, _, json) = send(&state, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("byte limit"),
+        "{json}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledged() {
     let body = batch_body(10);
     let spool = spool(body.len() as u64 * 2 + 10);
