@@ -241,3 +241,22 @@ fn operations_endpoints_have_a_listener_of_their_own_by_default() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_batch_is_answered_within_a_second_beside_5000_idle_connections() {
+    let dir = TempDir::new("limits-5000");
+    let server = start_with(&dir.join("data"), free_port(), None, &[]);
+    let idle: Vec<TcpStream> = (0..5000)
+        .filter_map(|_| TcpStream::connect(&server.address).ok())
+        .collect();
+    assert!(idle.len() >= 4900, "only {} connections opened", idle.len());
+    let started = Instant::now();
+    let (status, body) = post_batch(&server.address, &batch(&["beside-idle".to_owned()])).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}

@@ -59,10 +59,49 @@ impl Default for ListenerLimits {
     fn default() -> ListenerLimits {
         ListenerLimits {
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            max_connections: 8192,
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// File descriptors kept free for everything but client connections: the
+/// spool and the cohort store, the connections to Mixpanel and Braze, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// `max_connections`, lowered to fit under the process's open-files limit
+/// (less [`RESERVED_FILES`]) where that is lower, with a warning: past the
+/// limit, `accept` fails and a real batch would go unanswered.
+pub fn fit_to_open_files_limit(max_connections: usize) -> usize {
+    let Some(soft_limit) = open_files_soft_limit() else {
+        return max_connections;
+    };
+    let room =
+        usize::try_from(soft_limit.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+    if room < max_connections {
+        tracing::warn!(
+            max_connections,
+            lowered_to = room,
+            open_files_limit = soft_limit,
+            "ingest.max_connections is above what the open-files limit allows; using less. Raise the limit (ulimit -n, LimitNOFILE=) to serve more connections."
+        );
+        return room;
+    }
+    max_connections
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None`
+/// where it cannot be read or is unlimited.
+fn open_files_soft_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down

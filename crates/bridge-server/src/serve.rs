@@ -248,7 +248,7 @@ pub async fn serve(
     let cohorts_for_shutdown = cohorts.clone();
     let limits = crate::listener::ListenerLimits {
         header_read_timeout: config.ingest.header_read_timeout,
-        max_connections: config.ingest.max_connections,
+        max_connections: crate::listener::fit_to_open_files_limit(config.ingest.max_connections),
         shutdown_grace: config.ingest.shutdown_grace,
     };
     // The operations listener stops with the ingest one.

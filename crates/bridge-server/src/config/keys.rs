@@ -123,7 +123,7 @@ pub(crate) const MAX_CONNECTIONS: IntKey = IntKey {
     env: "BRIDGE_MAX_CONNECTIONS",
     min: 1,
     max: 1_000_000,
-    default: 1024,
+    default: 8192,
 };
 pub(crate) const SHUTDOWN_GRACE_SECS: IntKey = IntKey {
     key: "ingest.shutdown_grace_secs",

@@ -126,7 +126,7 @@ fn defaults() {
     );
     assert_eq!(config.ingest.max_events_per_batch, 1000);
     assert_eq!(config.ingest.header_read_timeout, Duration::from_secs(10));
-    assert_eq!(config.ingest.max_connections, 1024);
+    assert_eq!(config.ingest.max_connections, 8192);
     assert_eq!(config.ingest.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.type_filter, TypeFilter::default());
     assert_eq!(
