@@ -61,41 +61,51 @@ fn a_trickled_request_head_is_cut_at_the_header_timeout() {
 }
 
 #[test]
-fn connections_over_the_cap_are_closed_and_a_batch_gets_through_after() {
+fn connections_over_the_cap_are_closed_when_every_one_is_busy() {
     let dir = TempDir::new("limits-cap");
     let server = start_with(
         &dir.join("data"),
         free_port(),
         None,
-        &[
-            ("BRIDGE_MAX_CONNECTIONS", "20"),
-            ("BRIDGE_HEADER_READ_TIMEOUT_SECS", "2"),
-        ],
+        &[("BRIDGE_MAX_CONNECTIONS", "20")],
     );
-    let mut idle: Vec<TcpStream> = (0..40)
-        .map(|_| TcpStream::connect(&server.address).unwrap())
+    // 20 requests whose bodies never come: busy, not silent, so none is
+    // evicted.
+    let head = format!(
+        "POST /currents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        crate::serve::TOKEN
+    );
+    let busy: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&server.address).unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    // The 20 over the cap were closed at once; the others are open.
-    let n_closed = idle
+    let mut refused: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&server.address).unwrap())
+        .collect();
+    let n_closed = refused
         .iter_mut()
-        .map(|stream| closed_within(stream, Duration::from_millis(300), false))
+        .map(|stream| closed_within(stream, Duration::from_millis(500), false))
         .filter(|closed| *closed)
         .count();
-    assert!((20..=40).contains(&n_closed), "{n_closed} of 40 closed");
-    // Idle connections are cut at the header timeout; then a batch passes.
-    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(n_closed, 20, "{n_closed} of 20 over the cap closed");
+    // The busy ones leave; a batch passes.
+    drop(busy);
+    std::thread::sleep(Duration::from_millis(300));
     let (status, body) = post_batch(&server.address, &batch(&["capped".to_owned()])).unwrap();
     assert_eq!(status, 200, "{body}");
     let (_, metrics) = get(&server.address, "/metrics").unwrap();
-    let refused: u64 = metrics
+    let refused_count: u64 = metrics
         .lines()
         .find_map(|line| {
             line.strip_prefix("bridge_listener_connections_total{outcome=\"refused_over_cap\"} ")
         })
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0);
-    assert!(refused >= 20, "{metrics}");
+    assert!(refused_count >= 20, "{metrics}");
 }
 
 #[test]
@@ -257,6 +267,40 @@ fn a_batch_is_answered_within_a_second_beside_5000_idle_connections() {
         started.elapsed() < Duration::from_secs(1),
         "answered after {:?}",
         started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn at_the_cap_a_silent_connection_makes_room_for_a_sender() {
+    let dir = TempDir::new("limits-evict");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[
+            ("BRIDGE_MAX_CONNECTIONS", "20"),
+            ("BRIDGE_HEADER_READ_TIMEOUT_SECS", "60"),
+        ],
+    );
+    // 20 connections that send nothing fill the cap (their head timeout is
+    // a minute away).
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&server.address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (status, body) = post_batch(&server.address, &batch(&["evicting".to_owned()])).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = get(&server.address, "/metrics").unwrap();
+    assert!(
+        metrics.contains("bridge_listener_connections_total{outcome=\"evicted_silent\"}"),
+        "{metrics}"
     );
     drop(idle);
 }

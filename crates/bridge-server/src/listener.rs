@@ -6,10 +6,12 @@
 //!   connection is closed. Hyper arms it whenever it waits for a request
 //!   head, so it also closes a keep-alive connection left idle that long,
 //!   and a client trickling a header (slowloris) is cut.
-//! - **Connection cap** (`max_connections`): beyond it a new connection is
-//!   closed at once, so that idle clients cannot use up the open-files limit
-//!   and starve the ones that send batches. Refusals are counted and logged
-//!   once per episode.
+//! - **Connection cap** (`max_connections`), so that clients cannot use up
+//!   the open-files limit. At the cap, the oldest connection that has not
+//!   sent a request yet (idle, or trickling its first head) is closed to
+//!   make room, so that such clients cannot keep a sender out; only when
+//!   every connection is busy is the new one closed. Evictions and refusals
+//!   are counted, refusals logged once per episode.
 //! - **Bounded graceful shutdown** (`shutdown_grace`): on shutdown the
 //!   listener stops accepting, connections finish their request in flight
 //!   and are closed; any still open after the grace period are cut, so that
@@ -53,6 +55,9 @@ pub struct ListenerStats {
     pub refused_over_cap: AtomicU64,
     /// Connections still open when the shutdown grace ended, cut.
     pub cut_at_shutdown: AtomicU64,
+    /// Connections closed at the cap to make room, because they had not
+    /// sent a request.
+    pub evicted_silent: AtomicU64,
 }
 
 impl Default for ListenerLimits {
@@ -120,6 +125,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    let tracked = Arc::new(Tracked::default());
     let mut refusals = Episode::default();
     let mut accept_errors = Episode::default();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -143,12 +149,26 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // At the cap: make room by closing the oldest connection that
+            // has not sent a request yet (idle or trickling), so that such
+            // clients cannot keep a sender out.
+            Err(_) if tracked.evict_oldest_silent() => {
+                stats.evicted_silent.fetch_add(1, Ordering::Relaxed);
+                tokio::time::timeout(EVICTION_WAIT, Arc::clone(&slots).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(slot) = slot else {
             stats.refused_over_cap.fetch_add(1, Ordering::Relaxed);
             refusals.start(|| {
                 tracing::warn!(
                     max_connections = limits.max_connections,
-                    "Refusing connections: the connection cap is reached."
+                    "Refusing connections: the connection cap is reached and every connection is in use."
                 );
             });
             drop(stream);
@@ -157,11 +177,27 @@ pub async fn serve(
         refusals.end("Connections are accepted again: below the connection cap.");
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let (entry, evicted) = tracked.add();
+        let seen = Arc::clone(&entry.sent_a_request);
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(
+                    move |request: axum::extract::Request<hyper::body::Incoming>| {
+                        seen.store(true, Ordering::Relaxed);
+                        request
+                    },
+                )
+                .service(app.clone()),
+        );
+        let tracked_for_task = Arc::clone(&tracked);
         let Some(tls) = &tls else {
             let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
-                let _ = connection.await;
+                tokio::select! {
+                    _ = connection => {}
+                    () = evicted.notified() => {}
+                }
+                tracked_for_task.remove(entry.id);
                 drop(slot);
             });
             continue;
@@ -172,17 +208,24 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let http = http.clone();
         tokio::spawn(async move {
-            match handshake.await {
-                Ok(Ok(stream)) => {
-                    let connection =
-                        watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-                    let _ = connection.await;
+            let served = async {
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let connection =
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                        let _ = connection.await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %error, "A TLS handshake failed.");
+                    }
+                    Err(_) => tracing::debug!("A TLS handshake timed out."),
                 }
-                Ok(Err(error)) => {
-                    tracing::debug!(error = %error, "A TLS handshake failed.");
-                }
-                Err(_) => tracing::debug!("A TLS handshake timed out."),
+            };
+            tokio::select! {
+                () = served => {}
+                () = evicted.notified() => {}
             }
+            tracked_for_task.remove(entry.id);
             drop(slot);
         });
     }
@@ -200,6 +243,72 @@ pub async fn serve(
                 "Cutting the connections still open after the shutdown grace period."
             );
         }
+    }
+}
+
+/// How long an accepted connection waits for the slot of the connection
+/// evicted for it.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// The open connections, oldest first, each with whether it has sent a
+/// request, so that at the cap the oldest silent one can be closed.
+#[derive(Default)]
+struct Tracked {
+    next_id: AtomicU64,
+    open: std::sync::Mutex<std::collections::VecDeque<Arc<Connection>>>,
+}
+
+/// One open connection.
+struct Connection {
+    id: u64,
+    sent_a_request: Arc<std::sync::atomic::AtomicBool>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Tracked {
+    /// Registers a new connection; returns it and what tells its task to
+    /// close it.
+    fn add(&self) -> (Arc<Connection>, Arc<tokio::sync::Notify>) {
+        let evict = Arc::new(tokio::sync::Notify::new());
+        let connection = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            sent_a_request: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            evict: Arc::clone(&evict),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(Arc::clone(&connection));
+        (connection, evict)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(position) = open.iter().position(|connection| connection.id == id) {
+            open.remove(position);
+        }
+    }
+
+    /// Tells the oldest connection that has not sent a request to close;
+    /// whether there was one.
+    fn evict_oldest_silent(&self) -> bool {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(position) = open
+            .iter()
+            .position(|connection| !connection.sent_a_request.load(Ordering::Relaxed))
+        else {
+            return false;
+        };
+        if let Some(connection) = open.remove(position) {
+            connection.evict.notify_one();
+        }
+        true
     }
 }
 

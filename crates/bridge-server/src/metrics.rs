@@ -54,7 +54,9 @@ pub struct Metrics {
     pub dead_letters: Gauge,
     /// `bridge_listener_connections_total{outcome}`: connections `accepted`,
     /// `refused_over_cap` (closed at once: `ingest.max_connections` were
-    /// open) and `cut_at_shutdown` (still open after the shutdown grace).
+    /// open and busy), `evicted_silent` (closed at the cap to make room: it
+    /// had not sent a request) and `cut_at_shutdown` (still open after the
+    /// shutdown grace).
     pub listener_connections: Family<Labels, Counter>,
     /// `bridge_cohort_webhook_requests_total{outcome}`: calls of Mixpanel's
     /// cohort webhook: `recorded`, `replayed`, `unauthorized`, `malformed`,
@@ -258,6 +260,7 @@ impl Metrics {
             ("accepted", &stats.accepted),
             ("refused_over_cap", &stats.refused_over_cap),
             ("cut_at_shutdown", &stats.cut_at_shutdown),
+            ("evicted_silent", &stats.evicted_silent),
         ] {
             set_counter(
                 &self
