@@ -7,11 +7,12 @@
 //!   head, so it also closes a keep-alive connection left idle that long,
 //!   and a client trickling a header (slowloris) is cut.
 //! - **Connection cap** (`max_connections`), so that clients cannot use up
-//!   the open-files limit. At the cap, the oldest connection that has not
-//!   sent a request yet (idle, or trickling its first head) is closed to
-//!   make room, so that such clients cannot keep a sender out; only when
-//!   every connection is busy is the new one closed. Evictions and refusals
-//!   are counted, refusals logged once per episode.
+//!   the open-files limit. At the cap, the oldest connection with no
+//!   request in flight (idle between requests, or still sending a head),
+//!   open for at least a second, is closed to make room, so that such
+//!   clients cannot keep a sender out; only when every connection is busy
+//!   (or new) is the new one closed. Evictions and refusals are counted,
+//!   refusals logged once per episode.
 //! - **Bounded graceful shutdown** (`shutdown_grace`): on shutdown the
 //!   listener stops accepting, connections finish their request in flight
 //!   and are closed; any still open after the grace period are cut, so that
@@ -110,14 +111,15 @@ fn open_files_soft_limit() -> Option<u64> {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down
-/// within `limits.shutdown_grace`.
+/// within the grace it resolves to (normally `limits.shutdown_grace`; zero
+/// when the service must stop at once), cutting connections still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ListenerLimits,
     stats: Arc<ListenerStats>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = Duration> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -126,13 +128,16 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     let tracked = Arc::new(Tracked::default());
+    // Told when the shutdown grace ends: connections still open close.
+    let (cut, cut_signal) = tokio::sync::watch::channel(false);
     let mut refusals = Episode::default();
     let mut accept_errors = Episode::default();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
+    let grace = loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
+            // The shutdown future says how long to wait for open connections.
+            grace = &mut shutdown => break grace,
         };
         let stream = match accepted {
             Ok((stream, _peer)) => {
@@ -178,24 +183,31 @@ pub async fn serve(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (entry, evicted) = tracked.add();
-        let seen = Arc::clone(&entry.sent_a_request);
+        let started = Arc::clone(&entry.in_flight);
+        let finished = Arc::clone(&entry.in_flight);
         let service = TowerToHyperService::new(
             tower::ServiceBuilder::new()
                 .map_request(
                     move |request: axum::extract::Request<hyper::body::Incoming>| {
-                        seen.store(true, Ordering::Relaxed);
+                        started.fetch_add(1, Ordering::Relaxed);
                         request
                     },
                 )
+                .map_response(move |response: axum::response::Response| {
+                    finished.fetch_sub(1, Ordering::Relaxed);
+                    response
+                })
                 .service(app.clone()),
         );
         let tracked_for_task = Arc::clone(&tracked);
+        let mut cut_now = cut_signal.clone();
         let Some(tls) = &tls else {
             let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 tokio::select! {
                     _ = connection => {}
                     () = evicted.notified() => {}
+                    _ = cut_now.changed() => {}
                 }
                 tracked_for_task.remove(entry.id);
                 drop(slot);
@@ -224,22 +236,24 @@ pub async fn serve(
             tokio::select! {
                 () = served => {}
                 () = evicted.notified() => {}
+                _ = cut_now.changed() => {}
             }
             tracked_for_task.remove(entry.id);
             drop(slot);
         });
-    }
+    };
     drop(listener);
     let open = limits.max_connections.max(1) - slots.available_permits();
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.shutdown_grace) => {
+        () = tokio::time::sleep(grace) => {
             let still_open = limits.max_connections.max(1) - slots.available_permits();
+            let _ = cut.send(true);
             stats.cut_at_shutdown.fetch_add(still_open as u64, Ordering::Relaxed);
             tracing::warn!(
                 still_open,
                 open_at_shutdown = open,
-                grace_secs = limits.shutdown_grace.as_secs(),
+                grace_secs = grace.as_secs(),
                 "Cutting the connections still open after the shutdown grace period."
             );
         }
@@ -249,6 +263,9 @@ pub async fn serve(
 /// How long an accepted connection waits for the slot of the connection
 /// evicted for it.
 const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a connection is spared from eviction after it opens.
+const EVICTION_MIN_AGE: Duration = Duration::from_secs(1);
 
 /// The open connections, oldest first, each with whether it has sent a
 /// request, so that at the cap the oldest silent one can be closed.
@@ -261,7 +278,9 @@ struct Tracked {
 /// One open connection.
 struct Connection {
     id: u64,
-    sent_a_request: Arc<std::sync::atomic::AtomicBool>,
+    opened: std::time::Instant,
+    /// Requests being handled now; 0 between requests and before the first.
+    in_flight: Arc<AtomicU64>,
     evict: Arc<tokio::sync::Notify>,
 }
 
@@ -272,7 +291,8 @@ impl Tracked {
         let evict = Arc::new(tokio::sync::Notify::new());
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            sent_a_request: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            opened: std::time::Instant::now(),
+            in_flight: Arc::new(AtomicU64::new(0)),
             evict: Arc::clone(&evict),
         });
         self.open
@@ -292,17 +312,19 @@ impl Tracked {
         }
     }
 
-    /// Tells the oldest connection that has not sent a request to close;
-    /// whether there was one.
+    /// Tells the oldest connection with no request in flight (idle, or
+    /// still sending its head) and open for at least [`EVICTION_MIN_AGE`]
+    /// to close; whether there was one. The age spares a connection that
+    /// just arrived (a TLS handshake, a head on its way).
     fn evict_oldest_silent(&self) -> bool {
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(position) = open
-            .iter()
-            .position(|connection| !connection.sent_a_request.load(Ordering::Relaxed))
-        else {
+        let Some(position) = open.iter().position(|connection| {
+            connection.in_flight.load(Ordering::Relaxed) == 0
+                && connection.opened.elapsed() >= EVICTION_MIN_AGE
+        }) else {
             return false;
         };
         if let Some(connection) = open.remove(position) {

@@ -246,6 +246,7 @@ pub async fn serve(
     };
     let ingest_for_shutdown = Arc::clone(&ingest);
     let cohorts_for_shutdown = cohorts.clone();
+    let shutdown_grace = config.ingest.shutdown_grace;
     let limits = crate::listener::ListenerLimits {
         header_read_timeout: config.ingest.header_read_timeout,
         max_connections: crate::listener::fit_to_open_files_limit(config.ingest.max_connections),
@@ -269,6 +270,7 @@ pub async fn serve(
                 None,
                 async move {
                     let _ = ops_stopped.changed().await;
+                    Duration::ZERO
                 },
             )))
         }
@@ -285,16 +287,20 @@ pub async fn serve(
         Arc::clone(&listener_stats),
         tls,
         async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = watchdog => {}
-            }
+            // A failed spool stops the service at once: it can acknowledge
+            // nothing, and clients must not delay the exit (a supervisor
+            // restarts it and the spool's recovery runs).
+            let grace = tokio::select! {
+                () = shutdown => shutdown_grace,
+                () = watchdog => Duration::ZERO,
+            };
             tracing::info!("Shutting down: refusing new batches, finishing what is in flight.");
             let _ = stop_ops.send(true);
             ingest_for_shutdown.stop_accepting();
             if let Some(cohorts) = &cohorts_for_shutdown {
                 cohorts.stop_accepting();
             }
+            grace
         },
     )
     .await;

@@ -8,7 +8,10 @@
 //! - 400 without usable `failed_records` (refused as a whole, an index
 //!   outside the batch, a body that cannot be read): the batch is split in
 //!   halves and each half sent again, until the refused record stands
-//!   alone and is reported failed with Mixpanel's message;
+//!   alone and is reported failed with Mixpanel's message; if both halves
+//!   of the batch are refused as a whole too, the request itself is at
+//!   fault and the answer is an error ([`Error::Rejected`]), not a failed
+//!   record per event;
 //! - 401/403: [`Error::Auth`], not retried;
 //! - 413: the batch is split in halves and each half is sent again; a
 //!   single event refused this way is a failed record;
@@ -101,9 +104,14 @@ impl Client {
     }
 
     async fn import_with_splits(&self, batch: Arc<ImportBatch>) -> Result<ImportResult, Error> {
-        let mut pending = vec![(0usize, batch)];
+        // Breadth first, so that both halves of a refused request are tried
+        // before either is split further.
+        let mut pending = std::collections::VecDeque::from([(0usize, 0u32, batch)]);
         let mut result = ImportResult::default();
-        while let Some((offset, batch)) = pending.pop() {
+        // Halves of the whole batch refused as a whole: if both are, the
+        // request itself is at fault, not a record in it.
+        let mut halves_refused_whole = 0;
+        while let Some((offset, depth, batch)) = pending.pop_front() {
             let response = self.send_import(&batch).await?;
             result.n_requests += response.attempts;
             let span = tracing::Span::current();
@@ -117,8 +125,8 @@ impl Client {
                     );
                     let (first, second) = batch.split();
                     let second_offset = offset + first.len();
-                    pending.push((second_offset, Arc::new(second)));
-                    pending.push((offset, Arc::new(first)));
+                    pending.push_back((offset, depth + 1, Arc::new(first)));
+                    pending.push_back((second_offset, depth + 1, Arc::new(second)));
                 }
                 StatusCode::PAYLOAD_TOO_LARGE => result.failed.push(FailedRecord {
                     index: offset,
@@ -151,6 +159,16 @@ impl Client {
                         // tied to records: split until the refused record
                         // stands alone, as for a 413, so that one poison
                         // record cannot hold back the others.
+                        // Both halves refused too: the request is at fault (a
+                        // proxy's error page, a project-level refusal), not
+                        // one record; the caller retries or gives up on it.
+                        _ if depth == 1 && {
+                            halves_refused_whole += 1;
+                            halves_refused_whole == 2
+                        } =>
+                        {
+                            return Err(response.into_error());
+                        }
                         _ if batch.len() > 1 => {
                             tracing::info!(
                                 n_events = batch.len(),
@@ -158,8 +176,8 @@ impl Client {
                             );
                             let (first, second) = batch.split();
                             let second_offset = offset + first.len();
-                            pending.push((second_offset, Arc::new(second)));
-                            pending.push((offset, Arc::new(first)));
+                            pending.push_back((offset, depth + 1, Arc::new(first)));
+                            pending.push_back((second_offset, depth + 1, Arc::new(second)));
                             continue;
                         }
                         _ => {
@@ -175,7 +193,14 @@ impl Client {
                             continue;
                         }
                     };
-                    let n_failed = body.failed_records.len();
+                    let mut failed_indexes: Vec<usize> = body
+                        .failed_records
+                        .iter()
+                        .map(|record| record.index)
+                        .collect();
+                    failed_indexes.sort_unstable();
+                    failed_indexes.dedup();
+                    let n_failed = failed_indexes.len();
                     result.n_imported += body
                         .num_records_imported
                         .unwrap_or(batch.len().saturating_sub(n_failed));

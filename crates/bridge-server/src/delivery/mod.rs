@@ -291,29 +291,31 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             if let Some(wait) = self.pauses.wait(project_idx, Instant::now()) {
                 // Paused after refused credentials: one probe per interval,
                 // not a refused request per batch.
+                mark_waiting(&mut fates, &requests, project_idx);
                 retry_in[project_idx] = Some(wait);
                 continue;
             }
             match project.send(&requests, &self.metrics).await {
                 Ok(sent) => {
-                    for (request_idx, index, message) in sent.refused {
-                        let (batch_idx, raw) = requests[request_idx].1[index];
-                        let leased = &group[batch_idx];
-                        fates[batch_idx].refused_by[project_idx] += 1;
-                        fates[batch_idx].dead_letters.push(dead_letter_from_text(
-                            raw,
-                            REFUSED_BY_MIXPANEL,
-                            &message,
-                            leased.batch.workspace.as_deref(),
-                            leased.attempts,
-                        ));
-                    }
+                    record_refused(&group, &mut fates, &requests, project_idx, sent.refused);
                     self.pauses.resume(project_idx);
                     self.status.resume(project_idx);
                     self.failures
                         .sent(Instant::now(), project_idx, &project.name);
                 }
-                Err(error) => {
+                Err(failure) => {
+                    // The requests before the failing one were answered:
+                    // their refusals are dead letters, their events
+                    // delivered; only the rest waits (or expires).
+                    record_refused(
+                        &group,
+                        &mut fates,
+                        &requests,
+                        project_idx,
+                        failure.sent.refused,
+                    );
+                    let error = failure.error;
+                    let unanswered = &requests[failure.failed_from..];
                     let wait = self.retry_delay(&error, max_attempts);
                     if error.is_auth() {
                         self.pauses.pause(project_idx, Instant::now() + wait);
@@ -324,8 +326,9 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                         // with the error, so no retry goes on for ever.
                         // (Refused credentials are the operator's to fix:
                         // those batches wait.)
-                        self.expire(&group, &mut fates, &requests, project_idx, &error);
+                        self.expire(&group, &mut fates, unanswered, project_idx, &error);
                     }
+                    mark_waiting(&mut fates, unanswered, project_idx);
                     self.failures.send_failed(
                         Instant::now(),
                         project_idx,
@@ -343,7 +346,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         let mut result = LeaseResult::default();
         for (leased, fate) in group.iter().zip(fates) {
             let wait = (0..n_projects)
-                .filter(|project_idx| fate.sent_to[*project_idx] > 0 && !fate.expired[*project_idx])
+                .filter(|project_idx| fate.waiting_on[*project_idx] && !fate.expired[*project_idx])
                 .filter_map(|project_idx| retry_in[project_idx])
                 .max();
             if let Some(wait) = wait {
@@ -501,6 +504,41 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// Marks the batches with events in `requests` as waiting for the project.
+fn mark_waiting(
+    fates: &mut [BatchFate],
+    requests: &[(ImportBatch, Vec<(usize, &str)>)],
+    project_idx: usize,
+) {
+    for (_, origins) in requests {
+        for &(batch_idx, _) in origins {
+            fates[batch_idx].waiting_on[project_idx] = true;
+        }
+    }
+}
+
+/// The records a project refused become dead letters of their batches.
+fn record_refused(
+    group: &[LeasedBatch],
+    fates: &mut [BatchFate],
+    requests: &[(ImportBatch, Vec<(usize, &str)>)],
+    project_idx: usize,
+    refused: Vec<(usize, usize, String)>,
+) {
+    for (request_idx, index, message) in refused {
+        let (batch_idx, raw) = requests[request_idx].1[index];
+        let leased = &group[batch_idx];
+        fates[batch_idx].refused_by[project_idx] += 1;
+        fates[batch_idx].dead_letters.push(dead_letter_from_text(
+            raw,
+            REFUSED_BY_MIXPANEL,
+            &message,
+            leased.batch.workspace.as_deref(),
+            leased.attempts,
+        ));
+    }
+}
+
 /// What happened to one batch of a leased group.
 struct BatchFate {
     /// Events sent to each project.
@@ -512,6 +550,9 @@ struct BatchFate {
     /// Projects for which this batch is past its limits (its events for
     /// them are dead letters now).
     expired: Vec<bool>,
+    /// Projects that have not taken some of this batch's events (their
+    /// request failed, or the project is paused): the batch waits for them.
+    waiting_on: Vec<bool>,
 }
 
 impl BatchFate {
@@ -522,6 +563,7 @@ impl BatchFate {
             skipped: [0; SkipReason::ALL.len()],
             dead_letters: Vec::new(),
             expired: vec![false; n_projects],
+            waiting_on: vec![false; n_projects],
         }
     }
 }

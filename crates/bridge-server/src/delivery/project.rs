@@ -89,6 +89,18 @@ fn record_import(
     metrics.record_import(status, elapsed, u64::from(attempts.saturating_sub(1)));
 }
 
+/// A send that failed part-way: what the requests before the failing one
+/// got, and from which request on nothing is known.
+pub(super) struct SendFailure {
+    /// The requests answered before the failure.
+    pub(super) sent: Sent,
+    /// The index of the request that failed; it and those after it were not
+    /// (or not surely) taken.
+    pub(super) failed_from: usize,
+    /// Why.
+    pub(super) error: MixpanelError,
+}
+
 /// What a project took of one leased batch.
 pub(super) struct Sent {
     pub(super) n_delivered: u64,
@@ -101,7 +113,7 @@ impl ProjectTarget {
         &self,
         batches: &[(ImportBatch, Origin)],
         metrics: &Metrics,
-    ) -> Result<Sent, MixpanelError> {
+    ) -> Result<Sent, SendFailure> {
         let mut sent = Sent {
             n_delivered: 0,
             refused: Vec::new(),
@@ -112,7 +124,16 @@ impl ProjectTarget {
                     let started = std::time::Instant::now();
                     let result = client.import(batch).await;
                     record_import(metrics, &result, started.elapsed());
-                    let result = result?;
+                    let result = match result {
+                        Ok(result) => result,
+                        Err(error) => {
+                            return Err(SendFailure {
+                                sent,
+                                failed_from: batch_idx,
+                                error,
+                            });
+                        }
+                    };
                     sent.n_delivered += (batch.len() - result.failed.len()) as u64;
                     for failed in result.failed {
                         let message = match &failed.field {
@@ -132,15 +153,22 @@ impl ProjectTarget {
                     }
                     sent.n_delivered += batch.len() as u64;
                 }
-                file.append(text)
-                    .await
-                    .map_err(|error| MixpanelError::Transport {
-                        attempts: 1,
-                        message: format!(
-                            "cannot write the dry-run file {}: {error}",
-                            file.path().display()
-                        ),
-                    })?;
+                if let Err(error) = file.append(text).await {
+                    return Err(SendFailure {
+                        sent: Sent {
+                            n_delivered: 0,
+                            refused: Vec::new(),
+                        },
+                        failed_from: 0,
+                        error: MixpanelError::Transport {
+                            attempts: 1,
+                            message: format!(
+                                "cannot write the dry-run file {}: {error}",
+                                file.path().display()
+                            ),
+                        },
+                    });
+                }
             }
         }
         Ok(sent)

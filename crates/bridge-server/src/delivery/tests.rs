@@ -720,3 +720,54 @@ async fn a_worker_that_panics_is_started_again_and_its_batch_delivered() {
     let _ = stop.send(true);
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn only_the_requests_that_failed_expire_the_ones_answered_before_are_delivered() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    // The first request goes through; every later one fails.
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.max_retry_delay = Duration::ZERO;
+    opts.max_attempts = 1;
+    opts.batch_limits = mixpanel_client::BatchLimits {
+        max_events: 1,
+        ..mixpanel_client::BatchLimits::default()
+    };
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append(
+        &spool,
+        &[
+            event("two-1", Some("cust-1"), "ag"),
+            event("two-2", Some("cust-2"), "ag"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    let status = delivery.status();
+    assert_eq!(
+        status.delivered.load(Ordering::Relaxed),
+        1,
+        "the answered one"
+    );
+    assert_eq!(
+        status.dead_lettered.load(Ordering::Relaxed),
+        1,
+        "the failed one"
+    );
+}

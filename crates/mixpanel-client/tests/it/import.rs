@@ -184,6 +184,21 @@ async fn a_400_without_failed_records_is_split_until_the_refused_record_stands_a
 }
 
 #[tokio::test]
+async fn a_400_for_every_part_of_the_batch_is_the_requests_fault() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("<html>proxy error</html>"))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let error = client(&server).import(&batch(8)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Rejected { status: 400, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_record_listed_twice_fails_once_and_an_index_outside_the_batch_splits() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

@@ -546,13 +546,14 @@ fn answer(request: Request, outcome: Outcome) {
     }
 }
 
-/// Leases up to `max_batches` due batches until `leased_until_ms`, in id
-/// order, counting the delivery in `attempts`; damaged rows go to quarantine
-/// instead. A batch is due when its retry delay is over and it is not
-/// leased, or its lease has run out.
 /// The most body bytes one lease hands out (at least one batch).
 pub(crate) const MAX_LEASE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Leases up to `max_batches` due batches (and at most [`MAX_LEASE_BYTES`]
+/// of bodies) until `leased_until_ms`, in id order, counting the delivery
+/// in `attempts`; damaged rows go to quarantine instead. A batch is due
+/// when its retry delay is over and it is not leased, or its lease has run
+/// out.
 fn lease(
     conn: &Connection,
     max_batches: usize,
