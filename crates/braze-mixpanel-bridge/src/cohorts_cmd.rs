@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bridge_server::cohorts::{destination, status_json, store_path};
+use bridge_server::cohorts::{destination, query_client, status_json, store_path};
 use bridge_server::config::{self, CohortWriter, Config, Env, Flags};
 use cohort_import::pull::pull_cohorts;
 use cohort_import::stats::CohortStats;
@@ -115,22 +115,11 @@ fn load(flags: &Flags, dry_run: bool) -> anyhow::Result<Config> {
 
 /// The default project's Mixpanel client, for the Query API.
 fn mixpanel_client(config: &Config) -> anyhow::Result<Client> {
-    let project = &config.default_project;
-    let credentials = project
-        .credentials
-        .clone()
-        .filter(|credentials| credentials.project_id().is_some())
+    query_client(config)
+        .context("cannot set up the Mixpanel client")?
         .context(
             "the cohort commands read Mixpanel's Query API: set MIXPANEL_SERVICE_ACCOUNT_USERNAME, MIXPANEL_SERVICE_ACCOUNT_SECRET and MIXPANEL_PROJECT_ID",
-        )?;
-    let mut builder = Client::builder(credentials).region(project.region);
-    if let Some(url) = &project.api_url {
-        builder = builder.base_url(url.as_str());
-    }
-    if let Some(extra_ca) = &config.extra_ca {
-        builder = builder.extra_root_certificates(&extra_ca.pem);
-    }
-    builder.build().context("cannot set up the Mixpanel client")
+        )
 }
 
 async fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {

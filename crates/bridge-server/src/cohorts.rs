@@ -71,6 +71,31 @@ pub fn dry_run_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dry-run").join("braze-cohorts.ndjson")
 }
 
+/// The Mixpanel client the cohort pull reads the Query API with: the
+/// default project's, when it has credentials with a project id (the
+/// Query API needs one); `None` otherwise.
+pub fn query_client(config: &Config) -> Result<Option<Client>, CohortSetupError> {
+    let project = &config.default_project;
+    let Some(credentials) = project
+        .credentials
+        .clone()
+        .filter(|credentials| credentials.project_id().is_some())
+    else {
+        return Ok(None);
+    };
+    let mut builder = Client::builder(credentials).region(project.region);
+    if let Some(url) = &project.api_url {
+        builder = builder.base_url(url.as_str());
+    }
+    if let Some(extra_ca) = &config.extra_ca {
+        builder = builder.extra_root_certificates(&extra_ca.pem);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|error| CohortSetupError::Pull(error.to_string()))
+}
+
 /// A Braze client for `braze`, keeping to its rate limit.
 pub fn braze_client(
     braze: &BrazeConfig,

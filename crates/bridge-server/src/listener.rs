@@ -27,13 +27,15 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::log_limit::{Episode, SUMMARY_INTERVAL};
 
 /// The listener's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,15 +143,17 @@ pub async fn serve(
         };
         let stream = match accepted {
             Ok((stream, _peer)) => {
-                accept_errors.end("Accepting connections again.");
+                if let Some(line) = accept_errors.ended(Instant::now(), SUMMARY_INTERVAL) {
+                    tracing::info!(n_failures = line.n_events(), "Accepting connections again.");
+                }
                 stream
             }
             Err(error) => {
                 // Out of file descriptors, most often: wait instead of
-                // spinning, and say so once per episode.
-                accept_errors.start(|| {
-                    tracing::error!(error = %error, "Cannot accept connections (the open-files limit?); retrying.");
-                });
+                // spinning, and say so per episode.
+                if let Some(line) = accept_errors.occurred(Instant::now(), SUMMARY_INTERVAL) {
+                    tracing::error!(error = %error, n_failures = line.n_events(), "Cannot accept connections (the open-files limit?); retrying.");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -170,16 +174,22 @@ pub async fn serve(
         };
         let Some(slot) = slot else {
             stats.refused_over_cap.fetch_add(1, Ordering::Relaxed);
-            refusals.start(|| {
+            if let Some(line) = refusals.occurred(Instant::now(), SUMMARY_INTERVAL) {
                 tracing::warn!(
                     max_connections = limits.max_connections,
+                    n_refused = line.n_events(),
                     "Refusing connections: the connection cap is reached and every connection is in use."
                 );
-            });
+            }
             drop(stream);
             continue;
         };
-        refusals.end("Connections are accepted again: below the connection cap.");
+        if let Some(line) = refusals.ended(Instant::now(), SUMMARY_INTERVAL) {
+            tracing::info!(
+                n_refused = line.n_events(),
+                "Connections are accepted again: below the connection cap."
+            );
+        }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (entry, evicted) = tracked.add();
@@ -278,7 +288,7 @@ struct Tracked {
 /// One open connection.
 struct Connection {
     id: u64,
-    opened: std::time::Instant,
+    opened: Instant,
     /// Requests being handled now; 0 between requests and before the first.
     in_flight: Arc<AtomicU64>,
     evict: Arc<tokio::sync::Notify>,
@@ -291,7 +301,7 @@ impl Tracked {
         let evict = Arc::new(tokio::sync::Notify::new());
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            opened: std::time::Instant::now(),
+            opened: Instant::now(),
             in_flight: Arc::new(AtomicU64::new(0)),
             evict: Arc::clone(&evict),
         });
@@ -331,28 +341,5 @@ impl Tracked {
             connection.evict.notify_one();
         }
         true
-    }
-}
-
-/// A repeated condition logged when it starts and when it ends, not each
-/// time.
-#[derive(Default)]
-struct Episode {
-    is_on: bool,
-}
-
-impl Episode {
-    fn start(&mut self, log: impl FnOnce()) {
-        if !self.is_on {
-            self.is_on = true;
-            log();
-        }
-    }
-
-    fn end(&mut self, message: &'static str) {
-        if self.is_on {
-            self.is_on = false;
-            tracing::info!("{message}");
-        }
     }
 }

@@ -186,7 +186,8 @@ pub async fn serve(
         },
         Arc::clone(&metrics),
     ));
-    let cohorts = CohortImport::open(&config, pull_client(&config))?.map(Arc::new);
+    let cohorts =
+        CohortImport::open(&config, crate::cohorts::query_client(&config)?)?.map(Arc::new);
     let listener_stats = Arc::new(crate::listener::ListenerStats::default());
     let ops = Arc::new(OpsState {
         spool: Arc::clone(&spool),
@@ -368,22 +369,6 @@ fn prepare_private_files(config: &Config) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The Mixpanel client the cohort pull uses: the default project's, when
-/// it has credentials with a project id (the Query API needs one).
-fn pull_client(config: &Config) -> Option<Client> {
-    let project = &config.default_project;
-    let credentials = project.credentials.clone()?;
-    credentials.project_id()?;
-    let mut builder = Client::builder(credentials).region(project.region);
-    if let Some(url) = &project.api_url {
-        builder = builder.base_url(url.as_str());
-    }
-    if let Some(extra_ca) = &config.extra_ca {
-        builder = builder.extra_root_certificates(&extra_ca.pem);
-    }
-    builder.build().ok()
 }
 
 fn project_target(
