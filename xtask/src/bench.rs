@@ -3,8 +3,10 @@
 //! Extra arguments go to criterion, e.g. `cargo xtask bench -- --quick`.
 //! `cargo xtask bench import [...]` runs the end-to-end `/import` benchmark
 //! instead (see [`crate::bench_import`]), `cargo xtask bench ingest [...]`
-//! the `serve` load test (see [`ingest`]), and `cargo xtask bench cohorts
-//! [...]` the cohort import from webhook to Braze (see [`cohorts`]).
+//! the `serve` load test (see [`ingest`]), `cargo xtask bench cohorts
+//! [...]` the cohort import from webhook to Braze (see [`cohorts`]), and
+//! `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
+//! load its default limits let through (see [`memory`]).
 
 use crate::{cargo, run_command};
 
@@ -12,6 +14,8 @@ use crate::{cargo, run_command};
 mod cohorts;
 #[path = "bench_ingest.rs"]
 mod ingest;
+#[path = "bench_memory.rs"]
+mod memory;
 
 pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     if let ["import", import_args @ ..] = extra_args {
@@ -22,6 +26,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["cohorts", cohorts_args @ ..] = extra_args {
         return cohorts::run(cohorts_args);
+    }
+    if let ["memory", memory_args @ ..] = extra_args {
+        return memory::run(memory_args);
     }
     let mut command = cargo();
     command.args(["bench", "-p", "bridge-server", "--bench", "mapping"]);

@@ -420,59 +420,27 @@ impl Figures {
 /// Starts `serve` with the cohort webhook on, writing to the sink.
 fn start_serve(bridge: &Path, data_dir: &Path, sink: &Sink) -> anyhow::Result<(Server, String)> {
     let address = format!("127.0.0.1:{}", free_port()?);
-    let mut command = Command::new(bridge);
-    command
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // Only these settings: never the caller's bridge, Mixpanel or Braze ones.
-    for (name, _) in std::env::vars_os() {
-        let name_text = name.to_string_lossy();
-        if ["MIXPANEL_", "BRIDGE_", "BRAZE_"]
-            .iter()
-            .any(|prefix| name_text.starts_with(prefix))
-        {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("BRIDGE_LISTEN", &address)
-        // The bench reads /status and /readyz on the same address.
-        .env("BRIDGE_OPS_ON_INGEST_LISTENER", "true")
-        .env("BRIDGE_DATA_DIR", data_dir)
-        .env("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN)
-        // A Mixpanel that is never called: the cohort import needs none.
-        .env("MIXPANEL_API_URL", "http://127.0.0.1:9")
-        .env("MIXPANEL_PROJECT_TOKEN", "bench-token")
-        .env(
-            "BRIDGE_COHORT_WEBHOOK_CREDENTIALS",
-            format!("{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"),
-        )
-        .env("BRAZE_REST_API_KEY", BRAZE_KEY)
-        .env("BRAZE_API_URL", format!("http://{}", sink.address))
-        .env("RUST_LOG", "warn");
-    let mut server = Server {
-        child: command
-            .spawn()
-            .with_context(|| format!("cannot start {}", bridge.display()))?,
-    };
-    let stderr = collect(server.child.stderr.take());
-    let ready_deadline = Instant::now() + Duration::from_secs(30);
-    while http(&address, "GET", "/readyz").is_err() {
-        if let Some(status) = server.child.try_wait()? {
-            let text = stderr
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_default();
-            bail!("serve exited with {status} before it was ready:\n{text}");
-        }
-        ensure!(
-            Instant::now() < ready_deadline,
-            "serve was not ready within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let credentials = format!("{WEBHOOK_USER}:{WEBHOOK_PASSWORD}");
+    let braze_url = format!("http://{}", sink.address);
+    let mut server = Server::start(
+        bridge,
+        &[
+            ("BRIDGE_LISTEN", &address),
+            // The bench reads /status and /readyz on the same address.
+            ("BRIDGE_OPS_ON_INGEST_LISTENER", "true"),
+            ("BRIDGE_DATA_DIR", &data_dir.to_string_lossy()),
+            ("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN),
+            // A Mixpanel that is never called: the cohort import needs none.
+            ("MIXPANEL_API_URL", "http://127.0.0.1:9"),
+            ("MIXPANEL_PROJECT_TOKEN", "bench-token"),
+            ("BRIDGE_COHORT_WEBHOOK_CREDENTIALS", &credentials),
+            ("BRAZE_REST_API_KEY", BRAZE_KEY),
+            ("BRAZE_API_URL", &braze_url),
+        ],
+        &address,
+    )?;
     // Whatever serve says goes to the terminal once it exits.
+    let stderr = std::mem::replace(&mut server.stderr, std::sync::mpsc::channel().1);
     std::thread::spawn(move || {
         if let Ok(text) = stderr.recv() {
             for line in text.lines().take(40) {

@@ -114,9 +114,58 @@ pub(super) fn free_port() -> anyhow::Result<u16> {
 /// The running `serve`, killed when dropped unless it was stopped.
 pub(super) struct Server {
     pub(super) child: Child,
+    /// All `serve` wrote to stderr, once it has exited.
+    pub(super) stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
+    /// Starts `serve` with these settings only (never the caller's
+    /// `BRIDGE_*`, `MIXPANEL_*` or `BRAZE_*` ones) and waits up to 30 s until
+    /// `/readyz` answers on `ops_address`.
+    pub(super) fn start(
+        bridge: &Path,
+        env: &[(&str, &str)],
+        ops_address: &str,
+    ) -> anyhow::Result<Server> {
+        let mut command = Command::new(bridge);
+        command
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if ["MIXPANEL_", "BRIDGE_", "BRAZE_"]
+                .iter()
+                .any(|prefix| name_text.starts_with(prefix))
+            {
+                command.env_remove(name);
+            }
+        }
+        command.env("RUST_LOG", "warn").envs(env.iter().copied());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", bridge.display()))?;
+        let stderr = collect(child.stderr.take());
+        let mut server = Server { child, stderr };
+        let ready_deadline = Instant::now() + Duration::from_secs(30);
+        while http(ops_address, "GET", "/readyz").is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                let text = server
+                    .stderr
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_default();
+                bail!("serve exited with {status} before it was ready:\n{text}");
+            }
+            ensure!(
+                Instant::now() < ready_deadline,
+                "serve was not ready within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
     pub(super) fn cpu_ticks(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .ok()
@@ -202,49 +251,20 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
     }
     std::fs::create_dir_all(&data_dir)?;
     let address = format!("127.0.0.1:{}", free_port()?);
-    let mut command = Command::new(bridge);
-    command
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // Only these settings: never the caller's bridge or Mixpanel ones.
-    for (name, _) in std::env::vars_os() {
-        let name_text = name.to_string_lossy();
-        if name_text.starts_with("MIXPANEL_") || name_text.starts_with("BRIDGE_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("BRIDGE_LISTEN", &address)
-        // The bench reads /status and /readyz on the same address.
-        .env("BRIDGE_OPS_ON_INGEST_LISTENER", "true")
-        .env("BRIDGE_DATA_DIR", &data_dir)
-        .env("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN)
-        .env("MIXPANEL_API_URL", format!("http://{}", sink.address))
-        .env("MIXPANEL_PROJECT_TOKEN", "bench-token")
-        .env("RUST_LOG", "warn");
-    let mut server = Server {
-        child: command
-            .spawn()
-            .with_context(|| format!("cannot start {}", bridge.display()))?,
-    };
-    let stderr = collect(server.child.stderr.take());
+    let mut server = Server::start(
+        bridge,
+        &[
+            ("BRIDGE_LISTEN", &address),
+            // The bench reads /status and /readyz on the same address.
+            ("BRIDGE_OPS_ON_INGEST_LISTENER", "true"),
+            ("BRIDGE_DATA_DIR", &data_dir.to_string_lossy()),
+            ("BRIDGE_CURRENTS_TOKENS", CURRENTS_TOKEN),
+            ("MIXPANEL_API_URL", &format!("http://{}", sink.address)),
+            ("MIXPANEL_PROJECT_TOKEN", "bench-token"),
+        ],
+        &address,
+    )?;
     let pid = server.child.id();
-    let ready_deadline = Instant::now() + Duration::from_secs(30);
-    while http(&address, "GET", "/readyz").is_err() {
-        if let Some(status) = server.child.try_wait()? {
-            let text = stderr
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_default();
-            bail!("serve exited with {status} before it was ready:\n{text}");
-        }
-        ensure!(
-            Instant::now() < ready_deadline,
-            "serve was not ready within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     say(&format!(
         "serve ready on {address} (pid {pid}), sink on {}, data in {}",
         sink.address,
@@ -337,7 +357,8 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
     let _ = poller.join();
     let status = http(&address, "GET", "/status")?;
     let stop = server.stop();
-    let text = stderr
+    let text = server
+        .stderr
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_default();
     for line in text.lines().take(20) {

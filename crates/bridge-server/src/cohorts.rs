@@ -29,6 +29,7 @@ use mixpanel_client::Client;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::body_budget::{BodyBudget, RouteBudget};
 use crate::config::{BrazeConfig, CohortWebhookConfig, CohortWriter, Config};
 
 /// The import's parts, shared by the route, the tasks and `/status`.
@@ -237,7 +238,8 @@ impl CohortImport {
     }
 
     /// The webhook route (none when only the pull is on).
-    pub fn routes(&self, request_timeout: Duration) -> Router {
+    /// Bodies take their share of `body_budget` once the credentials pass.
+    pub fn routes(&self, request_timeout: Duration, body_budget: &BodyBudget) -> Router {
         let Some(webhook) = &self.webhook else {
             return Router::new();
         };
@@ -264,6 +266,13 @@ impl CohortImport {
         });
         Router::new()
             .route(&webhook.path, post(receive_page))
+            .route_layer(axum::middleware::from_fn_with_state(
+                RouteBudget {
+                    budget: body_budget.clone(),
+                    max_body_bytes: webhook.max_body_bytes,
+                },
+                crate::body_budget::hold_while_answering,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 require_credentials,

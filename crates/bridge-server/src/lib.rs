@@ -4,6 +4,7 @@
 //! ([`mapping`]) and the batch transformation behind the
 //! `braze-mixpanel-bridge transform` command ([`transform`]).
 
+pub mod body_budget;
 pub mod cohorts;
 pub mod config;
 pub mod delivery;

@@ -13,6 +13,8 @@
 //!   clients cannot keep a sender out; only when every connection is busy
 //!   (or new) is the new one closed. Evictions and refusals are counted,
 //!   refusals logged once per episode.
+//! - **Read buffer** of 16 KiB per connection (`MAX_READ_BUFFER_BYTES`):
+//!   a longer request head gets 431, and memory per connection stays small.
 //! - **Bounded graceful shutdown** (`shutdown_grace`): on shutdown the
 //!   listener stops accepting, connections finish their request in flight
 //!   and are closed; any still open after the grace period are cut, so that
@@ -73,6 +75,12 @@ impl Default for ListenerLimits {
     }
 }
 
+/// The most a connection buffers while it reads (hyper's default is about
+/// 400 KiB): a request head must fit in it (431 beyond), and it bounds what
+/// each of `max_connections` clients can make the process hold before its
+/// request is authenticated.
+const MAX_READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// File descriptors kept free for everything but client connections: the
 /// spool and the cohort store, the connections to Mixpanel and Braze, logs.
 const RESERVED_FILES: u64 = 256;
@@ -128,6 +136,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_READ_BUFFER_BYTES)
         .keep_alive(true);
     let tracked = Arc::new(Tracked::default());
     // Told when the shutdown grace ends: connections still open close.

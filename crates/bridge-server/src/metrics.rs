@@ -30,6 +30,9 @@ pub struct Metrics {
     pub ingest_received_events: Counter,
     /// `bridge_ingest_ack_duration_seconds`: request to 2xx, spooling included.
     pub ingest_ack_duration: Histogram,
+    /// `bridge_ingest_body_bytes_reserved`: bytes of the body memory budget
+    /// (`ingest.max_inflight_body_bytes`) held by requests in flight.
+    pub ingest_body_bytes_reserved: Gauge,
     /// `bridge_delivery_delivered_events_total{project}`.
     pub delivered_events: Family<Labels, Counter>,
     /// `bridge_delivery_dead_lettered_events_total{reason}`.
@@ -99,6 +102,7 @@ impl Metrics {
             ingest_unavailable_requests: Family::default(),
             ingest_received_events: Counter::default(),
             ingest_ack_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ingest_body_bytes_reserved: Gauge::default(),
             delivered_events: Family::default(),
             dead_lettered_events: Family::default(),
             discarded_events: Family::default(),
@@ -141,6 +145,11 @@ impl Metrics {
             "ingest_ack_duration_seconds",
             "Time from request to acknowledgement, spooling included",
             metrics.ingest_ack_duration.clone(),
+        );
+        registry.register(
+            "ingest_body_bytes_reserved",
+            "Bytes of the body memory budget held by requests in flight",
+            metrics.ingest_body_bytes_reserved.clone(),
         );
         registry.register(
             "delivery_delivered_events",

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use mixpanel_client::Client;
 
+use crate::body_budget::BodyBudget;
 use crate::cohorts::CohortImport;
 use crate::config::{Config, IngestAuth, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
@@ -176,6 +177,10 @@ pub async fn serve(
         IngestAuth::Tokens(tokens) => BearerTokens::new(tokens.iter().map(|token| token.expose())),
         IngestAuth::Unauthenticated => BearerTokens::new([]),
     };
+    let body_budget = BodyBudget::new(
+        config.ingest.max_inflight_body_bytes,
+        metrics.ingest_body_bytes_reserved.clone(),
+    );
     let ingest = Arc::new(IngestState::new(
         Arc::clone(&spool),
         IngestConfig {
@@ -183,6 +188,7 @@ pub async fn serve(
             max_body_bytes: config.ingest.max_body_bytes,
             request_timeout: config.ingest.request_timeout,
             max_events_per_batch: config.ingest.max_events_per_batch,
+            body_budget: body_budget.clone(),
         },
         Arc::clone(&metrics),
     ));
@@ -206,7 +212,7 @@ pub async fn serve(
         ),
     };
     if let Some(cohorts) = &cohorts {
-        app = app.merge(cohorts.routes(config.ingest.request_timeout));
+        app = app.merge(cohorts.routes(config.ingest.request_timeout, &body_budget));
     }
 
     tracing::info!(

@@ -29,26 +29,18 @@ impl<'a> Batch<'a> {
     /// are ignored, except `event_type`: an object that has one is a single
     /// event, not an envelope, and is refused as [`BatchError::NotAnEnvelope`].
     pub fn parse(body: &'a str) -> Result<Batch<'a>, BatchError> {
-        let body_start = body.trim_start_matches([' ', '\t', '\n', '\r']);
-        if body_start.is_empty() {
-            return Ok(Batch::default());
-        }
-        if body_start.as_bytes().first() != Some(&b'{') {
-            return Err(match serde_json::from_str::<IgnoredAny>(body) {
-                Ok(_) => BatchError::NotAnEnvelope,
-                Err(error) => BatchError::InvalidJson {
-                    message: error.to_string(),
-                },
-            });
-        }
-        let envelope: Envelope<'a> =
-            serde_json::from_str(body).map_err(|error| BatchError::InvalidJson {
-                message: error.to_string(),
-            })?;
-        match envelope.events {
-            Some(events) if !envelope.has_event_type => Ok(Batch { events }),
-            _ => Err(BatchError::NotAnEnvelope),
-        }
+        read_envelope::<Vec<&'a RawValue>>(body).map(|events| Batch { events })
+    }
+
+    /// The number of events in a request body, with the same answers as
+    /// [`Batch::parse_bytes`] but nothing kept per event: a service checks a
+    /// batch's size against its cap before it spends memory on the events
+    /// (a 16 MiB body of `1,1,1,…` holds 8 million of them).
+    pub fn count_events(body: &[u8]) -> Result<usize, BatchError> {
+        let text = std::str::from_utf8(body).map_err(|error| BatchError::InvalidUtf8 {
+            valid_up_to: error.valid_up_to(),
+        })?;
+        read_envelope::<EventCount>(text).map(|EventCount(n)| n)
     }
 
     /// Like [`Batch::parse`] for bytes, checking UTF-8 once up front.
@@ -131,17 +123,64 @@ pub(crate) fn parse_events_in_one_pass(body: &str) -> Option<Vec<ParsedEvent<'_>
     scanner.peek().is_none().then_some(events)
 }
 
+/// Where the elements of `events` go: kept ([`Batch::parse`]) or only
+/// counted ([`Batch::count_events`]).
+trait Events<'de>: Default {
+    fn push(&mut self, event: &'de RawValue);
+}
+
+impl<'de> Events<'de> for Vec<&'de RawValue> {
+    fn push(&mut self, event: &'de RawValue) {
+        Vec::push(self, event);
+    }
+}
+
+/// The events of a batch, counted and dropped.
+#[derive(Default)]
+struct EventCount(usize);
+
+impl<'de> Events<'de> for EventCount {
+    fn push(&mut self, _: &'de RawValue) {
+        self.0 += 1;
+    }
+}
+
+/// The body's `events`, or why it is not a batch; an empty body is an empty
+/// batch.
+fn read_envelope<'de, E: Events<'de>>(body: &'de str) -> Result<E, BatchError> {
+    let body_start = body.trim_start_matches([' ', '\t', '\n', '\r']);
+    if body_start.is_empty() {
+        return Ok(E::default());
+    }
+    if body_start.as_bytes().first() != Some(&b'{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(body) {
+            Ok(_) => BatchError::NotAnEnvelope,
+            Err(error) => BatchError::InvalidJson {
+                message: error.to_string(),
+            },
+        });
+    }
+    let envelope: Envelope<E> =
+        serde_json::from_str(body).map_err(|error| BatchError::InvalidJson {
+            message: error.to_string(),
+        })?;
+    match envelope.events {
+        Some(events) if !envelope.has_event_type => Ok(events),
+        _ => Err(BatchError::NotAnEnvelope),
+    }
+}
+
 /// `events` is `None` when absent or not an array.
-struct Envelope<'a> {
-    events: Option<Vec<&'a RawValue>>,
+struct Envelope<E> {
+    events: Option<E>,
     has_event_type: bool,
 }
 
-impl<'de> Deserialize<'de> for Envelope<'de> {
+impl<'de, E: Events<'de>> Deserialize<'de> for Envelope<E> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor;
-        impl<'de> Visitor<'de> for EnvelopeVisitor {
-            type Value = Envelope<'de>;
+        struct EnvelopeVisitor<E>(std::marker::PhantomData<E>);
+        impl<'de, E: Events<'de>> Visitor<'de> for EnvelopeVisitor<E> {
+            type Value = Envelope<E>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object with an `events` array")
             }
@@ -150,7 +189,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                 let mut has_event_type = false;
                 while let Some(CowStr(key)) = map.next_key()? {
                     if key == "events" {
-                        events = map.next_value::<EventsField<'de>>()?.0;
+                        events = map.next_value::<EventsField<E>>()?.0;
                     } else {
                         has_event_type |= key == "event_type";
                         map.next_value::<IgnoredAny>()?;
@@ -162,23 +201,23 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                 })
             }
         }
-        deserializer.deserialize_map(EnvelopeVisitor)
+        deserializer.deserialize_map(EnvelopeVisitor(std::marker::PhantomData))
     }
 }
 
 /// The `events` value: the array's elements, or `None` for any other value.
-struct EventsField<'a>(Option<Vec<&'a RawValue>>);
+struct EventsField<E>(Option<E>);
 
-impl<'de> Deserialize<'de> for EventsField<'de> {
+impl<'de, E: Events<'de>> Deserialize<'de> for EventsField<E> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EventsVisitor;
-        impl<'de> Visitor<'de> for EventsVisitor {
-            type Value = EventsField<'de>;
+        struct EventsVisitor<E>(std::marker::PhantomData<E>);
+        impl<'de, E: Events<'de>> Visitor<'de> for EventsVisitor<E> {
+            type Value = EventsField<E>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of events")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(100));
+                let mut events = E::default();
                 while let Some(event) = seq.next_element::<&'de RawValue>()? {
                     events.push(event);
                 }
@@ -188,25 +227,25 @@ impl<'de> Deserialize<'de> for EventsField<'de> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(EventsField(None))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            fn visit_bool<Er: de::Error>(self, _: bool) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            fn visit_i64<Er: de::Error>(self, _: i64) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            fn visit_u64<Er: de::Error>(self, _: u64) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            fn visit_f64<Er: de::Error>(self, _: f64) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            fn visit_str<Er: de::Error>(self, _: &str) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            fn visit_unit<Er: de::Error>(self) -> Result<Self::Value, Er> {
                 Ok(EventsField(None))
             }
         }
-        deserializer.deserialize_any(EventsVisitor)
+        deserializer.deserialize_any(EventsVisitor(std::marker::PhantomData))
     }
 }

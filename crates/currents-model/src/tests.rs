@@ -937,6 +937,40 @@ fn batch_bytes_must_be_utf8() {
     assert!(Batch::parse_bytes(b"").unwrap().is_empty());
 }
 
+#[test]
+fn count_events_counts_what_parse_splits() {
+    let cases: [(&[u8], Result<usize, BatchError>); 7] = [
+        (b"", Ok(0)),
+        (b" {\"events\":[]} ", Ok(0)),
+        (b"{\"events\":[1,{\"a\":[2,3]},\"x\",null]}", Ok(4)),
+        (b"{\"other\":[1,2],\"events\":[{}]}", Ok(1)),
+        (b"{\"events\":{\"a\":1}}", Err(BatchError::NotAnEnvelope)),
+        (
+            b"{\"event_type\":\"x\",\"events\":[1]}",
+            Err(BatchError::NotAnEnvelope),
+        ),
+        (b"[1,2]", Err(BatchError::NotAnEnvelope)),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            Batch::count_events(body),
+            expected,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(matches!(
+        Batch::count_events(b"{\"events\":[1,"),
+        Err(BatchError::InvalidJson { .. })
+    ));
+    assert_eq!(
+        Batch::count_events(b"\xff"),
+        Err(BatchError::InvalidUtf8 { valid_up_to: 0 })
+    );
+    let million: Vec<u8> = [&b"{\"events\":["[..], &b"1,".repeat(999_999), b"1]}"].concat();
+    assert_eq!(Batch::count_events(&million), Ok(1_000_000));
+}
+
 // The event type table.
 
 #[test]
@@ -1571,6 +1605,11 @@ proptest! {
             body.truncate(cut);
         }
         prop_assert_eq!(events_in_one_pass(&body), events_in_two_steps(&body), "{}", body);
+        prop_assert_eq!(
+            Batch::count_events(body.as_bytes()),
+            Batch::parse(&body).map(|batch| batch.events.len()),
+            "{}", body
+        );
     }
 
     #[test]
@@ -1591,6 +1630,10 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+        prop_assert_eq!(
+            Batch::count_events(&bytes),
+            Batch::parse_bytes(&bytes).map(|batch| batch.events.len())
+        );
         match Batch::parse_bytes(&bytes) {
             Err(BatchError::InvalidUtf8 { valid_up_to }) => {
                 prop_assert!(std::str::from_utf8(&bytes).is_err());
@@ -1631,5 +1674,10 @@ proptest! {
         );
         let body = format!("{{\"events\":[{text},{text}]}}");
         prop_assert_eq!(events_in_one_pass(&body), events_in_two_steps(&body), "{}", body);
+        prop_assert_eq!(
+            Batch::count_events(body.as_bytes()),
+            Batch::parse(&body).map(|batch| batch.events.len()),
+            "{}", body
+        );
     }
 }

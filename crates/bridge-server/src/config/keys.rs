@@ -111,6 +111,13 @@ pub(crate) const MAX_EVENTS_PER_BATCH: IntKey = IntKey {
     max: 1_000_000,
     default: 1000,
 };
+pub(crate) const MAX_INFLIGHT_BODY_BYTES: IntKey = IntKey {
+    key: "ingest.max_inflight_body_bytes",
+    env: "BRIDGE_MAX_INFLIGHT_BODY_BYTES",
+    min: 1,
+    max: u64::MAX,
+    default: 64 * 1024 * 1024,
+};
 pub(crate) const HEADER_READ_TIMEOUT_SECS: IntKey = IntKey {
     key: "ingest.header_read_timeout_secs",
     env: "BRIDGE_HEADER_READ_TIMEOUT_SECS",

@@ -145,6 +145,9 @@ pub struct IngestConfig {
     /// The most events one batch may hold; more get 413 so that Braze
     /// splits the batch (Braze sends up to 100).
     pub max_events_per_batch: usize,
+    /// The bodies all requests in flight may hold at once (Currents
+    /// batches and cohort pages); a request that does not fit waits.
+    pub max_inflight_body_bytes: usize,
     /// Time allowed for a request head, and for an idle keep-alive
     /// connection to send its next request.
     pub header_read_timeout: Duration,

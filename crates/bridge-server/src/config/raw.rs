@@ -87,6 +87,7 @@ pub(crate) struct RawIngest {
     pub(crate) max_body_bytes: Option<Sourced<u64>>,
     pub(crate) request_timeout_secs: Option<Sourced<u64>>,
     pub(crate) max_events_per_batch: Option<Sourced<u64>>,
+    pub(crate) max_inflight_body_bytes: Option<Sourced<u64>>,
     pub(crate) header_read_timeout_secs: Option<Sourced<u64>>,
     pub(crate) max_connections: Option<Sourced<u64>>,
     pub(crate) shutdown_grace_secs: Option<Sourced<u64>>,
@@ -238,6 +239,11 @@ impl RawConfig {
             &mut ingest.max_events_per_batch,
             env,
             &keys::MAX_EVENTS_PER_BATCH,
+        )?;
+        set_int(
+            &mut ingest.max_inflight_body_bytes,
+            env,
+            &keys::MAX_INFLIGHT_BODY_BYTES,
         )?;
         set_int(
             &mut ingest.header_read_timeout_secs,

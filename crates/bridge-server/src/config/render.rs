@@ -111,6 +111,11 @@ pub(super) fn render(config: &Config) -> String {
         &config.ingest.max_events_per_batch.to_string(),
     );
     out.value(
+        keys::MAX_INFLIGHT_BODY_BYTES.key,
+        "max_inflight_body_bytes",
+        &config.ingest.max_inflight_body_bytes.to_string(),
+    );
+    out.value(
         keys::HEADER_READ_TIMEOUT_SECS.key,
         "header_read_timeout_secs",
         &config.ingest.header_read_timeout.as_secs().to_string(),

@@ -584,6 +584,8 @@ fn validate_ingest(
     let request_timeout_secs =
         cx.int(&keys::INGEST_REQUEST_TIMEOUT_SECS, raw.request_timeout_secs)?;
     let max_events_per_batch = cx.int(&keys::MAX_EVENTS_PER_BATCH, raw.max_events_per_batch)?;
+    let max_inflight_body_bytes =
+        cx.int(&keys::MAX_INFLIGHT_BODY_BYTES, raw.max_inflight_body_bytes)?;
     let header_read_timeout_secs = cx.int(
         &keys::HEADER_READ_TIMEOUT_SECS,
         raw.header_read_timeout_secs,
@@ -595,6 +597,8 @@ fn validate_ingest(
         max_body_bytes: usize::try_from(max_body_bytes.value).unwrap_or(usize::MAX),
         request_timeout: Duration::from_secs(request_timeout_secs.value),
         max_events_per_batch: usize::try_from(max_events_per_batch.value).unwrap_or(usize::MAX),
+        max_inflight_body_bytes: usize::try_from(max_inflight_body_bytes.value)
+            .unwrap_or(usize::MAX),
         header_read_timeout: Duration::from_secs(header_read_timeout_secs.value),
         max_connections: usize::try_from(max_connections.value).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(shutdown_grace_secs.value),

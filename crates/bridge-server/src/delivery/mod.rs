@@ -50,6 +50,29 @@ use failure_log::FailureLog;
 pub use project::{DryRunFile, ProjectTarget, Sink};
 pub use status::{DeliveryStatus, ProjectStatus};
 
+/// Bodies up to this size are parsed whole in one pass (the fast path);
+/// larger ones event by event, so that a worker never holds the parsed
+/// form of a large batch (several times its size for an event full of
+/// small properties) all at once.
+const PARSE_WHOLE_MAX_BYTES: usize = 1024 * 1024;
+
+/// Events mapped between two yields to the runtime (a few milliseconds of
+/// work even for events full of properties).
+const EVENTS_PER_YIELD: usize = 64;
+
+/// A stored body's events, parsed as they are taken; `None` when it is not
+/// a readable batch.
+fn parse_events(text: &str) -> Option<Box<dyn Iterator<Item = ParsedEvent<'_>> + Send + '_>> {
+    if text.len() <= PARSE_WHOLE_MAX_BYTES {
+        return Some(Box::new(Batch::parse_events(text).ok()?.into_iter()));
+    }
+    let batch = Batch::parse(text).ok()?;
+    Some(Box::new(batch.events.into_iter().map(|raw| ParsedEvent {
+        raw: raw.get(),
+        event: Event::from_raw(raw),
+    })))
+}
+
 /// Dead-letter reason for a record Mixpanel refused.
 pub const REFUSED_BY_MIXPANEL: &str = "refused_by_mixpanel";
 /// Dead-letter reason for a mapped event over Mixpanel's size limit.
@@ -210,11 +233,12 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             .collect();
 
         // Map every event of every batch into its project's requests.
+        let mut events_since_yield = 0;
         for (batch_idx, leased) in group.iter().enumerate() {
             let fate = &mut fates[batch_idx];
             let workspace = leased.batch.workspace.as_deref();
             let text = std::str::from_utf8(&leased.batch.body).ok();
-            let Some(events) = text.and_then(|text| Batch::parse_events(text).ok()) else {
+            let Some(events) = text.and_then(parse_events) else {
                 fate.dead_letters.push(DeadLetter {
                     event: leased.batch.body.clone(),
                     reason: INVALID_BATCH.to_owned(),
@@ -227,6 +251,13 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 continue;
             };
             for ParsedEvent { raw, event } in events {
+                // Mapping is CPU work on the runtime's threads: a large
+                // group must not hold them from ingest and the listener.
+                events_since_yield += 1;
+                if events_since_yield == EVENTS_PER_YIELD {
+                    events_since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
                 let event = match event {
                     Ok(event) => event,
                     Err(invalid) => {

@@ -771,3 +771,48 @@ async fn only_the_requests_that_failed_expire_the_ones_answered_before_are_deliv
         "the failed one"
     );
 }
+
+#[tokio::test]
+async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes() {
+    let dir = TestDir::new();
+    let spool =
+        Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
+    let file_path = dir.0.join("dry-run/default.ndjson");
+    let project = ProjectTarget {
+        name: "default".to_owned(),
+        mapper: mapper("tok"),
+        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
+    };
+    let delivery = delivery_to(&spool, vec![project], options());
+    let padding = "x".repeat(4000);
+    let mut events: Vec<Value> = (0..300)
+        .map(|idx| {
+            let mut event = event(&format!("big-{idx}"), Some("cust-1"), "ag");
+            event["properties"]["url"] = json!(padding);
+            event
+        })
+        .collect();
+    events[7] = json!({"id": "no-type"});
+    events[8] = event("no-user", None, "ag");
+    let body = json!({ "events": events }).to_string();
+    assert!(body.len() > super::PARSE_WHOLE_MAX_BYTES);
+    append(&spool, &events, None).await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+
+    let written = std::fs::read_to_string(&file_path).unwrap();
+    assert_eq!(written.lines().count(), 298);
+    let dead = spool
+        .dead_letter_store()
+        .unwrap()
+        .list(&DeadLetterFilter::default(), 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "missing_event_type");
+    let status = delivery.status();
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 298);
+    assert_eq!(
+        status.skipped[crate::mapping::SkipReason::NoExternalUserId as usize]
+            .load(Ordering::Relaxed),
+        1
+    );
+}

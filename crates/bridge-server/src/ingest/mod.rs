@@ -20,7 +20,8 @@
 //!
 //! Layers, outermost first: sensitive headers → trace → track (metrics and
 //! the refusal log, over every answer, timeouts included) → timeout → panic
-//! catcher → auth → the compressed-size limit → gzip inflation (an
+//! catcher → auth → a share of the body memory budget (`crate::body_budget`)
+//! → the compressed-size limit → gzip inflation (an
 //! encoding other than gzip: 415 with a JSON error) → the inflated-size limit (`DefaultBodyLimit`, enforced
 //! while the handler reads the body) → handler.
 //!
@@ -49,6 +50,7 @@ use bytes::Bytes;
 use currents_model::{Batch, BatchError};
 use serde::Deserialize;
 
+use crate::body_budget::{BodyBudget, RouteBudget};
 use crate::metrics::Metrics;
 use crate::spool::{NewBatch, Spool, SpoolError};
 use auth::{AuthCheck, BearerTokens};
@@ -65,6 +67,9 @@ pub struct IngestConfig {
     pub request_timeout: Duration,
     /// The most events one batch may hold (413 beyond, so Braze splits).
     pub max_events_per_batch: usize,
+    /// The memory budget for bodies in flight, shared with the other
+    /// routes that read bodies.
+    pub body_budget: BodyBudget,
 }
 
 /// What the handler needs.
@@ -129,6 +134,15 @@ pub fn routes<S: Spool>(state: Arc<IngestState<S>>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token::<S>,
+        ))
+        // Then a share of the memory budget, before the body is read; a
+        // request waits for it under the timeout above.
+        .layer(axum::middleware::from_fn_with_state(
+            RouteBudget {
+                budget: state.config.body_budget.clone(),
+                max_body_bytes: state.config.max_body_bytes,
+            },
+            crate::body_budget::hold_while_answering,
         ))
         // The compressed bytes are capped too: a body of empty gzip members
         // inflates to nothing and would otherwise be read until the timeout.
@@ -415,8 +429,9 @@ async fn receive<S: Spool>(
         .get("braze-currents-version")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-");
-    let n_events = match Batch::parse_bytes(&body) {
-        Ok(batch) => batch.events.len(),
+    // Counted, not split: nothing is kept per event before the cap is checked.
+    let n_events = match Batch::count_events(&body) {
+        Ok(n_events) => n_events,
         Err(
             error @ (BatchError::InvalidJson { .. }
             | BatchError::InvalidUtf8 { .. }

@@ -52,6 +52,16 @@ fn state_with_timeout(
     max_body_bytes: usize,
     request_timeout: Duration,
 ) -> Arc<IngestState<SqliteSpool>> {
+    state_with_budget(spool, max_body_bytes, request_timeout, 64 << 20)
+}
+
+fn state_with_budget(
+    spool: &TestSpool,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    max_inflight_body_bytes: usize,
+) -> Arc<IngestState<SqliteSpool>> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     Arc::new(IngestState::new(
         Arc::clone(&spool.spool),
         IngestConfig {
@@ -59,8 +69,12 @@ fn state_with_timeout(
             max_body_bytes,
             request_timeout,
             max_events_per_batch: 1000,
+            body_budget: crate::body_budget::BodyBudget::new(
+                max_inflight_body_bytes,
+                metrics.ingest_body_bytes_reserved.clone(),
+            ),
         },
-        Arc::new(crate::metrics::Metrics::new()),
+        metrics,
     ))
 }
 
@@ -441,4 +455,88 @@ async fn other_paths_are_not_ingest_requests() {
         "{}",
         state.metrics.render()
     );
+}
+
+/// A body whose chunks arrive when the test sends them; it ends when the
+/// sender is dropped.
+fn trickled_body() -> (tokio::sync::mpsc::Sender<&'static [u8]>, Body) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<&'static [u8]>(4);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let chunk = receiver.recv().await?;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk)),
+            receiver,
+        ))
+    });
+    (sender, Body::from_stream(stream))
+}
+
+#[tokio::test]
+async fn bodies_in_flight_wait_for_the_memory_budget() {
+    let spool = spool(1 << 30);
+    // A budget of one largest body: a gzip request (size unknown until
+    // inflated) reserves all of it while its body is read.
+    let max_body_bytes = 64 * 1024;
+    let state = state_with_budget(
+        &spool,
+        max_body_bytes,
+        Duration::from_secs(30),
+        max_body_bytes,
+    );
+    let app = routes(Arc::clone(&state));
+    let (sender, body) = trickled_body();
+    let holder = tokio::spawn(
+        app.clone().oneshot(
+            post()
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(body)
+                .unwrap(),
+        ),
+    );
+    sender.send(&[0x1f]).await.unwrap();
+    while sample(&state, "bridge_ingest_body_bytes_reserved") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        sample(&state, "bridge_ingest_body_bytes_reserved"),
+        max_body_bytes as u64
+    );
+
+    // A small batch does not fit: it waits (its answer would come at once
+    // otherwise)...
+    let small = batch_body(1);
+    let waiting = tokio::spawn(app.clone().oneshot(authorized(&small)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a request over the budget must wait"
+    );
+
+    // ...until the first request is answered and gives its share back.
+    drop(sender);
+    let first = holder.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(sample(&state, "bridge_ingest_body_bytes_reserved"), 0);
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_take_nothing_from_the_budget() {
+    let spool = spool(1 << 30);
+    let state = state_with_budget(&spool, 1024, Duration::from_secs(5), 1024);
+    let (_sender, body) = trickled_body();
+    let app = routes(Arc::clone(&state));
+    let response = app
+        .oneshot(
+            post()
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sample(&state, "bridge_ingest_body_bytes_reserved"), 0);
 }

@@ -547,7 +547,7 @@ fn answer(request: Request, outcome: Outcome) {
 }
 
 /// The most body bytes one lease hands out (at least one batch).
-pub(crate) const MAX_LEASE_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_LEASE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Leases up to `max_batches` due batches (and at most [`MAX_LEASE_BYTES`]
 /// of bodies) until `leased_until_ms`, in id order, counting the delivery
