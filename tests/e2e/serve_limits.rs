@@ -309,3 +309,65 @@ fn at_the_cap_a_silent_connection_makes_room_for_a_sender() {
     assert!(evicted >= 1, "{metrics}");
     drop(idle);
 }
+
+/// The peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn forty_large_bodies_at_once_are_read_within_the_memory_budget() {
+    let dir = TempDir::new("limits-budget");
+    let server = start_with(
+        &dir.join("data"),
+        free_port(),
+        None,
+        &[
+            ("BRIDGE_MAX_BODY_BYTES", "4194304"),
+            ("BRIDGE_MAX_INFLIGHT_BODY_BYTES", "8388608"),
+            ("BRIDGE_DELIVERY_WORKERS", "1"),
+        ],
+    );
+    // 700 events of about 5.5 KB: a batch of just under 4 MiB.
+    let padding = "p".repeat(5300);
+    let events: Vec<String> = (0..700)
+        .map(|idx| {
+            let mut event = crate::serve::event(&format!("budget-{idx}"));
+            event["properties"]["padding"] = serde_json::json!(padding);
+            event.to_string()
+        })
+        .collect();
+    let body = format!("{{\"events\":[{}]}}", events.join(","));
+    assert!(
+        body.len() > 3 << 20 && body.len() < 4 << 20,
+        "{}",
+        body.len()
+    );
+    let pid = server.child.id();
+    let before_kib = peak_rss_kib(pid);
+    let senders: Vec<_> = (0..40)
+        .map(|_| {
+            let (address, body) = (server.address.clone(), body.clone());
+            std::thread::spawn(move || post_batch(&address, &body).map(|(status, _)| status))
+        })
+        .collect();
+    let statuses: Vec<u16> = senders
+        .into_iter()
+        .map(|sender| sender.join().unwrap().unwrap())
+        .collect();
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    // Read all at once, the bodies alone would take 40 × 4 MiB; the
+    // budget lets 2 be read at a time.
+    let peak_kib = peak_rss_kib(pid);
+    assert!(
+        peak_kib < before_kib + 100 * 1024,
+        "peak RSS {peak_kib} KiB, {before_kib} KiB before the load"
+    );
+}
