@@ -145,6 +145,12 @@ fn delivery_to(
     )
 }
 
+/// An `/import` that takes every record it is sent.
+fn accepting(request: &Request) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"code": 200, "num_records_imported": events_in(request).len()}))
+}
+
 /// Appends `n` batches of one event each, with ids `<prefix>-0`, `<prefix>-1`, ….
 async fn append_one_each(spool: &SqliteSpool, prefix: &str, n: usize) {
     for batch_idx in 0..n {
@@ -815,4 +821,95 @@ async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes
             .load(Ordering::Relaxed),
         1
     );
+}
+
+#[tokio::test]
+async fn once_a_probe_is_accepted_the_next_batches_go_out_without_waiting_again() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"error": "Invalid credentials"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(accepting)
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    // The interval is over at once: the next delivery is the probe.
+    opts.pause_retry = Duration::ZERO;
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append_one_each(&spool, "r", 3).await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
+    assert_eq!(delivery.status().projects()[0].state, "paused");
+    // The probe is accepted...
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    // ...so the batches after it go out at once, not after another wait
+    // (the one other batches get while a probe is out).
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        4,
+        "the refusal, the probe, and one request per batch after it"
+    );
+    assert_eq!(delivery.status().delivered.load(Ordering::Relaxed), 3);
+    assert_eq!(delivery.status().projects()[0].state, "delivering");
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+#[tokio::test]
+async fn a_paused_project_gets_one_probe_when_its_interval_ends_however_many_batches_are_due() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": "Invalid credentials"}))
+                .set_delay(Duration::from_millis(100)),
+        )
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    // The interval is over at once: whoever delivers next probes.
+    opts.pause_retry = Duration::ZERO;
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append_one_each(&spool, "q", 4).await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    // Four workers' leases, all due (the released batch had no delay).
+    let mut groups = Vec::new();
+    for _ in 0..4 {
+        let group = spool.lease(1, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(group.len(), 1);
+        groups.push(group);
+    }
+    let mut groups = groups.into_iter();
+    // The first worker probes: polled once, its request is out (no answer
+    // yet: the mock answers after a delay, and the future is not polled
+    // again until the others are done).
+    let mut probe = std::pin::pin!(delivery.deliver(groups.next().unwrap()));
+    let first_poll =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(probe.as_mut().poll(cx).is_pending()))
+            .await;
+    assert!(first_poll, "the probe waits for Mixpanel's answer");
+    // The others find the probe out and wait without a request.
+    for group in groups {
+        assert_eq!(delivery.deliver(group).await.unwrap(), RELEASED);
+    }
+    assert_eq!(probe.await.unwrap(), RELEASED, "the probe is refused too");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "the first refusal and one probe, not a request per due batch"
+    );
+    assert_eq!(delivery.status().projects()[0].state, "paused");
+    assert_eq!(spool.stats().await.unwrap().n_batches, 4, "nothing is lost");
 }
