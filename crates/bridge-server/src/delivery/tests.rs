@@ -145,6 +145,34 @@ fn delivery_to(
     )
 }
 
+/// [`delivery_to`], also handing back its metrics, for the tests that read
+/// the Prometheus samples delivery records.
+fn delivery_with_metrics(
+    spool: &Arc<SqliteSpool>,
+    projects: Vec<ProjectTarget>,
+    options: DeliveryOptions,
+) -> (Delivery<SqliteSpool, TwoProjects>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let delivery = Delivery::new(
+        Arc::clone(spool),
+        TwoProjects,
+        projects,
+        options,
+        Arc::clone(&metrics),
+    );
+    (delivery, metrics)
+}
+
+/// The value of one sample in the metrics text (`name{labels}`), 0 when
+/// absent: what a Prometheus scrape would read.
+fn sample(metrics: &Metrics, name_and_labels: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
 /// An `/import` that takes every record it is sent.
 fn accepting(request: &Request) -> ResponseTemplate {
     ResponseTemplate::new(200)
@@ -912,4 +940,106 @@ async fn a_paused_project_gets_one_probe_when_its_interval_ends_however_many_bat
     );
     assert_eq!(delivery.status().projects()[0].state, "paused");
     assert_eq!(spool.stats().await.unwrap().n_batches, 4, "nothing is lost");
+}
+
+#[tokio::test]
+async fn dead_letters_and_skipped_events_are_counted_per_reason_in_the_metrics_once_settled() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    // The first request fails through its retry: the batch is released, and
+    // nothing of it may be counted until it is settled.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(refusing("bad-1"))
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.max_retry_delay = Duration::ZERO;
+    opts.batches_per_lease = 10;
+    let (delivery, metrics) = delivery_with_metrics(&spool, vec![mixpanel(&server, "a")], opts);
+    let mut orphan = event("orphan-1", Some("cust-3"), "ag");
+    orphan["event_type"] = json!("users.UserOrphan");
+    append(
+        &spool,
+        &[
+            event("ok-1", Some("cust-1"), "ag"),
+            event("bad-1", Some("cust-2"), "ag"),
+            json!({"id": "no-type-1"}),
+            json!({"id": "no-type-2"}),
+            json!("junk"),
+            event("anonymous-1", None, "ag"),
+            event("anonymous-2", None, "ag"),
+            orphan,
+        ],
+        None,
+    )
+    .await;
+    // Nothing for Mixpanel in this one: settled on the first delivery.
+    append(
+        &spool,
+        &[json!({"id": "no-type-3"}), event("anonymous-3", None, "ag")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(LeaseResult {
+            settled: 1,
+            released: 1
+        })
+    );
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+
+    let dead = "bridge_delivery_dead_lettered_events_total";
+    let discarded = "bridge_discarded_events_total";
+    for (name_and_labels, expected) in [
+        (format!("{dead}{{reason=\"missing_event_type\"}}"), 3),
+        (format!("{dead}{{reason=\"not_an_object\"}}"), 1),
+        (format!("{dead}{{reason=\"{REFUSED_BY_MIXPANEL}\"}}"), 1),
+        (format!("{dead}{{reason=\"{DELIVERY_FAILED}\"}}"), 0),
+        (
+            format!("{discarded}{{reason=\"no_external_user_id\",intentional=\"true\"}}"),
+            3,
+        ),
+        (
+            format!("{discarded}{{reason=\"not_exported_type\",intentional=\"true\"}}"),
+            1,
+        ),
+        (
+            format!("{discarded}{{reason=\"filtered\",intentional=\"true\"}}"),
+            0,
+        ),
+        (
+            "bridge_delivery_delivered_events_total{project=\"a\"}".to_owned(),
+            1,
+        ),
+        ("bridge_delivery_released_batches_total".to_owned(), 1),
+    ] {
+        assert_eq!(
+            sample(&metrics, &name_and_labels),
+            expected,
+            "{name_and_labels} in:\n{}",
+            metrics.render()
+        );
+    }
+    let status = delivery.status();
+    assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 5);
+}
+
+/// Panics on every event of a batch sent with `?workspace=poison`.
+struct PanicsOnPoison;
+
+impl Router for PanicsOnPoison {
+    fn route(&self, workspace: Option<&str>, _: Option<&str>) -> usize {
+        assert_ne!(workspace, Some("poison"), "a bug in routing (the test's)");
+        0
+    }
 }
