@@ -540,3 +540,47 @@ async fn unauthenticated_requests_take_nothing_from_the_budget() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(sample(&state, "bridge_ingest_body_bytes_reserved"), 0);
 }
+
+#[tokio::test]
+async fn a_workspace_of_256_bytes_is_accepted_and_one_of_257_refused() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let with_workspace = |workspace: &str| {
+        post()
+            .uri(format!("/currents?workspace={workspace}"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::from(batch_body(1)))
+            .unwrap()
+    };
+    // Bytes, not characters: 128 two-byte characters are 256 bytes.
+    let at_limit = "é".repeat(128);
+    assert_eq!(at_limit.len(), 256);
+    let encoded: String = at_limit
+        .bytes()
+        .map(|byte| format!("%{byte:02X}"))
+        .collect();
+    let (status, _, json) = send(&state, with_workspace(&encoded)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, _, json) = send(&state, with_workspace(&"w".repeat(256))).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let leased = spool
+        .spool
+        .lease(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let workspaces: Vec<&str> = leased
+        .iter()
+        .filter_map(|leased| leased.batch.workspace.as_deref())
+        .collect();
+    assert_eq!(workspaces, [at_limit, "w".repeat(256)]);
+
+    for over in ["w".repeat(257), format!("{encoded}w")] {
+        let (status, _, json) = send(&state, with_workspace(&over)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert_eq!(
+            json["error"], "workspace is longer than 256 bytes",
+            "{json}"
+        );
+    }
+    assert_eq!(n_batches(&spool).await, 2, "nothing more stored");
+}
