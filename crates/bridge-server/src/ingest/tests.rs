@@ -370,7 +370,11 @@ async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing_acknowledge
             StatusCode::OK => accepted += 1,
             StatusCode::SERVICE_UNAVAILABLE => {
                 refused += 1;
-                assert!(headers.contains_key(header::RETRY_AFTER));
+                assert_eq!(
+                    headers[header::RETRY_AFTER],
+                    "30",
+                    "time for delivery to free space"
+                );
             }
             other => panic!("unexpected {other}"),
         }
@@ -583,4 +587,22 @@ async fn a_workspace_of_256_bytes_is_accepted_and_one_of_257_refused() {
         );
     }
     assert_eq!(n_batches(&spool).await, 2, "nothing more stored");
+}
+
+#[tokio::test]
+async fn a_spool_closing_under_a_request_answers_503_with_the_shutdown_retry_after() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    // Still accepting, but the spool is already closed (shutdown's last step).
+    spool.spool.close().await.unwrap();
+    let (status, headers, json) = send(&state, authorized(&batch_body(1))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(
+        sample(
+            &state,
+            "bridge_ingest_unavailable_requests_total{reason=\"shutting_down\"}"
+        ),
+        1
+    );
 }
