@@ -131,3 +131,133 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
     }))
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The backlog figures of `/status` and `/metrics`, over a real spool.
+
+    use std::time::{Duration, Instant};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use bytes::Bytes;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::delivery::{Delivery, DeliveryOptions, Router as DeliveryRouter};
+    use crate::ingest::{IngestConfig, auth::BearerTokens, now_ms};
+    use crate::spool::NewBatch;
+    use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+
+    /// Every event to the only project (the tests configure none).
+    struct OneProject;
+
+    impl DeliveryRouter for OneProject {
+        fn route(&self, _: Option<&str>, _: Option<&str>) -> usize {
+            0
+        }
+    }
+
+    /// The operations state over a spool in `dir`; the delivery engine is
+    /// built (never run) only for the status it shares.
+    fn ops_state(dir: &std::path::Path) -> Arc<OpsState<SqliteSpool>> {
+        let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.to_owned(), 1 << 30)).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let ingest = Arc::new(IngestState::new(
+            Arc::clone(&spool),
+            IngestConfig {
+                tokens: BearerTokens::new([]),
+                max_body_bytes: 1 << 20,
+                request_timeout: Duration::from_secs(10),
+                max_events_per_batch: 1000,
+                body_budget: crate::body_budget::BodyBudget::new(
+                    1 << 20,
+                    metrics.ingest_body_bytes_reserved.clone(),
+                ),
+            },
+            Arc::clone(&metrics),
+        ));
+        let delivery = Delivery::new(
+            Arc::clone(&spool),
+            OneProject,
+            Vec::new(),
+            DeliveryOptions {
+                workers: 1,
+                batches_per_lease: 1,
+                lease: Duration::from_secs(60),
+                batch_limits: mixpanel_client::BatchLimits::default(),
+                pause_retry: Duration::from_secs(60),
+                max_retry_delay: Duration::from_secs(600),
+                idle_poll: Duration::from_millis(50),
+                max_attempts: 10,
+                max_age: Duration::from_secs(3600),
+            },
+            Arc::clone(&metrics),
+        );
+        Arc::new(OpsState {
+            spool,
+            ingest,
+            delivery: delivery.status(),
+            metrics,
+            cohorts: None,
+            listener: Arc::new(crate::listener::ListenerStats::default()),
+        })
+    }
+
+    async fn get_text(state: &Arc<OpsState<SqliteSpool>>, path: &str) -> String {
+        let response = routes(Arc::clone(state))
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_backlog_age_is_the_oldest_batchs() {
+        let dir = std::env::temp_dir().join(format!("bridge-ops-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = ops_state(&dir);
+        let started = Instant::now();
+        let hour_ago_ms = now_ms() - 3_600_000;
+        for received_at_ms in [hour_ago_ms, hour_ago_ms + 3_000_000] {
+            state
+                .spool
+                .append(NewBatch {
+                    body: Bytes::from_static(br#"{"events":[{"id":"e"}]}"#),
+                    workspace: None,
+                    received_at_ms,
+                })
+                .await
+                .unwrap();
+        }
+
+        let status: serde_json::Value =
+            serde_json::from_str(&get_text(&state, "/status").await).unwrap();
+        assert_eq!(status["spool"]["batches"], 2, "{status}");
+        assert_eq!(
+            status["spool"]["oldest_received_at_ms"], hour_ago_ms,
+            "{status}"
+        );
+
+        let metrics = get_text(&state, "/metrics").await;
+        let age_secs: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("bridge_spool_oldest_age_seconds "))
+            .unwrap_or_else(|| panic!("no backlog age in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        // An hour, plus however long this test took to get here.
+        let slack_secs = started.elapsed().as_secs() + 1;
+        assert!(
+            (3600..=3600 + slack_secs).contains(&age_secs),
+            "age {age_secs} s, expected an hour (+{slack_secs} s)"
+        );
+        assert!(metrics.contains("bridge_spool_batches 2\n"), "{metrics}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
