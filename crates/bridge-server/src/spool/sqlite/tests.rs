@@ -15,7 +15,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::{DeadLetterFilter, DeadLetterStore, SpoolConfig, SqliteSpool};
-use crate::spool::{BatchId, DeadLetter, NewBatch, Spool, SpoolError};
+use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError};
 
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
@@ -82,6 +82,40 @@ fn dead_letter(reason: &str, event_type: &str, workspace: &str, seq: u64) -> Dea
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// A lease or retry delay short enough for a test to wait for.
+const SHORT: Duration = Duration::from_millis(500);
+
+/// Leases (for an hour) the batches that come back once a short lease or
+/// retry delay, set at `since` or after it, runs out. What must happen
+/// eventually is polled for up to 30 s, so a slow machine cannot fail it;
+/// what must not happen yet is judged against the time measured, so a slow
+/// machine cannot fail it either: a batch that comes back fails the test
+/// only if `delay` had certainly not passed when the spool looked.
+async fn lease_once_due(
+    spool: &SqliteSpool,
+    since: std::time::Instant,
+    delay: Duration,
+) -> Vec<LeasedBatch> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leased = spool.lease(10, HOUR).await.unwrap();
+        // The spool looked before now; its clock counts whole milliseconds.
+        let elapsed = since.elapsed() + Duration::from_millis(1);
+        if !leased.is_empty() {
+            assert!(
+                elapsed >= delay,
+                "the batch came back {elapsed:?} after a delay of {delay:?}"
+            );
+            return leased;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn append_lease_settle_in_id_order() {
@@ -164,11 +198,10 @@ async fn an_expired_lease_makes_the_batch_visible_again() {
     let dir = TempDir::new("expiry");
     let spool = open(&dir);
     let id = spool.append(batch(1)).await.unwrap();
-    let leased = spool.lease(10, Duration::from_millis(100)).await.unwrap();
+    let since = std::time::Instant::now();
+    let leased = spool.lease(10, SHORT).await.unwrap();
     assert_eq!(leased.len(), 1);
-    assert!(spool.lease(10, HOUR).await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let again = spool.lease(10, HOUR).await.unwrap();
+    let again = lease_once_due(&spool, since, SHORT).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, id);
     assert_eq!(
@@ -278,15 +311,12 @@ async fn a_released_batch_keeps_its_retry_delay_across_a_reopen() {
     let spool = open(&dir);
     let id = spool.append(batch(1)).await.unwrap();
     spool.lease(1, HOUR).await.unwrap();
-    spool.release(id, Duration::from_millis(300)).await.unwrap();
+    let since = std::time::Instant::now();
+    spool.release(id, SHORT).await.unwrap();
     drop(spool);
     let spool = open(&dir);
-    assert!(
-        spool.lease(1, HOUR).await.unwrap().is_empty(),
-        "not due yet"
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let leased = spool.lease(1, HOUR).await.unwrap();
+    let leased = lease_once_due(&spool, since, SHORT).await;
+    assert_eq!(leased.len(), 1);
     assert_eq!((leased[0].id, leased[0].attempts), (id, 1));
     spool.close().await.unwrap();
 }
@@ -297,13 +327,10 @@ async fn release_delays_the_batch() {
     let spool = open(&dir);
     let id = spool.append(batch(1)).await.unwrap();
     spool.lease(1, HOUR).await.unwrap();
-    spool.release(id, Duration::from_millis(150)).await.unwrap();
-    assert!(
-        spool.lease(1, HOUR).await.unwrap().is_empty(),
-        "not due yet"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let leased = spool.lease(1, HOUR).await.unwrap();
+    let since = std::time::Instant::now();
+    spool.release(id, SHORT).await.unwrap();
+    let leased = lease_once_due(&spool, since, SHORT).await;
+    assert_eq!(leased.len(), 1);
     assert_eq!((leased[0].id, leased[0].attempts), (id, 1));
     spool.release(id, Duration::ZERO).await.unwrap();
     let leased = spool.lease(1, HOUR).await.unwrap();
