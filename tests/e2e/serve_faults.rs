@@ -658,6 +658,24 @@ fn hostile_bodies_never_crash_the_server() {
     drop(server);
 }
 
+/// Waits (up to 30 s) until the server's stderr holds a line with each of
+/// `needles`, and returns it so far: a check of what the logs hold must
+/// not run before the lines it is about are written.
+async fn wait_for_log_lines(server: &Server, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stderr = String::from_utf8_lossy(&server.stderr.lock().unwrap()).into_owned();
+        if needles.iter().all(|needle| stderr.contains(needle)) {
+            return stderr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with each of {needles:?} after 30 s:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs() {
     const SA_SECRET: &str = "e2e-sa-secret-never-logged";
@@ -706,13 +724,28 @@ async fn secrets_never_appear_in_logs() {
         assert!(Instant::now() < deadline, "Mixpanel was never called");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Let the refusal be logged.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The lines that carry the context a secret could leak through: the
+    // refused token, and Mixpanel's refusal of the service account. Checked
+    // once written, not after a guess at how long writing takes.
+    let credentials_line = "Mixpanel refused the project's credentials";
+    let token_line = "Refusing Currents requests with 401";
+    let logged = wait_for_log_lines(&server, &[credentials_line, token_line]).await;
+    let refusal = logged
+        .lines()
+        .find(|line| line.contains(credentials_line))
+        .unwrap();
+    assert!(
+        refusal.contains("Invalid credentials"),
+        "the line gives Mixpanel's answer: {refusal}"
+    );
 
     let stderr = stop(server).await;
     harness::assert_no_panic(&stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 5, "too few log lines to judge:\n{stderr}");
+    for needle in [credentials_line, token_line] {
+        assert!(stderr.contains(needle), "{needle:?} missing:\n{stderr}");
+    }
     assert!(
         lines.iter().any(|line| line.starts_with('{')),
         "no JSON log lines:\n{stderr}"
