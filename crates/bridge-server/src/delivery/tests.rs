@@ -1033,13 +1033,3 @@ async fn dead_letters_and_skipped_events_are_counted_per_reason_in_the_metrics_o
     let status = delivery.status();
     assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 5);
 }
-
-/// Panics on every event of a batch sent with `?workspace=poison`.
-struct PanicsOnPoison;
-
-impl Router for PanicsOnPoison {
-    fn route(&self, workspace: Option<&str>, _: Option<&str>) -> usize {
-        assert_ne!(workspace, Some("poison"), "a bug in routing (the test's)");
-        0
-    }
-}
