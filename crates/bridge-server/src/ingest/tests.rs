@@ -349,12 +349,13 @@ async fn empty_gzip_members_past_the_cap_are_413_without_waiting_for_the_timeout
         .unwrap();
     let started = std::time::Instant::now();
     let (status, _, json) = send(&state, request).await;
+    // The timeout would have answered 503: a 413 is the cap's own answer.
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
     assert!(
         json["error"].as_str().unwrap().contains("byte limit"),
         "{json}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test]
