@@ -127,6 +127,7 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         "batches_settled": delivery.batches_settled.load(Relaxed),
         "batches_released": delivery.batches_released.load(Relaxed),
         "delivery_worker_restarts": delivery.worker_restarts.load(Relaxed),
+        "delivery_panics": delivery.delivery_panics.load(Relaxed),
         "projects": delivery.projects(),
     }))
     .into_response()

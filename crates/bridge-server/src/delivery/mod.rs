@@ -36,8 +36,11 @@ mod failure_log;
 mod project;
 mod status;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
 
 use currents_model::{Batch, Event, ParsedEvent};
 use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
@@ -80,6 +83,9 @@ pub const EVENT_TOO_LARGE: &str = "event_too_large";
 /// Dead-letter reason for an event whose batch kept failing past the
 /// attempt or age limit.
 pub const DELIVERY_FAILED: &str = "delivery_failed";
+/// Dead-letter reason for a batch whose delivery panicked, alone (a bug);
+/// the whole body is kept.
+pub const DELIVERY_PANICKED: &str = "delivery_panicked";
 /// Dead-letter reason for a stored body that is no longer a readable batch.
 pub const INVALID_BATCH: &str = "invalid_batch";
 
@@ -215,7 +221,59 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         if leased.is_empty() {
             return Ok(None);
         }
-        self.deliver(leased).await.map(Some)
+        let copies = leased.clone();
+        match AssertUnwindSafe(self.deliver(leased)).catch_unwind().await {
+            Ok(result) => result.map(Some),
+            Err(_) => self.isolate_panic(copies).await.map(Some),
+        }
+    }
+
+    /// Delivery panicked (a bug) on a group: each batch is delivered alone,
+    /// and one that panics again is set aside whole as a dead letter
+    /// (`delivery_panicked`), so that one batch can neither hold back the
+    /// others nor make the workers panic on it for ever. The panic message
+    /// has been printed by the panic hook.
+    async fn isolate_panic(&self, group: Vec<LeasedBatch>) -> Result<LeaseResult, SpoolError> {
+        self.status.record_delivery_panic();
+        tracing::error!(
+            n_batches = group.len(),
+            "Delivery panicked (a bug); delivering each batch of the group alone."
+        );
+        let mut total = LeaseResult::default();
+        for leased in group {
+            match AssertUnwindSafe(self.deliver(vec![leased.clone()]))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => {
+                    let result = result?;
+                    total.settled += result.settled;
+                    total.released += result.released;
+                }
+                Err(_) => {
+                    self.status.record_delivery_panic();
+                    tracing::error!(
+                        batch_id = leased.id.0,
+                        "Delivery panicked on this batch alone; it is set aside as a dead letter."
+                    );
+                    let mut fate = BatchFate::new(self.projects.len());
+                    fate.dead_letters.push(DeadLetter {
+                        event: leased.batch.body.clone(),
+                        reason: DELIVERY_PANICKED.to_owned(),
+                        detail:
+                            "delivering this batch panicked (a bug of the bridge); set aside whole"
+                                .to_owned(),
+                        event_type: None,
+                        event_id: None,
+                        workspace: leased.batch.workspace.clone(),
+                        attempts: leased.attempts,
+                    });
+                    self.settle(&leased, fate).await?;
+                    total.settled += 1;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Delivers leased batches together: their events are mapped and packed

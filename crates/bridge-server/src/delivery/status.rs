@@ -21,6 +21,9 @@ pub struct DeliveryStatus {
     pub batches_released: AtomicU64,
     /// Workers started again after a panic.
     pub worker_restarts: AtomicU64,
+    /// Deliveries that panicked (a bug) and were caught: a group's, then
+    /// each batch's delivered alone.
+    pub delivery_panics: AtomicU64,
     projects: Vec<Mutex<ProjectStatus>>,
 }
 
@@ -43,6 +46,11 @@ impl DeliveryStatus {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Counts a delivery that panicked and was caught.
+    pub(super) fn record_delivery_panic(&self) {
+        self.delivery_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Workers started again after a panic, so far.
     pub fn worker_restarts(&self) -> u64 {
         self.worker_restarts
@@ -53,6 +61,7 @@ impl DeliveryStatus {
         DeliveryStatus {
             delivered: AtomicU64::new(0),
             worker_restarts: AtomicU64::new(0),
+            delivery_panics: AtomicU64::new(0),
             skipped: std::array::from_fn(|_| AtomicU64::new(0)),
             dead_lettered: AtomicU64::new(0),
             batches_settled: AtomicU64::new(0),

@@ -718,7 +718,7 @@ impl Router for PanicsOnce {
 }
 
 #[tokio::test]
-async fn a_worker_that_panics_is_started_again_and_its_batch_delivered() {
+async fn a_delivery_that_panics_once_is_caught_and_its_batch_delivered_alone() {
     let dir = TestDir::new();
     let spool = spool_in(&dir);
     let server = MockServer::start().await;
@@ -750,7 +750,13 @@ async fn a_worker_that_panics_is_started_again_and_its_batch_delivered() {
         assert!(std::time::Instant::now() < deadline, "never delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status.worker_restarts(), 1);
+    assert_eq!(status.delivery_panics.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        status.worker_restarts(),
+        0,
+        "the panic was caught in delivery"
+    );
+    assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 0);
     let _ = stop.send(true);
     running.await.unwrap();
 }
@@ -1032,4 +1038,146 @@ async fn dead_letters_and_skipped_events_are_counted_per_reason_in_the_metrics_o
     }
     let status = delivery.status();
     assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 5);
+}
+
+/// Panics on every event of a batch sent with `?workspace=poison`.
+struct PanicsOnPoison;
+
+impl Router for PanicsOnPoison {
+    fn route(&self, workspace: Option<&str>, _: Option<&str>) -> usize {
+        assert_ne!(workspace, Some("poison"), "a bug in routing (the test's)");
+        0
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": 200, "num_records_imported": events_in(request).len()}),
+            )
+        })
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 3;
+    let metrics = Arc::new(Metrics::new());
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        PanicsOnPoison,
+        vec![mixpanel(&server, "a")],
+        opts,
+        Arc::clone(&metrics),
+    );
+    append(&spool, &[event("ok-1", Some("cust-1"), "ag")], None).await;
+    append(
+        &spool,
+        &[event("bad-1", Some("cust-2"), "ag")],
+        Some("poison"),
+    )
+    .await;
+    append(&spool, &[event("ok-2", Some("cust-3"), "ag")], None).await;
+    let result = delivery.deliver_next().await.unwrap().unwrap();
+    assert_eq!(result.settled, 3);
+    assert_eq!(result.released, 0);
+
+    let status = delivery.status();
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 2);
+    // The group's panic, then the poison batch's own.
+    assert_eq!(status.delivery_panics.load(Ordering::Relaxed), 2);
+    let dead = spool
+        .dead_letter_store()
+        .unwrap()
+        .list(&DeadLetterFilter::default(), 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, super::DELIVERY_PANICKED);
+    assert_eq!(dead[0].workspace.as_deref(), Some("poison"));
+    let kept: Value = serde_json::from_slice(&dead[0].event).unwrap();
+    assert_eq!(kept["events"][0]["id"], "bad-1", "the whole batch is kept");
+    assert!(
+        metrics
+            .render()
+            .contains("bridge_delivery_dead_lettered_events_total{reason=\"delivery_panicked\"} 1"),
+        "{}",
+        metrics.render()
+    );
+    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+}
+
+/// A spool whose first lease panics (a bug outside the delivery that
+/// `deliver_next` guards), then behaves.
+struct LeasePanicsOnce {
+    inner: Arc<SqliteSpool>,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+impl Spool for LeasePanicsOnce {
+    async fn append(&self, batch: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
+        self.inner.append(batch).await
+    }
+    async fn lease(&self, max: usize, lease: Duration) -> Result<Vec<LeasedBatch>, SpoolError> {
+        assert!(
+            self.panicked.swap(true, Ordering::SeqCst),
+            "a bug in leasing (the test's)"
+        );
+        self.inner.lease(max, lease).await
+    }
+    async fn settle(
+        &self,
+        id: crate::spool::BatchId,
+        dead_letters: Vec<DeadLetter>,
+    ) -> Result<(), SpoolError> {
+        self.inner.settle(id, dead_letters).await
+    }
+    async fn release(
+        &self,
+        id: crate::spool::BatchId,
+        retry_in: Duration,
+    ) -> Result<(), SpoolError> {
+        self.inner.release(id, retry_in).await
+    }
+    async fn stats(&self) -> Result<crate::spool::SpoolStats, SpoolError> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_outside_a_delivery_is_started_again() {
+    let dir = TestDir::new();
+    let inner = spool_in(&dir);
+    let spool = Arc::new(LeasePanicsOnce {
+        inner: Arc::clone(&inner),
+        panicked: std::sync::atomic::AtomicBool::new(false),
+    });
+    let opts = options();
+    let file_path = dir.0.join("dry-run/default.ndjson");
+    let project = ProjectTarget {
+        name: "default".to_owned(),
+        mapper: mapper("tok"),
+        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
+    };
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&spool),
+        TwoProjects,
+        vec![project],
+        opts,
+        Arc::new(Metrics::new()),
+    ));
+    append(&inner, &[event("p-1", Some("cust-1"), "ag")], None).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(Arc::clone(&delivery).run(stopped));
+    let status = delivery.status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while inner.stats().await.unwrap().n_batches > 0 {
+        assert!(std::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status.worker_restarts(), 1);
+    let _ = stop.send(true);
+    running.await.unwrap();
 }
