@@ -9,11 +9,12 @@
 use crate::{cargo, project_root, run_command};
 
 /// Every target, in `fuzz/Cargo.toml`.
-pub(crate) const TARGETS: [&str; 4] = [
+pub(crate) const TARGETS: [&str; 5] = [
     "currents_batch",
     "currents_event",
     "gzip_intake",
     "ndjson_reader",
+    "import_answer",
 ];
 
 const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [TARGET]...";
@@ -45,7 +46,7 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 
 /// Fuzzes one target for `seconds`, from its corpus in `fuzz/corpus/`
 /// (kept out of git), seeded with the project's Currents fixtures for the
-/// Currents targets.
+/// Currents targets and with `fuzz/seeds/<target>/` where it exists.
 pub(crate) fn run_target(target: &str, seconds: u64) -> anyhow::Result<()> {
     let root = project_root();
     let fuzz_dir = root.join("fuzz");
@@ -59,6 +60,10 @@ pub(crate) fn run_target(target: &str, seconds: u64) -> anyhow::Result<()> {
         .arg(&corpus);
     if target.starts_with("currents_") {
         command.arg(root.join("tests").join("data").join("currents"));
+    }
+    let seeds = fuzz_dir.join("seeds").join(target);
+    if seeds.is_dir() {
+        command.arg(seeds);
     }
     command
         .arg("--")

@@ -71,6 +71,52 @@ struct RawFailedRecord {
     message: Option<String>,
 }
 
+/// A 400 that tells which records failed: the others were imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartialRefusal {
+    /// Records imported, as Mixpanel counted them (or the request's less
+    /// the refused ones, when it did not say).
+    pub(crate) n_imported: usize,
+    /// The refused records, by index within the request, each once, in
+    /// order; never empty.
+    pub(crate) failed: Vec<FailedRecord>,
+}
+
+/// Reads a 400's body as a partial success of a request of `n_records`;
+/// `None` when it cannot be tied to records (no `failed_records`, an index
+/// outside the request, not the JSON Mixpanel sends), and the request must
+/// be split to find the refused record instead.
+pub(crate) fn read_partial_refusal(body: &[u8], n_records: usize) -> Option<PartialRefusal> {
+    let body: ImportResponse = serde_json::from_slice(body).ok()?;
+    if body.failed_records.is_empty()
+        || body
+            .failed_records
+            .iter()
+            .any(|record| record.index >= n_records)
+    {
+        return None;
+    }
+    let mut failed: Vec<FailedRecord> = body
+        .failed_records
+        .into_iter()
+        .map(|record| FailedRecord {
+            index: record.index,
+            insert_id: record.insert_id.or(record.dollar_insert_id),
+            field: record.field,
+            message: record.message.unwrap_or_else(|| "no message".to_owned()),
+        })
+        .collect();
+    // A record listed twice failed once.
+    failed.sort_by_key(|record| record.index);
+    failed.dedup_by_key(|record| record.index);
+    Some(PartialRefusal {
+        n_imported: body
+            .num_records_imported
+            .unwrap_or(n_records - failed.len()),
+        failed,
+    })
+}
+
 impl Client {
     /// Imports one batch. Records Mixpanel refuses are reported in
     /// [`ImportResult::failed`]; an `Err` means no answer about the batch
@@ -145,15 +191,15 @@ impl Client {
                         .unwrap_or(batch.len());
                 }
                 StatusCode::BAD_REQUEST => {
-                    let body = match serde_json::from_slice::<ImportResponse>(&response.body) {
-                        Ok(body)
-                            if !body.failed_records.is_empty()
-                                && body
-                                    .failed_records
-                                    .iter()
-                                    .all(|record| record.index < batch.len()) =>
-                        {
-                            body
+                    match read_partial_refusal(&response.body, batch.len()) {
+                        Some(refusal) => {
+                            result.n_imported += refusal.n_imported;
+                            result
+                                .failed
+                                .extend(refusal.failed.into_iter().map(|record| FailedRecord {
+                                    index: offset + record.index,
+                                    ..record
+                                }));
                         }
                         // Refused as a whole, or an answer that cannot be
                         // tied to records: split until the refused record
@@ -162,14 +208,14 @@ impl Client {
                         // Both halves refused too: the request is at fault (a
                         // proxy's error page, a project-level refusal), not
                         // one record; the caller retries or gives up on it.
-                        _ if depth == 1 && {
+                        None if depth == 1 && {
                             halves_refused_whole += 1;
                             halves_refused_whole == 2
                         } =>
                         {
                             return Err(response.into_error());
                         }
-                        _ if batch.len() > 1 => {
+                        None if batch.len() > 1 => {
                             tracing::info!(
                                 n_events = batch.len(),
                                 "Mixpanel refused the batch as a whole; splitting it to find the refused records."
@@ -178,9 +224,8 @@ impl Client {
                             let second_offset = offset + first.len();
                             pending.push_back((offset, depth + 1, Arc::new(first)));
                             pending.push_back((second_offset, depth + 1, Arc::new(second)));
-                            continue;
                         }
-                        _ => {
+                        None => {
                             result.failed.push(FailedRecord {
                                 index: offset,
                                 insert_id: None,
@@ -190,27 +235,7 @@ impl Client {
                                     response.message()
                                 ),
                             });
-                            continue;
                         }
-                    };
-                    let mut failed_indexes: Vec<usize> = body
-                        .failed_records
-                        .iter()
-                        .map(|record| record.index)
-                        .collect();
-                    failed_indexes.sort_unstable();
-                    failed_indexes.dedup();
-                    let n_failed = failed_indexes.len();
-                    result.n_imported += body
-                        .num_records_imported
-                        .unwrap_or(batch.len().saturating_sub(n_failed));
-                    for record in body.failed_records {
-                        result.failed.push(FailedRecord {
-                            index: offset + record.index,
-                            insert_id: record.insert_id.or(record.dollar_insert_id),
-                            field: record.field,
-                            message: record.message.unwrap_or_else(|| "no message".to_owned()),
-                        });
                     }
                 }
                 _ => return Err(response.into_error()),
@@ -279,4 +304,47 @@ async fn gzip(batch: Arc<ImportBatch>) -> Result<Bytes, Error> {
         .map_err(|error| Error::Config(format!("compression task failed: {error}")))?
         .map_err(|error| Error::Config(format!("cannot compress the request: {error}")))?;
     Ok(Bytes::from(compressed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_refusal_names_each_refused_record_once_in_order() {
+        let body = br#"{"num_records_imported":3,"failed_records":[
+            {"index":4,"$insert_id":"e","message":"too old"},
+            {"index":1,"insert_id":"b","field":"properties.time"},
+            {"index":4,"$insert_id":"e","message":"too old"}]}"#;
+        let refusal = read_partial_refusal(body, 5).unwrap();
+        assert_eq!(refusal.n_imported, 3);
+        let indexes: Vec<usize> = refusal.failed.iter().map(|record| record.index).collect();
+        assert_eq!(indexes, [1, 4]);
+        assert_eq!(refusal.failed[0].insert_id.as_deref(), Some("b"));
+        assert_eq!(refusal.failed[0].field.as_deref(), Some("properties.time"));
+        assert_eq!(refusal.failed[0].message, "no message");
+        assert_eq!(refusal.failed[1].insert_id.as_deref(), Some("e"));
+        // Without a count, the others were imported.
+        let body = br#"{"failed_records":[{"index":0},{"index":0}]}"#;
+        assert_eq!(read_partial_refusal(body, 3).unwrap().n_imported, 2);
+    }
+
+    #[test]
+    fn a_refusal_that_cannot_be_tied_to_records_asks_for_a_split() {
+        for body in [
+            &br#"{"error":"Invalid JSON body"}"#[..],
+            br#"{"failed_records":[]}"#,
+            br#"{"failed_records":[{"index":5}]}"#,
+            br#"{"failed_records":[{"index":-1}]}"#,
+            b"<html>400</html>",
+        ] {
+            assert_eq!(
+                read_partial_refusal(body, 5),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(read_partial_refusal(br#"{"failed_records":[{"index":4}]}"#, 5).is_some());
+    }
 }

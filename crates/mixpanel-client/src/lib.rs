@@ -162,6 +162,27 @@ pub use limiter::QueryLimits;
 pub use query::{Cohort, CohortMember, MemberQuery};
 pub use retry::RetryParams;
 
+/// The parsers of Mixpanel's answers, for the fuzz targets in `fuzz/`; not
+/// a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A 400's body from `/import` read as a partial success of a request of
+    /// `n_records`: `Some((n_imported, refused indexes))`, or `None` when the
+    /// request must be split instead.
+    pub fn read_import_refusal(body: &[u8], n_records: usize) -> Option<(usize, Vec<usize>)> {
+        crate::import::read_partial_refusal(body, n_records).map(|refusal| {
+            let indexes = refusal.failed.iter().map(|record| record.index).collect();
+            (refusal.n_imported, indexes)
+        })
+    }
+
+    /// The message kept from an answer's body for errors and dead letters.
+    pub fn answer_message(body: &[u8]) -> String {
+        crate::transport::message_of(body)
+    }
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

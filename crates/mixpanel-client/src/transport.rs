@@ -49,19 +49,7 @@ pub(crate) struct HttpResponse {
 impl HttpResponse {
     /// The body as text, shortened for error messages.
     pub(crate) fn message(&self) -> String {
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            error: Option<String>,
-        }
-        if let Ok(ErrorBody { error: Some(error) }) = serde_json::from_slice(&self.body) {
-            return error;
-        }
-        let text = String::from_utf8_lossy(&self.body);
-        let text = text.trim();
-        match text.char_indices().nth(300) {
-            Some((cut, _)) => format!("{}…", &text[..cut]),
-            None => text.to_owned(),
-        }
+        message_of(&self.body)
     }
 
     /// The error for a response that is not a success, for statuses every
@@ -79,6 +67,32 @@ impl HttpResponse {
             },
             _ => Error::Rejected { status, message },
         }
+    }
+}
+
+/// The longest message kept from an answer, in characters: what Mixpanel
+/// (or a proxy) answers ends up in errors, logs and dead letters.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// An answer's message: its JSON `error`, or else its text, trimmed and
+/// cut at [`MAX_MESSAGE_CHARS`] (then marked with `…`).
+pub(crate) fn message_of(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: Option<String>,
+    }
+    let from_json = match serde_json::from_slice(body) {
+        Ok(ErrorBody { error: Some(error) }) => Some(error),
+        _ => None,
+    };
+    let text = match &from_json {
+        Some(error) => std::borrow::Cow::Borrowed(error.as_str()),
+        None => String::from_utf8_lossy(body),
+    };
+    let text = text.trim();
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
@@ -201,4 +215,33 @@ pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_the_json_error_or_the_text_cut_at_300_characters() {
+        assert_eq!(
+            message_of(br#"{"error":"  Invalid credentials "}"#),
+            "Invalid credentials"
+        );
+        assert_eq!(
+            message_of(b" <html>Bad Gateway</html>\n"),
+            "<html>Bad Gateway</html>"
+        );
+        let long_error = format!(r#"{{"error":"{}"}}"#, "é".repeat(5000));
+        assert_eq!(
+            message_of(long_error.as_bytes()),
+            format!("{}…", "é".repeat(300))
+        );
+        let long_text = "x".repeat(301);
+        assert_eq!(
+            message_of(long_text.as_bytes()),
+            format!("{}…", "x".repeat(300))
+        );
+        assert_eq!(message_of("x".repeat(300).as_bytes()), "x".repeat(300));
+        assert_eq!(message_of(b"\xff ok"), "\u{fffd} ok");
+    }
 }
