@@ -125,6 +125,18 @@ fn refusing(insert_id: &'static str) -> impl Fn(&Request) -> ResponseTemplate {
     }
 }
 
+/// A dry-run project writing to `dry-run/default.ndjson` in `dir`, and that
+/// file's path.
+fn dry_run_project(dir: &TestDir) -> (ProjectTarget, PathBuf) {
+    let file_path = dir.0.join("dry-run/default.ndjson");
+    let project = ProjectTarget {
+        name: "default".to_owned(),
+        mapper: mapper("tok"),
+        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
+    };
+    (project, file_path)
+}
+
 /// A spool in `dir`.
 fn spool_in(dir: &TestDir) -> Arc<SqliteSpool> {
     Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap())
@@ -200,12 +212,7 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
     let dir = TestDir::new();
     let spool =
         Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
-    let file_path = dir.0.join("dry-run/default.ndjson");
-    let project = ProjectTarget {
-        name: "default".to_owned(),
-        mapper: mapper("tok"),
-        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
-    };
+    let (project, file_path) = dry_run_project(&dir);
     let delivery = delivery_to(&spool, vec![project], options());
     append(
         &spool,
@@ -817,12 +824,7 @@ async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes
     let dir = TestDir::new();
     let spool =
         Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
-    let file_path = dir.0.join("dry-run/default.ndjson");
-    let project = ProjectTarget {
-        name: "default".to_owned(),
-        mapper: mapper("tok"),
-        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
-    };
+    let (project, file_path) = dry_run_project(&dir);
     let delivery = delivery_to(&spool, vec![project], options());
     let padding = "x".repeat(4000);
     let mut events: Vec<Value> = (0..300)
@@ -1155,12 +1157,7 @@ async fn a_worker_that_panics_outside_a_delivery_is_started_again() {
         panicked: std::sync::atomic::AtomicBool::new(false),
     });
     let opts = options();
-    let file_path = dir.0.join("dry-run/default.ndjson");
-    let project = ProjectTarget {
-        name: "default".to_owned(),
-        mapper: mapper("tok"),
-        sink: Sink::DryRun(DryRunFile::open(&file_path).unwrap()),
-    };
+    let (project, _) = dry_run_project(&dir);
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&spool),
         TwoProjects,
