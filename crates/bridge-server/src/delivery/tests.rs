@@ -1058,6 +1058,16 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
     let spool = spool_in(&dir);
     let server = MockServer::start().await;
     Mock::given(method("POST"))
+        .and(|request: &Request| {
+            events_in(request)
+                .iter()
+                .any(|event| event["properties"]["$insert_id"] == "later")
+        })
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
         .respond_with(|request: &Request| {
             ResponseTemplate::new(200).set_body_json(
                 json!({"code": 200, "num_records_imported": events_in(request).len()}),
@@ -1066,7 +1076,7 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
         .mount(&server)
         .await;
     let mut opts = options();
-    opts.batches_per_lease = 3;
+    opts.batches_per_lease = 4;
     let metrics = Arc::new(Metrics::new());
     let delivery = Delivery::new(
         Arc::clone(&spool),
@@ -1083,9 +1093,12 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
     )
     .await;
     append(&spool, &[event("ok-2", Some("cust-3"), "ag")], None).await;
+    append(&spool, &[event("later", Some("cust-4"), "ag")], None).await;
     let result = delivery.deliver_next().await.unwrap().unwrap();
+    // Delivered alone, each batch still settles or waits on its own: the
+    // fourth one's Mixpanel request fails, and it is released.
     assert_eq!(result.settled, 3);
-    assert_eq!(result.released, 0);
+    assert_eq!(result.released, 1);
 
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 2);
@@ -1108,7 +1121,11 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
         "{}",
         metrics.render()
     );
-    assert_eq!(spool.stats().await.unwrap().n_batches, 0);
+    assert_eq!(
+        spool.stats().await.unwrap().n_batches,
+        1,
+        "the released one"
+    );
 }
 
 /// A spool whose first lease panics (a bug outside the delivery that
@@ -1177,4 +1194,145 @@ async fn a_worker_that_panics_outside_a_delivery_is_started_again() {
     assert_eq!(status.worker_restarts(), 1);
     let _ = stop.send(true);
     running.await.unwrap();
+}
+
+/// A spool whose first lease asks the workers to stop, then panics: a
+/// panic during shutdown.
+struct PanicsWhileStopping {
+    inner: Arc<SqliteSpool>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Spool for PanicsWhileStopping {
+    async fn append(&self, batch: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
+        self.inner.append(batch).await
+    }
+    async fn lease(&self, _: usize, _: Duration) -> Result<Vec<LeasedBatch>, SpoolError> {
+        let _ = self.stop.send(true);
+        panic!("a bug in leasing while stopping (the test's)");
+    }
+    async fn settle(
+        &self,
+        id: crate::spool::BatchId,
+        dead_letters: Vec<DeadLetter>,
+    ) -> Result<(), SpoolError> {
+        self.inner.settle(id, dead_letters).await
+    }
+    async fn release(
+        &self,
+        id: crate::spool::BatchId,
+        retry_in: Duration,
+    ) -> Result<(), SpoolError> {
+        self.inner.release(id, retry_in).await
+    }
+    async fn stats(&self) -> Result<crate::spool::SpoolStats, SpoolError> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_during_shutdown_is_not_started_again() {
+    let dir = TestDir::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let spool = Arc::new(PanicsWhileStopping {
+        inner: spool_in(&dir),
+        stop,
+    });
+    let (project, _) = dry_run_project(&dir);
+    let delivery = Arc::new(Delivery::new(
+        spool,
+        TwoProjects,
+        vec![project],
+        options(),
+        Arc::new(Metrics::new()),
+    ));
+    tokio::time::timeout(Duration::from_secs(20), Arc::clone(&delivery).run(stopped))
+        .await
+        .expect("delivery stops");
+    assert_eq!(delivery.status().worker_restarts(), 0);
+}
+
+/// Routes everything past the last project.
+struct OutOfRange;
+
+impl Router for OutOfRange {
+    fn route(&self, _: Option<&str>, _: Option<&str>) -> usize {
+        7
+    }
+}
+
+#[tokio::test]
+async fn a_route_past_the_last_project_goes_to_the_last_project() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let (last, file_path) = dry_run_project(&dir);
+    let first = ProjectTarget {
+        name: "first".to_owned(),
+        mapper: mapper("tok-first"),
+        sink: Sink::DryRun(DryRunFile::open(&dir.0.join("dry-run/first.ndjson")).unwrap()),
+    };
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        OutOfRange,
+        vec![first, last],
+        options(),
+        Arc::new(Metrics::new()),
+    );
+    append_one_each(&spool, "far", 1).await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    let written = std::fs::read_to_string(&file_path).unwrap();
+    assert_eq!(written.lines().count(), 1);
+    assert!(written.contains("far-0"), "{written}");
+}
+
+/// Notes, at each event routed, how often another task has run so far.
+struct WatchingRouter {
+    other_task_runs: Arc<std::sync::atomic::AtomicUsize>,
+    seen: std::sync::Mutex<std::collections::BTreeSet<usize>>,
+}
+
+impl Router for Arc<WatchingRouter> {
+    fn route(&self, _: Option<&str>, _: Option<&str>) -> usize {
+        let runs = self.other_task_runs.load(Ordering::Relaxed);
+        self.seen.lock().unwrap().insert(runs);
+        0
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn mapping_a_large_group_lets_other_tasks_run() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let (project, _) = dry_run_project(&dir);
+    let other_task_runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Arc::new(WatchingRouter {
+        other_task_runs: Arc::clone(&other_task_runs),
+        seen: std::sync::Mutex::default(),
+    });
+    let delivery = Delivery::new(
+        Arc::clone(&spool),
+        Arc::clone(&router),
+        vec![project],
+        options(),
+        Arc::new(Metrics::new()),
+    );
+    let events: Vec<Value> = (0..1000)
+        .map(|idx| event(&format!("y-{idx}"), Some("cust-1"), "ag"))
+        .collect();
+    append(&spool, &events, None).await;
+    let other = tokio::spawn(async move {
+        loop {
+            other_task_runs.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(SETTLED));
+    other.abort();
+    // Mapping has no await of its own: the other task runs between two
+    // events only when delivery yields, once every 64 events.
+    let n_seen = router.seen.lock().unwrap().len();
+    assert!(
+        n_seen >= 1000 / 64,
+        "the other task ran {n_seen} times during mapping"
+    );
 }
