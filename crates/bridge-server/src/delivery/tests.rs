@@ -971,7 +971,11 @@ async fn dead_letters_and_skipped_events_are_counted_per_reason_in_the_metrics_o
     let mut opts = options();
     opts.max_retry_delay = Duration::ZERO;
     opts.batches_per_lease = 10;
-    let (delivery, metrics) = delivery_with_metrics(&spool, vec![mixpanel(&server, "a")], opts);
+    let (delivery, metrics) = delivery_with_metrics(
+        &spool,
+        vec![mixpanel(&server, "a"), mixpanel(&server, "b")],
+        opts,
+    );
     let mut orphan = event("orphan-1", Some("cust-3"), "ag");
     orphan["event_type"] = json!("users.UserOrphan");
     append(
@@ -1038,6 +1042,11 @@ async fn dead_letters_and_skipped_events_are_counted_per_reason_in_the_metrics_o
             metrics.render()
         );
     }
+    // Series only for what happened: none at 0 for a reason that never
+    // occurred, nor for project b, which got no event.
+    let rendered = metrics.render();
+    assert!(!rendered.contains("reason=\"filtered\""), "{rendered}");
+    assert!(!rendered.contains("project=\"b\""), "{rendered}");
     let status = delivery.status();
     assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 5);
 }
