@@ -1345,3 +1345,20 @@ async fn mapping_a_large_group_lets_other_tasks_run() {
         "the other task ran {n_seen} times during mapping"
     );
 }
+
+#[test]
+fn a_pause_ends_at_its_deadline_with_one_probe_and_the_others_wait_for_it() {
+    let pauses = super::Pauses::new(2);
+    let now = std::time::Instant::now();
+    let minute = Duration::from_secs(60);
+    assert_eq!(pauses.wait(0, now), None, "not paused");
+    pauses.pause(0, now + minute);
+    assert_eq!(pauses.wait(0, now), Some(minute));
+    assert_eq!(pauses.wait(1, now), None, "the other project is not paused");
+    // At the deadline itself, this caller probes...
+    assert_eq!(pauses.wait(0, now + minute), None);
+    // ...and the next ones wait for the probe's answer.
+    assert_eq!(pauses.wait(0, now + minute), Some(super::PROBE_ANSWER_WAIT));
+    pauses.resume(0);
+    assert_eq!(pauses.wait(0, now + minute), None);
+}
