@@ -607,3 +607,85 @@ async fn a_spool_closing_under_a_request_answers_503_with_the_shutdown_retry_aft
         1
     );
 }
+
+#[tokio::test]
+async fn a_content_length_over_the_cap_is_a_413_with_the_json_of_every_413() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 64 * 1024);
+    // Refused on its Content-Length by the compressed-size limit, before
+    // the body is read: the answer still reads like every other 413.
+    for encoding in ["gzip", "identity"] {
+        let body = vec![b' '; 64 * 1024 + 1];
+        let request = post()
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_ENCODING, encoding)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap();
+        let (status, headers, json) = send(&state, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{encoding}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(
+            json["error"].as_str().unwrap().contains("65536-byte limit"),
+            "{json}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_batch_ends_a_503_episode_and_a_refused_one_does_not() {
+    let body = batch_body(5);
+    // Room for one small batch, not for a large one.
+    let spool = spool(body.len() as u64 + 100);
+    let state = state(&spool, 1 << 20);
+    // The same state with a refusal log that writes every line at once
+    // (no 10 s between lines), so that an episode's end shows at once.
+    let state = Arc::new(IngestState {
+        spool: Arc::clone(&state.spool),
+        config: state.config.clone(),
+        accepting: AtomicBool::new(true),
+        metrics: Arc::clone(&state.metrics),
+        refusals: RefusalLog::new(Duration::ZERO),
+    });
+    let large = batch_body(50);
+    let (status, _, _) = send(&state, authorized(&large)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // A 400 is neither a refusal the log reports nor an acceptance...
+    let (status, _, _) = send(&state, authorized("{")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        state.refusals.accepted(std::time::Instant::now()).len(),
+        1,
+        "the 503 episode must still be open after a 400"
+    );
+    // ...while a 200 ends the episode.
+    let (status, _, _) = send(&state, authorized(&large)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = send(&state, authorized(&body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        state
+            .refusals
+            .accepted(std::time::Instant::now())
+            .is_empty(),
+        "the 200 ended the episode"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_with_the_time_it_was_received() {
+    let spool = spool(1 << 30);
+    let state = state(&spool, 1 << 20);
+    let before = now_ms();
+    let (status, _, _) = send(&state, authorized(&batch_body(1))).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = now_ms();
+    let leased = spool.spool.lease(1, Duration::from_secs(60)).await.unwrap();
+    let received_at_ms = leased[0].batch.received_at_ms;
+    assert!(
+        (before..=after).contains(&received_at_ms),
+        "{before} <= {received_at_ms} <= {after}"
+    );
+    // And it is the wall clock: after 2020-01-01.
+    assert!(received_at_ms > 1_577_836_800_000);
+}
