@@ -39,11 +39,6 @@ impl BearerTokens {
         }
     }
 
-    /// Whether no token is configured (every request is accepted).
-    pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
-    }
-
     /// Checks an `Authorization` header value.
     pub fn check(&self, authorization: Option<&[u8]>) -> AuthCheck {
         if self.digests.is_empty() {
