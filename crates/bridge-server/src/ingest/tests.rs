@@ -500,7 +500,12 @@ async fn bodies_in_flight_wait_for_the_memory_budget() {
         ),
     );
     sender.send(&[0x1f]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while sample(&state, "bridge_ingest_body_bytes_reserved") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first request never reserved its share"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
