@@ -17,5 +17,7 @@ pub mod ops;
 mod private_files;
 pub mod serve;
 pub mod spool;
+#[cfg(test)]
+mod test_logs;
 pub mod tls;
 pub mod transform;

@@ -1362,3 +1362,24 @@ fn a_pause_ends_at_its_deadline_with_one_probe_and_the_others_wait_for_it() {
     pauses.resume(0);
     assert_eq!(pauses.wait(0, now + minute), None);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_send_is_logged_with_the_attempt_it_was() {
+    let (logs, _guard) = crate::test_logs::Logs::capture();
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], options());
+    append_one_each(&spool, "down", 1).await;
+    assert_eq!(delivery.deliver_next().await.unwrap(), Some(RELEASED));
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("Cannot deliver a batch now"))
+        .unwrap_or_else(|| panic!("no line for the failed send in:\n{text}"));
+    assert!(line.contains("attempts=1"), "{line}");
+}

@@ -694,3 +694,67 @@ async fn a_batch_is_stored_with_the_time_it_was_received() {
     // And it is the wall clock: after 2020-01-01.
     assert!(received_at_ms > 1_577_836_800_000);
 }
+
+/// A spool whose append panics: a bug of ours, as ingest sees it.
+struct PanickingSpool;
+
+impl Spool for PanickingSpool {
+    async fn append(&self, _: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
+        panic!("a bug in appending (the test's)");
+    }
+    async fn lease(
+        &self,
+        _: usize,
+        _: Duration,
+    ) -> Result<Vec<crate::spool::LeasedBatch>, SpoolError> {
+        Ok(Vec::new())
+    }
+    async fn settle(
+        &self,
+        _: crate::spool::BatchId,
+        _: Vec<crate::spool::DeadLetter>,
+    ) -> Result<(), SpoolError> {
+        Ok(())
+    }
+    async fn release(&self, _: crate::spool::BatchId, _: Duration) -> Result<(), SpoolError> {
+        Ok(())
+    }
+    async fn stats(&self) -> Result<crate::spool::SpoolStats, SpoolError> {
+        Ok(crate::spool::SpoolStats::default())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_fault_of_ours_is_a_500_that_reveals_nothing_and_is_logged_as_an_error() {
+    let (logs, _guard) = crate::test_logs::Logs::capture();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let state = Arc::new(IngestState::new(
+        Arc::new(PanickingSpool),
+        IngestConfig {
+            tokens: BearerTokens::new([TOKEN]),
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            max_events_per_batch: 1000,
+            body_budget: crate::body_budget::BodyBudget::new(
+                64 << 20,
+                metrics.ingest_body_bytes_reserved.clone(),
+            ),
+        },
+        metrics,
+    ));
+    let response = routes(state)
+        .oneshot(authorized(&batch_body(1)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], br#"{"error":"internal error"}"#);
+    let text = logs.text();
+    assert!(
+        text.lines().any(|line| line.contains("ERROR")
+            && line.contains("Answered a Currents request with a server error")),
+        "{text}"
+    );
+}
