@@ -202,3 +202,6 @@ impl Policy<HttpRequest, HttpResponse, BoxError> for RetryPolicy {
         Some(request.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -300,6 +300,126 @@ async fn cumulative_updates_are_not_resent_after_a_503_but_are_after_a_429() {
     );
 }
 
+fn append(distinct_id: &str) -> ProfileUpdate {
+    ProfileUpdate::new(
+        distinct_id,
+        ProfileOperation::Append(properties(json!({"Badges": "gold"}))),
+    )
+}
+
+/// An `$append` Mixpanel may have applied is not sent again: after a 5xx,
+/// the caller gets the answer from the first and only attempt.
+#[tokio::test]
+async fn cumulative_updates_are_not_resent_after_any_5xx() {
+    for status in [500, 502, 504] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/engage"))
+            .respond_with(ResponseTemplate::new(status))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let error = client(&server)
+            .engage(&[append("cust-1")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Unavailable { status: got, attempts: 1, .. } if got == status),
+            "{status}: {error:?}"
+        );
+    }
+}
+
+/// A timed-out `$append` may have been applied: not resent, whereas a
+/// `$set` (idempotent) is.
+#[tokio::test]
+async fn cumulative_updates_are_not_resent_after_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(status_1().set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_ok(&server).await;
+    let error = client(&server)
+        .engage(&[set("cust-0"), append("cust-1")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Transport { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    // The same timeout on a request of `$set`s only: resent.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(status_1().set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_ok(&server).await;
+    let result = client(&server).engage(&[set("cust-0")]).await.unwrap();
+    assert_eq!(result.n_accepted, 1);
+    assert_eq!(result.n_requests, 2);
+}
+
+/// A 429 means Mixpanel applied nothing: the `$append` is resent, with the
+/// same body.
+#[tokio::test]
+async fn cumulative_updates_are_resent_after_a_429() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engage"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_ok(&server).await;
+    let result = client(&server).engage(&[append("cust-1")]).await.unwrap();
+    assert_eq!(result.n_accepted, 1);
+    assert_eq!(result.n_requests, 3);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests
+            .iter()
+            .all(|request| request.body == requests[0].body)
+    );
+}
+
+/// A refused connection sent nothing: even an `$add` is retried, up to the
+/// retry limit.
+#[tokio::test]
+async fn cumulative_updates_are_retried_when_the_connection_is_refused() {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Client::builder(Credentials::service_account("svc", SECRET, "3141592"))
+        .base_url(format!("http://{address}"))
+        .project_token(TOKEN)
+        .retry(RetryParams::for_test())
+        .build()
+        .unwrap();
+    let add = ProfileUpdate::new(
+        "cust-1",
+        ProfileOperation::Add(properties(json!({"Coins": 5}))),
+    );
+    let error = client.engage(&[add, append("cust-1")]).await.unwrap_err();
+    match &error {
+        Error::Transport { attempts, .. } => {
+            assert_eq!(*attempts, RetryParams::for_test().max_retries + 1);
+        }
+        other => panic!("expected Transport, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_first_error_stops_the_call_after_earlier_requests() {
     let server = MockServer::start().await;

@@ -516,3 +516,234 @@ async fn batches_from_the_batcher_respect_the_limits_on_the_wire() {
     }
     assert_eq!(next, 4500);
 }
+
+/// The shared retry budget: with no per-second reserve and one retry per
+/// request seen, an outage stops retries long before `max_retries`, and
+/// what earlier successes earned is shared by every clone of the client.
+#[tokio::test]
+async fn the_retry_budget_runs_out_before_the_retry_limit() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| ok(events_in(request).len()))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let client = Client::builder(Credentials::service_account(USERNAME, SECRET, PROJECT_ID))
+        .base_url(server.uri())
+        .retry(RetryParams {
+            max_retries: 8,
+            min_retries_per_sec: 0,
+            retry_ratio: 1.0,
+            ..RetryParams::for_test()
+        })
+        .build()
+        .unwrap();
+    // Three successes earn three retries.
+    for _ in 0..3 {
+        client.import(&batch(1)).await.unwrap();
+    }
+    // The failing request's own first attempt earns one more: 1 + 4
+    // attempts, not 1 + 8.
+    let error = client.clone().import(&batch(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Unavailable {
+                status: 503,
+                attempts: 5,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // The budget is spent: the next failing request gets one retry, its own.
+    let error = client.import(&batch(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Unavailable {
+                status: 503,
+                attempts: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 3 + 5 + 2);
+}
+
+/// After a 413 split, both halves refused as a whole is the request's
+/// fault too: an error after three requests, not a split down to single
+/// events.
+#[tokio::test]
+async fn a_413_then_a_400_for_both_halves_is_the_requests_fault() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            if events_in(request).len() > 4 {
+                ResponseTemplate::new(413)
+                    .set_body_json(json!({"error": "request exceeds max limit"}))
+            } else {
+                ResponseTemplate::new(400).set_body_string("<html>proxy error</html>")
+            }
+        })
+        .expect(3)
+        .mount(&server)
+        .await;
+    let error = client(&server).import(&batch(8)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Rejected { status: 400, message } if message.contains("proxy error")),
+        "{error:?}"
+    );
+}
+
+/// Indexes Mixpanel reports in a part of a split batch are relative to
+/// that part; the result's are relative to the whole batch.
+#[tokio::test]
+async fn failed_records_in_a_split_part_keep_their_index_in_the_batch() {
+    let server = MockServer::start().await;
+    // At most 4 events per request; ins-5 and ins-7 are refused.
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            let events = events_in(request);
+            if events.len() > 4 {
+                return ResponseTemplate::new(413);
+            }
+            let failed: Vec<Value> = events
+                .iter()
+                .enumerate()
+                .filter(|(_, event)| {
+                    ["ins-5", "ins-7"].contains(&event["properties"]["$insert_id"].as_str().unwrap())
+                })
+                .map(|(idx, event)| json!({"index": idx, "$insert_id": event["properties"]["$insert_id"], "message": "bad"}))
+                .collect();
+            if failed.is_empty() {
+                ok(events.len())
+            } else {
+                // No num_records_imported: the client counts the others.
+                ResponseTemplate::new(400).set_body_json(json!({"failed_records": failed}))
+            }
+        })
+        .mount(&server)
+        .await;
+    let result = client(&server).import(&batch(8)).await.unwrap();
+    let failed: Vec<(usize, Option<&str>)> = result
+        .failed
+        .iter()
+        .map(|record| (record.index, record.insert_id.as_deref()))
+        .collect();
+    assert_eq!(failed, [(5, Some("ins-5")), (7, Some("ins-7"))]);
+    assert_eq!(result.n_imported, 6);
+    assert_eq!(result.n_requests, 3);
+    assert_eq!(result.failed[0].message, "bad");
+}
+
+/// A failed record's index one past the batch's end cannot be tied to a
+/// record: the batch is split instead of trusting it.
+#[tokio::test]
+async fn a_failed_index_just_past_the_batch_splits_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|request: &Request| {
+            let events = events_in(request);
+            if events.len() == 2 {
+                ResponseTemplate::new(400).set_body_json(json!({
+                    "num_records_imported": 2,
+                    "failed_records": [{"index": 2, "message": "no such record"}]}))
+            } else {
+                ok(events.len())
+            }
+        })
+        .mount(&server)
+        .await;
+    let result = client(&server).import(&batch(2)).await.unwrap();
+    assert!(result.failed.is_empty(), "{result:?}");
+    assert_eq!(result.n_imported, 2);
+    assert_eq!(result.n_requests, 3);
+}
+
+/// A 200 without a count means every record was imported; with one,
+/// Mixpanel's count is reported.
+#[tokio::test]
+async fn a_200_reports_mixpanels_count_or_the_whole_batch() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("OK"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok(2))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    assert_eq!(client.import(&batch(3)).await.unwrap().n_imported, 3);
+    assert_eq!(client.import(&batch(3)).await.unwrap().n_imported, 2);
+}
+
+/// Answers no branch expects are errors, not silent successes.
+#[tokio::test]
+async fn other_statuses_are_errors() {
+    for (status, retryable) in [(404, false), (409, false), (500, true)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).set_body_string("nope"))
+            .mount(&server)
+            .await;
+        let client = Client::builder(Credentials::service_account(USERNAME, SECRET, PROJECT_ID))
+            .base_url(server.uri())
+            .retry(RetryParams {
+                max_retries: 0,
+                ..RetryParams::for_test()
+            })
+            .build()
+            .unwrap();
+        let error = client.import(&batch(2)).await.unwrap_err();
+        assert_eq!(error.is_retryable(), retryable, "{status}: {error:?}");
+        assert!(format!("{error}").contains("nope"), "{status}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_batch_sends_nothing() {
+    let server = MockServer::start().await;
+    let result = client(&server).import(&ImportBatch::new()).await.unwrap();
+    assert_eq!(result, mixpanel_client::ImportResult::default());
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+/// A single event refused, as too large or as a whole, is a failed record
+/// after one request: it is neither split nor sent again.
+#[tokio::test]
+async fn a_single_refused_event_costs_one_request() {
+    for refusal in [
+        ResponseTemplate::new(413).set_body_json(json!({"error": "request exceeds max limit"})),
+        ResponseTemplate::new(400).set_body_json(json!({"error": "invalid JSON body"})),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(refusal)
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        // Any further request would be accepted: only the count tells.
+        Mock::given(method("POST"))
+            .respond_with(|request: &Request| ok(events_in(request).len()))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let result = client(&server).import(&batch(1)).await.unwrap();
+        assert_eq!(result.n_requests, 1, "{result:?}");
+        assert_eq!(result.n_imported, 0, "{result:?}");
+        assert_eq!(result.failed.len(), 1, "{result:?}");
+        assert_eq!(result.failed[0].index, 0);
+    }
+}
