@@ -8,6 +8,7 @@ mod bench_import;
 mod ci;
 mod codegen;
 mod fuzz;
+mod mutants;
 mod tidy;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ tasks:
                      cohort webhook intake, Braze writer, latency, snapshot diff
   fuzz [--seconds N] [TARGET]...
                      the cargo-fuzz targets in fuzz/, N seconds each (default 60)
+  mutants [MODULE]... [-- ARGS]
+                     cargo-mutants on the core modules (all by default)
   tidy               repository hygiene checks (also run as a test)
 ";
 
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(codegen::Mode::Check),
         ["bench", rest @ ..] => bench::run(rest),
         ["fuzz", rest @ ..] => fuzz::run(rest),
+        ["mutants", rest @ ..] => mutants::run(rest),
         ["tidy"] => tidy::run(),
         _ => {
             #[allow(clippy::print_stderr)]
