@@ -1137,22 +1137,19 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
     );
 }
 
-/// A spool whose first lease panics (a bug outside the delivery that
-/// `deliver_next` guards), then behaves.
-struct LeasePanicsOnce {
+/// A spool that runs `before_lease` before each lease: a place for a test
+/// to panic outside the delivery that `deliver_next` guards.
+struct LeaseHook<F> {
     inner: Arc<SqliteSpool>,
-    panicked: std::sync::atomic::AtomicBool,
+    before_lease: F,
 }
 
-impl Spool for LeasePanicsOnce {
+impl<F: Fn() + Send + Sync + 'static> Spool for LeaseHook<F> {
     async fn append(&self, batch: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
         self.inner.append(batch).await
     }
     async fn lease(&self, max: usize, lease: Duration) -> Result<Vec<LeasedBatch>, SpoolError> {
-        assert!(
-            self.panicked.swap(true, Ordering::SeqCst),
-            "a bug in leasing (the test's)"
-        );
+        (self.before_lease)();
         self.inner.lease(max, lease).await
     }
     async fn settle(
@@ -1178,9 +1175,16 @@ impl Spool for LeasePanicsOnce {
 async fn a_worker_that_panics_outside_a_delivery_is_started_again() {
     let dir = TestDir::new();
     let inner = spool_in(&dir);
-    let spool = Arc::new(LeasePanicsOnce {
+    // The first lease panics, then the spool behaves.
+    let panicked = std::sync::atomic::AtomicBool::new(false);
+    let spool = Arc::new(LeaseHook {
         inner: Arc::clone(&inner),
-        panicked: std::sync::atomic::AtomicBool::new(false),
+        before_lease: move || {
+            assert!(
+                panicked.swap(true, Ordering::SeqCst),
+                "a bug in leasing (the test's)"
+            );
+        },
     });
     let opts = options();
     let (project, _) = dry_run_project(&dir);
@@ -1205,47 +1209,18 @@ async fn a_worker_that_panics_outside_a_delivery_is_started_again() {
     running.await.unwrap();
 }
 
-/// A spool whose first lease asks the workers to stop, then panics: a
-/// panic during shutdown.
-struct PanicsWhileStopping {
-    inner: Arc<SqliteSpool>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Spool for PanicsWhileStopping {
-    async fn append(&self, batch: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
-        self.inner.append(batch).await
-    }
-    async fn lease(&self, _: usize, _: Duration) -> Result<Vec<LeasedBatch>, SpoolError> {
-        let _ = self.stop.send(true);
-        panic!("a bug in leasing while stopping (the test's)");
-    }
-    async fn settle(
-        &self,
-        id: crate::spool::BatchId,
-        dead_letters: Vec<DeadLetter>,
-    ) -> Result<(), SpoolError> {
-        self.inner.settle(id, dead_letters).await
-    }
-    async fn release(
-        &self,
-        id: crate::spool::BatchId,
-        retry_in: Duration,
-    ) -> Result<(), SpoolError> {
-        self.inner.release(id, retry_in).await
-    }
-    async fn stats(&self) -> Result<crate::spool::SpoolStats, SpoolError> {
-        self.inner.stats().await
-    }
-}
-
 #[tokio::test]
 async fn a_worker_that_panics_during_shutdown_is_not_started_again() {
     let dir = TestDir::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let spool = Arc::new(PanicsWhileStopping {
+    // The first lease asks the workers to stop, then panics: a panic
+    // during shutdown.
+    let spool = Arc::new(LeaseHook {
         inner: spool_in(&dir),
-        stop,
+        before_lease: move || {
+            let _ = stop.send(true);
+            panic!("a bug in leasing while stopping (the test's)");
+        },
     });
     let (project, _) = dry_run_project(&dir);
     let delivery = Arc::new(Delivery::new(
