@@ -1,8 +1,8 @@
 //! `cargo xtask codegen`: turns the Currents reference tables into Rust.
 //!
-//! Inputs (read-only, outside the repository): `currents-event-fields.tsv` and
-//! `currents-to-mixpanel.tsv` from the reference directory, found at
-//! `$BRIDGE_REFERENCE_DIR` or `../shared/reference` beside the workspace.
+//! Inputs: `currents-event-fields.tsv` and `currents-to-mixpanel.tsv` in
+//! `xtask/reference/` (data files of the repository; their README says where
+//! they come from), or in `$BRIDGE_REFERENCE_DIR` when it is set.
 //! Outputs (committed, never edited by hand):
 //! - `crates/currents-model/src/generated.rs`: the `EventType` enum and each
 //!   type's field schema;
@@ -98,7 +98,7 @@ fn rustfmt(code: String) -> anyhow::Result<String> {
 pub(crate) fn reference_dir() -> PathBuf {
     match std::env::var_os("BRIDGE_REFERENCE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => project_root().join("../shared/reference"),
+        None => project_root().join("xtask").join("reference"),
     }
 }
 
