@@ -441,3 +441,16 @@ pub(crate) fn envelope(events: &[Value]) -> String {
 pub(crate) fn ndjson(values: &[Value]) -> String {
     values.iter().map(|value| format!("{value}\n")).collect()
 }
+
+/// The peak resident memory (`VmHWM`) of process `pid` so far, in KiB; 0
+/// when it cannot be read.
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

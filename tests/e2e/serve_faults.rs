@@ -829,14 +829,7 @@ fn a_million_events_in_a_small_body_get_413_and_the_server_stays_small() {
     assert!(body.contains("over the limit of 1000"), "{body}");
     let (status, _) = post_batch(&server.address, &batch(&["after-million".to_owned()])).unwrap();
     assert_eq!(status, 200);
-    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rss_kb = crate::harness::peak_rss_kib(server.child.id());
     assert!(rss_kb < 200 * 1024, "peak RSS {rss_kb} kB");
 }
 

@@ -310,18 +310,6 @@ fn at_the_cap_a_silent_connection_makes_room_for_a_sender() {
     drop(idle);
 }
 
-/// The peak resident memory of process `pid`, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn forty_large_bodies_at_once_are_read_within_the_memory_budget() {
     let dir = TempDir::new("limits-budget");
@@ -351,7 +339,7 @@ fn forty_large_bodies_at_once_are_read_within_the_memory_budget() {
         body.len()
     );
     let pid = server.child.id();
-    let before_kib = peak_rss_kib(pid);
+    let before_kib = harness::peak_rss_kib(pid);
     let senders: Vec<_> = (0..40)
         .map(|_| {
             let (address, body) = (server.address.clone(), body.clone());
@@ -365,7 +353,7 @@ fn forty_large_bodies_at_once_are_read_within_the_memory_budget() {
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
     // Read all at once, the bodies alone would take 40 × 4 MiB; the
     // budget lets 2 be read at a time.
-    let peak_kib = peak_rss_kib(pid);
+    let peak_kib = harness::peak_rss_kib(pid);
     assert!(
         peak_kib < before_kib + 100 * 1024,
         "peak RSS {peak_kib} KiB, {before_kib} KiB before the load"
