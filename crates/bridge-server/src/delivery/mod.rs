@@ -221,10 +221,9 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         if leased.is_empty() {
             return Ok(None);
         }
-        let copies = leased.clone();
-        match AssertUnwindSafe(self.deliver(leased)).catch_unwind().await {
+        match AssertUnwindSafe(self.deliver(&leased)).catch_unwind().await {
             Ok(result) => result.map(Some),
-            Err(_) => self.isolate_panic(copies).await.map(Some),
+            Err(_) => self.isolate_panic(leased).await.map(Some),
         }
     }
 
@@ -241,7 +240,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         );
         let mut total = LeaseResult::default();
         for leased in group {
-            match AssertUnwindSafe(self.deliver(vec![leased.clone()]))
+            match AssertUnwindSafe(self.deliver(std::slice::from_ref(&leased)))
                 .catch_unwind()
                 .await
             {
@@ -281,7 +280,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
     /// of about 100 events travel in requests of up to 2,000. Each batch is
     /// then settled or released on its own: released when a project that
     /// holds some of its events could not take them, settled otherwise.
-    pub async fn deliver(&self, group: Vec<LeasedBatch>) -> Result<LeaseResult, SpoolError> {
+    pub async fn deliver(&self, group: &[LeasedBatch]) -> Result<LeaseResult, SpoolError> {
         let n_projects = self.projects.len();
         let mut fates: Vec<BatchFate> = group.iter().map(|_| BatchFate::new(n_projects)).collect();
         let mut outgoing: Vec<Outgoing<'_>> = self
@@ -386,7 +385,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             }
             match project.send(&requests, &self.metrics).await {
                 Ok(sent) => {
-                    record_refused(&group, &mut fates, &requests, project_idx, sent.refused);
+                    record_refused(group, &mut fates, &requests, project_idx, sent.refused);
                     self.pauses.resume(project_idx);
                     self.status.resume(project_idx);
                     self.failures
@@ -397,7 +396,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                     // their refusals are dead letters, their events
                     // delivered; only the rest waits (or expires).
                     record_refused(
-                        &group,
+                        group,
                         &mut fates,
                         &requests,
                         project_idx,
@@ -415,7 +414,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                         // with the error, so no retry goes on for ever.
                         // (Refused credentials are the operator's to fix:
                         // those batches wait.)
-                        self.expire(&group, &mut fates, unanswered, project_idx, &error);
+                        self.expire(group, &mut fates, unanswered, project_idx, &error);
                     }
                     mark_waiting(&mut fates, unanswered, project_idx);
                     self.failures.send_failed(

@@ -931,14 +931,15 @@ async fn a_paused_project_gets_one_probe_when_its_interval_ends_however_many_bat
     // The first worker probes: polled once, its request is out (no answer
     // yet: the mock answers after a delay, and the future is not polled
     // again until the others are done).
-    let mut probe = std::pin::pin!(delivery.deliver(groups.next().unwrap()));
+    let probe_group = groups.next().unwrap();
+    let mut probe = std::pin::pin!(delivery.deliver(&probe_group));
     let first_poll =
         std::future::poll_fn(|cx| std::task::Poll::Ready(probe.as_mut().poll(cx).is_pending()))
             .await;
     assert!(first_poll, "the probe waits for Mixpanel's answer");
     // The others find the probe out and wait without a request.
     for group in groups {
-        assert_eq!(delivery.deliver(group).await.unwrap(), RELEASED);
+        assert_eq!(delivery.deliver(&group).await.unwrap(), RELEASED);
     }
     assert_eq!(probe.await.unwrap(), RELEASED, "the probe is refused too");
     assert_eq!(
