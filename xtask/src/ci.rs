@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
-//! clippy, the generated code, the supply chain (cargo-deny), a few seconds
-//! of each fuzz target, the tests.
+//! clippy, the generated code, each library crate alone with its feature
+//! sets, the supply chain (cargo-deny), a few seconds of each fuzz target,
+//! the tests.
 
 use crate::{cargo, codegen, run_command};
 
@@ -16,6 +17,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "warnings",
     ]))?;
     check_generated()?;
+    check_crates_alone()?;
     check_supply_chain()?;
     fuzz_smoke()?;
     // Last, so that the test runner's summary closes the output.
@@ -66,6 +68,46 @@ fn check_supply_chain() -> anyhow::Result<()> {
         return Ok(());
     }
     run_command(cargo().args(["deny", "check", "bans", "licenses", "sources"]))
+}
+
+/// The library crates, each with the feature sets its users may pick
+/// (`None`: the default features; `Some(list)`: default features off and
+/// these on). A workspace build unifies features, so a crate that only
+/// builds because a neighbour turned a feature on is caught only here.
+const LIBRARY_CRATES: &[(&str, &[Option<&str>])] = &[
+    ("currents-model", &[None, Some("typed")]),
+    ("mixpanel-client", &[Some(""), None]),
+    ("cohort-import", &[None]),
+];
+
+/// Each library crate built and linted alone as a user gets it (the
+/// library, without dev-dependencies), with each of its feature sets, and
+/// its tests run with the sets that are not the default.
+fn check_crates_alone() -> anyhow::Result<()> {
+    for (krate, feature_sets) in LIBRARY_CRATES {
+        for features in *feature_sets {
+            let feature_args: Vec<&str> = match features {
+                None => Vec::new(),
+                Some(list) => vec!["--no-default-features", "--features", list],
+            };
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--locked", "--lib", "-p", krate]);
+            clippy.args(&feature_args).args(["--", "-D", "warnings"]);
+            run_command(&mut clippy)?;
+            // The default set's tests run in the workspace test run.
+            if features.is_some() {
+                let mut clippy = cargo();
+                clippy.args(["clippy", "--locked", "--all-targets", "-p", krate]);
+                clippy.args(&feature_args).args(["--", "-D", "warnings"]);
+                run_command(&mut clippy)?;
+                let mut test = cargo();
+                test.args(["test", "--locked", "-p", krate])
+                    .args(&feature_args);
+                run_command(&mut test)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Generated files must match the reference tables (in the repository, so

@@ -52,38 +52,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # Typed access
+//! # Features
 //!
-//! [`Event::typed`] turns an event into the struct of its type, one per
-//! [`EventType`], with each field of Braze's schema typed by its Avro type
-//! (a required field plain, an optional one an `Option`) and what the schema
-//! does not name kept in `extra`. See [`typed`] for the rules.
+//! - `typed` (off by default): `Event::typed` and the `typed` module, one
+//!   struct per event type with each field typed by its Avro type. It is
+//!   about 15,000 generated lines, so it is compiled only for those who ask.
 //!
-//! ```
-//! use currents_model::Event;
-//! use currents_model::typed::TypedEvent;
-//!
-//! let event = Event::parse(r#"{
-//!     "event_type": "users.messages.email.Click",
-//!     "id": "5b3f2c1e-8a4d-4e2b-9c1a-0f6e7d8c9b0a",
-//!     "time": 1732792800,
-//!     "user": {"user_id": "65f1c0ffee", "external_user_id": "cust-1042"},
-//!     "properties": {"email_address": "ada@example.com", "url": "https://shop.example/sale",
-//!                    "is_amp": false}
-//! }"#)?;
-//! match event.typed()? {
-//!     TypedEvent::MessagesEmailClick(click) => {
-//!         assert_eq!(click.url.as_deref(), Some("https://shop.example/sale"));
-//!         assert_eq!(click.email_address, "ada@example.com");
-//!         assert_eq!(click.is_amp, Some(false));
-//!         assert_eq!(click.campaign_id, None);
-//!     }
-//!     TypedEvent::Other(unknown) => println!("unknown type {}", unknown.event_type),
-//!     other => println!("another type: {:?}", other.event_type()),
-//! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
+#![cfg_attr(feature = "typed", doc = include_str!("doc_typed.md"))]
 //! # Regenerating the tables
 //!
 //! `src/generated.rs` (the types and their schemas) and
@@ -100,7 +75,9 @@ mod invalid;
 mod json;
 mod scan;
 mod schema;
+#[cfg(feature = "typed")]
 pub mod typed;
+#[cfg(feature = "typed")]
 mod typed_generated;
 
 pub use batch::{Batch, ParsedEvent};

@@ -115,6 +115,7 @@ impl ImportBatch {
     }
 
     /// Splits into two halves (the first gets the extra event), for a 413.
+    #[cfg_attr(not(feature = "network"), allow(dead_code))]
     pub(crate) fn split(&self) -> (ImportBatch, ImportBatch) {
         let middle = self.len().div_ceil(2);
         let mut first = ImportBatch::new();

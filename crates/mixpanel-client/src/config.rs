@@ -178,6 +178,7 @@ impl Credentials {
     }
 
     /// The `Authorization` header value.
+    #[cfg(feature = "network")]
     pub(crate) fn authorization(&self) -> http::HeaderValue {
         let (user, password) = match self {
             Credentials::ServiceAccount {
@@ -206,6 +207,12 @@ mod tests {
         let printed = format!("{credentials:?} {}", Secret::new("s3cr3t-value"));
         assert!(!printed.contains("s3cr3t-value"), "{printed}");
         assert!(printed.contains("svc.user"));
+    }
+
+    #[cfg(feature = "network")]
+    #[test]
+    fn the_authorization_header_is_basic_and_sensitive() {
+        let credentials = Credentials::service_account("svc.user", "s3cr3t-value", "12345");
         let header = credentials.authorization();
         assert!(header.is_sensitive());
         // base64("svc.user:s3cr3t-value")

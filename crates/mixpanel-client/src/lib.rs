@@ -27,92 +27,17 @@
 //!
 //! Secrets ([`Secret`]) never appear in `Debug` output, errors or logs.
 //!
-//! # Example
+//! # Features
 //!
-//! ```no_run
-//! use mixpanel_client::{Batcher, BatchLimits, Client, Credentials, Event, PropertyValue, Region};
+//! - `network` (default): [`Client`] and everything that talks to Mixpanel,
+//!   on tokio, reqwest (rustls) and tower. Without it
+//!   (`default-features = false`) the crate is its plain data part only:
+//!   [`Event`], [`Batcher`], [`ndjson`], [`reader`], [`Credentials`] and
+//!   [`Region`], with serde and serde_json as its only real dependencies, for
+//!   programs that build or check events and send them their own way.
 //!
-//! # async fn run() -> Result<(), mixpanel_client::Error> {
-//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
-//!     .region(Region::Eu)
-//!     .build()?;
+//! # Example: an event, without the network
 //!
-//! let mut event = Event::new("Email Click");
-//! event.properties.insert("distinct_id", PropertyValue::from("cust-1042"));
-//! event.properties.insert("time", PropertyValue::Integer(1732792800));
-//! event.properties.insert("$insert_id", PropertyValue::from("5b3f2c1e"));
-//!
-//! let mut batcher = Batcher::new(BatchLimits::default());
-//! let mut batches = Vec::new();
-//! batches.extend(batcher.push_event(&event)?);
-//! batches.extend(batcher.flush());
-//! for batch in &batches {
-//!     let result = client.import(batch).await?;
-//!     for failed in &result.failed {
-//!         eprintln!("record {} refused: {}", failed.index, failed.message);
-//!     }
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # Profiles (`/engage`)
-//!
-//! ```no_run
-//! use mixpanel_client::{Client, Credentials, ProfileOperation, ProfileUpdate};
-//! use serde_json::{Map, Value, json};
-//!
-//! fn properties(value: Value) -> Map<String, Value> {
-//!     value.as_object().cloned().unwrap_or_default()
-//! }
-//!
-//! # async fn run() -> Result<(), mixpanel_client::Error> {
-//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
-//!     .project_token("0123456789abcdef0123456789abcdef")
-//!     .build()?;
-//!
-//! let plan = properties(json!({"plan": "pro", "$email": "ada@example.com"}));
-//! let mut set = ProfileUpdate::new("cust-1042", ProfileOperation::Set(plan));
-//! set.ignore_time = true; // a sync, not user activity: keep $last_seen
-//! let coins = properties(json!({"coins": 13}));
-//! let add = ProfileUpdate::new("cust-1042", ProfileOperation::Add(coins));
-//! let unset = ProfileUpdate::new("cust-7", ProfileOperation::Unset(vec!["trial_ends".to_owned()]));
-//!
-//! let result = client.engage(&[set, add, unset]).await?;
-//! for failed in &result.failed {
-//!     eprintln!("update {} refused: {}", failed.index, failed.message);
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # Cohorts (Query API)
-//!
-//! ```no_run
-//! use futures_util::TryStreamExt as _;
-//! use mixpanel_client::{Client, Credentials, MemberQuery, Region};
-//!
-//! # async fn run() -> Result<(), mixpanel_client::Error> {
-//! let client = Client::builder(Credentials::service_account("svc.user", "secret", "12345"))
-//!     .region(Region::Eu)
-//!     .build()?;
-//!
-//! for cohort in client.list_cohorts().await? {
-//!     println!("{} {} ({:?} members)", cohort.id, cohort.name, cohort.count);
-//! }
-//!
-//! let query = MemberQuery::new()
-//!     .include_all_users(false)
-//!     .output_properties(["$email"]);
-//! let mut members = std::pin::pin!(client.cohort_members(1000, query));
-//! while let Some(member) = members.try_next().await? {
-//!     println!("{} {:?}", member.distinct_id, member.properties.get("$email"));
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Building an event without the network:
 //!
 //! ```
 //! use mixpanel_client::{Event, PropertyValue};
@@ -134,37 +59,56 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+#![cfg_attr(feature = "network", doc = include_str!("doc_network.md"))]
 #![deny(missing_docs)]
 
+// Plain data: no runtime, no HTTP.
 mod batch;
-mod client;
 mod config;
-mod engage;
 mod error;
 mod event;
-mod import;
-mod limiter;
 pub mod ndjson;
-pub mod pipeline;
-mod query;
 pub mod reader;
+
+// The network client (feature `network`, on by default).
+#[cfg(feature = "network")]
+mod client;
+#[cfg(feature = "network")]
+mod engage;
+#[cfg(feature = "network")]
+mod import;
+#[cfg(feature = "network")]
+mod limiter;
+#[cfg(feature = "network")]
+pub mod pipeline;
+#[cfg(feature = "network")]
+mod query;
+#[cfg(feature = "network")]
 mod retry;
+#[cfg(feature = "network")]
 mod transport;
 
 pub use batch::{BatchLimits, Batcher, ImportBatch};
-pub use client::{Client, ClientBuilder};
 pub use config::{Credentials, Region, Secret, UnknownRegion};
-pub use engage::{EngageResult, FailedUpdate, ProfileOperation, ProfileUpdate};
 pub use error::Error;
 pub use event::{Event, Properties, PropertyValue};
+
+#[cfg(feature = "network")]
+pub use client::{Client, ClientBuilder};
+#[cfg(feature = "network")]
+pub use engage::{EngageResult, FailedUpdate, ProfileOperation, ProfileUpdate};
+#[cfg(feature = "network")]
 pub use import::{FailedRecord, ImportResult};
+#[cfg(feature = "network")]
 pub use limiter::QueryLimits;
+#[cfg(feature = "network")]
 pub use query::{Cohort, CohortMember, MemberQuery};
+#[cfg(feature = "network")]
 pub use retry::RetryParams;
 
 /// The parsers of Mixpanel's answers, for the fuzz targets in `fuzz/`; not
 /// a stable API.
-#[cfg(feature = "fuzzing")]
+#[cfg(all(feature = "fuzzing", feature = "network"))]
 #[doc(hidden)]
 pub mod fuzzing {
     /// A 400's body from `/import` read as a partial success of a request of
@@ -184,6 +128,6 @@ pub mod fuzzing {
 }
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "network"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
