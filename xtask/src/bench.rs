@@ -31,7 +31,7 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
         return memory::run(memory_args);
     }
     let mut command = cargo();
-    command.args(["bench", "-p", "bridge-server", "--bench", "mapping"]);
+    command.args(["bench", "-p", "currents-mixpanel", "--bench", "mapping"]);
     let criterion_args: Vec<&str> = extra_args
         .iter()
         .copied()

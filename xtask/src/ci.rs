@@ -77,6 +77,7 @@ fn check_supply_chain() -> anyhow::Result<()> {
 const LIBRARY_CRATES: &[(&str, &[Option<&str>])] = &[
     ("currents-model", &[None, Some("typed")]),
     ("mixpanel-client", &[Some(""), None]),
+    ("currents-mixpanel", &[None]),
     ("cohort-import", &[None]),
 ];
 

@@ -8,7 +8,7 @@
 //!   type's field schema;
 //! - `crates/currents-model/src/typed_generated.rs`: one struct per type, the
 //!   `TypedEvent` enum over them, and the conversion from an `Event`;
-//! - `crates/bridge-server/src/mapping/generated.rs`: each type's Mixpanel
+//! - `crates/currents-mixpanel/src/mapping/generated.rs`: each type's Mixpanel
 //!   event name and exported property list.
 //!
 //! `--check` regenerates in memory and fails when a committed file differs,
@@ -50,7 +50,7 @@ pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
             rustfmt(render_typed(&schema)?)?,
         ),
         (
-            project_root().join("crates/bridge-server/src/mapping/generated.rs"),
+            project_root().join("crates/currents-mixpanel/src/mapping/generated.rs"),
             rustfmt(render_mapping(&schema, &mapping)?)?,
         ),
     ];

@@ -18,7 +18,7 @@ const MODULES: [(&str, &str); 7] = [
     ("import", "crates/mixpanel-client/src/import.rs"),
     (
         "mapping-identity",
-        "crates/bridge-server/src/mapping/identity.rs",
+        "crates/currents-mixpanel/src/mapping/identity.rs",
     ),
     ("cohort-identity", "crates/cohort-import/src/identity.rs"),
     ("ingest-auth", "crates/bridge-server/src/ingest/auth.rs"),
@@ -30,7 +30,7 @@ const MODULES: [(&str, &str); 7] = [
 /// them, less line and column (`docs/testing.md` says why for each).
 const KNOWN_EQUIVALENT: &[&str] = &[
     // Alphanumeric bytes and `-` are disjoint: `|` and `^` agree.
-    "crates/bridge-server/src/mapping/identity.rs: replace | with ^ in insert_id",
+    "crates/currents-mixpanel/src/mapping/identity.rs: replace | with ^ in insert_id",
     // Which bodies are parsed whole and which event by event decides
     // memory only: both paths give the same events and verdicts.
     "crates/bridge-server/src/delivery/mod.rs: replace * with +",

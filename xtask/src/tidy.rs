@@ -21,16 +21,23 @@ use crate::project_root;
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("currents-model", &[]),
     ("mixpanel-client", &[]),
+    ("currents-mixpanel", &["currents-model", "mixpanel-client"]),
     ("cohort-import", &["mixpanel-client"]),
     (
         "bridge-server",
-        &["currents-model", "mixpanel-client", "cohort-import"],
+        &[
+            "currents-model",
+            "mixpanel-client",
+            "currents-mixpanel",
+            "cohort-import",
+        ],
     ),
     (
         "braze-mixpanel-bridge",
         &[
             "currents-model",
             "mixpanel-client",
+            "currents-mixpanel",
             "bridge-server",
             "cohort-import",
         ],

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bridge_server::mapping::{Mapper, MappingConfig, TypeFilter};
-use bridge_server::transform::{Summary, transform};
+use currents_mixpanel::transform::{Summary, transform};
+use currents_mixpanel::{Mapper, MappingConfig, TypeFilter};
 
 /// Arguments of `transform`.
 #[derive(clap::Args)]

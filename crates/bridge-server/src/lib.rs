@@ -1,8 +1,7 @@
-//! The Braze Currents → Mixpanel bridge service.
-//!
-//! Today it holds the mapping from Currents events to Mixpanel events
-//! ([`mapping`]) and the batch transformation behind the
-//! `braze-mixpanel-bridge transform` command ([`transform`]).
+//! The Braze Currents → Mixpanel bridge service: configuration, the HTTP
+//! listener and ingest of Currents batches, the durable spool, delivery to
+//! Mixpanel through the mapping of `currents-mixpanel`, the cohort webhook
+//! and sync, and the operations endpoints. `serve` wires them together.
 
 pub mod body_budget;
 pub mod cohorts;
@@ -11,7 +10,6 @@ pub mod delivery;
 pub mod ingest;
 pub mod listener;
 mod log_limit;
-pub mod mapping;
 pub mod metrics;
 pub mod ops;
 mod private_files;
@@ -20,4 +18,3 @@ pub mod spool;
 #[cfg(test)]
 mod test_logs;
 pub mod tls;
-pub mod transform;

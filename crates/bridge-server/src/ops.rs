@@ -14,9 +14,9 @@ use serde_json::json;
 
 use crate::delivery::DeliveryStatus;
 use crate::ingest::IngestState;
-use crate::mapping::SkipReason;
 use crate::metrics::Metrics;
 use crate::spool::Spool;
+use currents_mixpanel::SkipReason;
 
 /// What the operations endpoints read.
 pub struct OpsState<S> {

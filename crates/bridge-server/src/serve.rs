@@ -28,9 +28,9 @@ use crate::config::{Config, IngestAuth, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
 use crate::ingest::auth::BearerTokens;
 use crate::ingest::{IngestConfig, IngestState};
-use crate::mapping::Mapper;
 use crate::ops::OpsState;
 use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+use currents_mixpanel::Mapper;
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use mixpanel_client::{BatchLimits, Credentials, Region, RetryParams, Secret};
 
-use crate::mapping::{MappingConfig, TypeFilter};
+use currents_mixpanel::{MappingConfig, TypeFilter};
 
 pub use cohorts::{BrazeConfig, CohortWebhookConfig, CohortWriter, CohortsConfig, PullSchedule};
 

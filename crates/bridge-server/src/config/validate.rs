@@ -20,7 +20,7 @@ use super::{
     Config, ConfigError, ConfigFile, DeliveryConfig, ExtraCa, IngestAuth, IngestConfig, LogFormat,
     OpsListener, Provenance, SpoolConfig, TlsConfig, cohorts_validate, projects,
 };
-use crate::mapping::TypeFilter;
+use currents_mixpanel::TypeFilter;
 
 /// `cohorts_only`: [`super::Flags::cohorts_only`].
 pub(super) fn validate(

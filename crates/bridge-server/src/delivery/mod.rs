@@ -46,9 +46,9 @@ use currents_model::{Batch, Event, ParsedEvent};
 use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
 
 use crate::log_limit::SUMMARY_INTERVAL;
-use crate::mapping::{Outcome, SkipReason};
 use crate::metrics::Metrics;
 use crate::spool::{DeadLetter, LeasedBatch, Spool, SpoolError};
+use currents_mixpanel::{Outcome, SkipReason};
 use failure_log::FailureLog;
 pub use project::{DryRunFile, ProjectTarget, Sink};
 pub use status::{DeliveryStatus, ProjectStatus};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use mixpanel_client::{Client, Error as MixpanelError, ImportBatch};
 
-use crate::mapping::Mapper;
 use crate::metrics::{Metrics, status_label};
+use currents_mixpanel::Mapper;
 
 /// Where a project's events go.
 pub enum Sink {

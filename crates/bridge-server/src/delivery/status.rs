@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::mapping::SkipReason;
+use currents_mixpanel::SkipReason;
 
 /// Shared delivery counters. Counted per batch, never per event in a loop.
 pub struct DeliveryStatus {

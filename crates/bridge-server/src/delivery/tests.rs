@@ -11,10 +11,10 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::*;
-use crate::mapping::{Mapper, MappingConfig};
 use crate::metrics::Metrics;
 use crate::spool::NewBatch;
 use crate::spool::sqlite::{DeadLetterFilter, SpoolConfig, SqliteSpool};
+use currents_mixpanel::{Mapper, MappingConfig};
 
 struct TestDir(PathBuf);
 
@@ -246,7 +246,7 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
     assert_eq!(
-        status.skipped[crate::mapping::SkipReason::NoExternalUserId as usize]
+        status.skipped[currents_mixpanel::SkipReason::NoExternalUserId as usize]
             .load(Ordering::Relaxed),
         1
     );
@@ -853,7 +853,7 @@ async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 298);
     assert_eq!(
-        status.skipped[crate::mapping::SkipReason::NoExternalUserId as usize]
+        status.skipped[currents_mixpanel::SkipReason::NoExternalUserId as usize]
             .load(Ordering::Relaxed),
         1
     );

@@ -38,8 +38,8 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;
 
-use bridge_server::mapping::{Mapper, MappingConfig, Outcome, OutcomeCounts};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use currents_mixpanel::{Mapper, MappingConfig, Outcome, OutcomeCounts};
 use currents_model::{AvroType, Batch, EventType, FieldLocation, FieldSpec};
 use serde_json::Value;
 
