@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use mixpanel_client::{Client, Credentials, Region};
+use anyhow::bail;
+use mixpanel_client::{
+    Client, CredentialPart, CredentialParts, Credentials, IncompleteCredentials, Region, Secret,
+};
 
 /// How to reach and authenticate with one Mixpanel project.
 #[derive(clap::Args, Debug)]
@@ -43,34 +45,25 @@ pub(crate) struct MixpanelArgs {
 }
 
 impl MixpanelArgs {
-    /// The credentials, by precedence: service account, API secret, token.
+    /// The credentials, by `Credentials::from_parts`'s precedence: service
+    /// account, API secret, token.
     pub(crate) fn credentials(&self) -> anyhow::Result<Credentials> {
-        match (
-            &self.service_account_username,
-            &self.service_account_secret,
-            &self.api_secret,
-            &self.project_token,
-        ) {
-            (Some(username), Some(secret), _, _) => {
-                let project_id = self.project_id.clone().context(
-                    "a service account needs a project id: set MIXPANEL_PROJECT_ID or --project-id",
-                )?;
-                Ok(Credentials::service_account(
-                    username.as_str(),
-                    secret.as_str(),
-                    project_id,
-                ))
-            }
-            (Some(_), None, _, _) => bail!(
-                "MIXPANEL_SERVICE_ACCOUNT_USERNAME is set but MIXPANEL_SERVICE_ACCOUNT_SECRET is not"
-            ),
-            (None, Some(_), _, _) => bail!(
-                "MIXPANEL_SERVICE_ACCOUNT_SECRET is set but MIXPANEL_SERVICE_ACCOUNT_USERNAME is not"
-            ),
-            (None, None, Some(secret), _) => Ok(Credentials::api_secret(secret.as_str())),
-            (None, None, None, Some(token)) => Ok(Credentials::project_token(token.as_str())),
-            (None, None, None, None) => bail!(
+        let parts = CredentialParts {
+            service_account_username: self.service_account_username.clone(),
+            service_account_secret: self.service_account_secret.as_deref().map(Secret::from),
+            project_id: self.project_id.clone(),
+            api_secret: self.api_secret.as_deref().map(Secret::from),
+            project_token: self.project_token.as_deref().map(Secret::from),
+        };
+        match Credentials::from_parts(parts) {
+            Ok(Some(credentials)) => Ok(credentials),
+            Ok(None) => bail!(
                 "no Mixpanel credentials: set MIXPANEL_SERVICE_ACCOUNT_USERNAME, MIXPANEL_SERVICE_ACCOUNT_SECRET and MIXPANEL_PROJECT_ID (or MIXPANEL_API_SECRET, or MIXPANEL_PROJECT_TOKEN)"
+            ),
+            Err(IncompleteCredentials { present, missing }) => bail!(
+                "{} is set but {} is not",
+                variable(present),
+                variable(missing)
             ),
         }
     }
@@ -84,5 +77,14 @@ impl MixpanelArgs {
             builder = builder.base_url(url.as_str());
         }
         Ok(builder)
+    }
+}
+
+/// The variable (or flag) that sets a part of the credentials.
+fn variable(part: CredentialPart) -> &'static str {
+    match part {
+        CredentialPart::ServiceAccountUsername => "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
+        CredentialPart::ServiceAccountSecret => "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+        CredentialPart::ProjectId => "MIXPANEL_PROJECT_ID (or --project-id)",
     }
 }

@@ -168,6 +168,37 @@ impl Credentials {
         }
     }
 
+    /// The credentials a user's settings make, by Mixpanel's preference:
+    /// a service account (username, secret and project id), else the
+    /// legacy API secret (with the project id when given), else the
+    /// project token. `Ok(None)` when none is set; an error when a service
+    /// account is given in part. Every program that reads credentials from
+    /// flags, variables or files should decide through this one rule.
+    pub fn from_parts(
+        parts: CredentialParts,
+    ) -> Result<Option<Credentials>, IncompleteCredentials> {
+        use CredentialPart::{ProjectId, ServiceAccountSecret, ServiceAccountUsername};
+        let incomplete = |present, missing| Err(IncompleteCredentials { present, missing });
+        match (parts.service_account_username, parts.service_account_secret) {
+            (Some(username), Some(secret)) => match parts.project_id {
+                Some(project_id) => Ok(Some(Credentials::service_account(
+                    username, secret, project_id,
+                ))),
+                None => incomplete(ServiceAccountUsername, ProjectId),
+            },
+            (Some(_), None) => incomplete(ServiceAccountUsername, ServiceAccountSecret),
+            (None, Some(_)) => incomplete(ServiceAccountSecret, ServiceAccountUsername),
+            (None, None) => Ok(match (parts.api_secret, parts.project_token) {
+                (Some(secret), _) => Some(Credentials::ApiSecret {
+                    secret,
+                    project_id: parts.project_id,
+                }),
+                (None, Some(token)) => Some(Credentials::project_token(token)),
+                (None, None) => None,
+            }),
+        }
+    }
+
     /// The project id, when the credentials carry one.
     pub fn project_id(&self) -> Option<&str> {
         match self {
@@ -197,6 +228,43 @@ impl Credentials {
     }
 }
 
+/// Credentials as a user gives them, each part possibly missing, for
+/// [`Credentials::from_parts`].
+#[derive(Debug, Clone, Default)]
+pub struct CredentialParts {
+    /// A service account's username.
+    pub service_account_username: Option<String>,
+    /// A service account's secret.
+    pub service_account_secret: Option<Secret>,
+    /// The project id.
+    pub project_id: Option<String>,
+    /// The legacy project API secret.
+    pub api_secret: Option<Secret>,
+    /// The project token.
+    pub project_token: Option<Secret>,
+}
+
+/// One part of [`CredentialParts`], to name what is set or missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialPart {
+    /// [`CredentialParts::service_account_username`].
+    ServiceAccountUsername,
+    /// [`CredentialParts::service_account_secret`].
+    ServiceAccountSecret,
+    /// [`CredentialParts::project_id`].
+    ProjectId,
+}
+
+/// A service account given in part: `present` is set, `missing` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{present:?} is set but {missing:?} is not")]
+pub struct IncompleteCredentials {
+    /// The part that is set.
+    pub present: CredentialPart,
+    /// The part it needs.
+    pub missing: CredentialPart,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +287,51 @@ mod tests {
         assert_eq!(
             header.to_str().unwrap(),
             "Basic c3ZjLnVzZXI6czNjcjN0LXZhbHVl"
+        );
+    }
+
+    #[test]
+    fn credentials_from_parts_follow_one_precedence() {
+        use CredentialPart::*;
+        let parts = |username: Option<&str>,
+                     secret: Option<&str>,
+                     project: Option<&str>,
+                     api: Option<&str>,
+                     token: Option<&str>| CredentialParts {
+            service_account_username: username.map(str::to_owned),
+            service_account_secret: secret.map(Secret::from),
+            project_id: project.map(str::to_owned),
+            api_secret: api.map(Secret::from),
+            project_token: token.map(Secret::from),
+        };
+        let all =
+            Credentials::from_parts(parts(Some("u"), Some("s"), Some("1"), Some("a"), Some("t")));
+        assert_eq!(all, Ok(Some(Credentials::service_account("u", "s", "1"))));
+        let api = Credentials::from_parts(parts(None, None, Some("1"), Some("a"), Some("t")));
+        assert_eq!(
+            api,
+            Ok(Some(Credentials::api_secret_with_project("a", "1")))
+        );
+        let api = Credentials::from_parts(parts(None, None, None, Some("a"), None));
+        assert_eq!(api, Ok(Some(Credentials::api_secret("a"))));
+        let token = Credentials::from_parts(parts(None, None, Some("1"), None, Some("t")));
+        assert_eq!(token, Ok(Some(Credentials::project_token("t"))));
+        assert_eq!(
+            Credentials::from_parts(parts(None, None, Some("1"), None, None)),
+            Ok(None)
+        );
+        let incomplete = |present, missing| Err(IncompleteCredentials { present, missing });
+        assert_eq!(
+            Credentials::from_parts(parts(Some("u"), Some("s"), None, Some("a"), None)),
+            incomplete(ServiceAccountUsername, ProjectId)
+        );
+        assert_eq!(
+            Credentials::from_parts(parts(Some("u"), None, Some("1"), None, Some("t"))),
+            incomplete(ServiceAccountUsername, ServiceAccountSecret)
+        );
+        assert_eq!(
+            Credentials::from_parts(parts(None, Some("s"), Some("1"), Some("a"), None)),
+            incomplete(ServiceAccountSecret, ServiceAccountUsername)
         );
     }
 

@@ -89,7 +89,10 @@ mod retry;
 mod transport;
 
 pub use batch::{BatchLimits, Batcher, ImportBatch};
-pub use config::{Credentials, Region, Secret, UnknownRegion};
+pub use config::{
+    CredentialPart, CredentialParts, Credentials, IncompleteCredentials, Region, Secret,
+    UnknownRegion,
+};
 pub use error::Error;
 pub use event::{Event, Properties, PropertyValue};
 

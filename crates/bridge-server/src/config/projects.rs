@@ -2,7 +2,9 @@
 //! the routed ones (`[[projects]]`): names, routes, and connection keys into
 //! [`Credentials`], with the errors that say which variables to set.
 
-use mixpanel_client::{Credentials, Region};
+use mixpanel_client::{
+    CredentialPart, CredentialParts, Credentials, IncompleteCredentials, Region,
+};
 
 use super::keys::{self, ConnectionVars, DEFAULT_PROJECT_VARS};
 use super::raw::{RawProject, Sourced};
@@ -252,71 +254,79 @@ fn validate_connection<S: AsRef<str>>(
         None => None,
     };
 
-    let credentials = match (username, service_account_secret) {
-        (Some(username), Some(secret)) => {
-            let Some(project_id) = &project_id else {
-                return Err(ConfigError::IncompleteCredentials {
-                    project: name.to_owned(),
-                    present: cx.setting(&key("service_account_username"), username.origin.as_ref()),
-                    missing: missing(&vars.project_id, "project_id"),
-                });
-            };
-            if let Some(api_secret) = &api_secret {
-                let setting = cx.setting(&key("api_secret"), api_secret.origin.as_ref());
-                cx.warnings.push(format!(
-                    "project {name:?}: {setting} is set but unused: the service account is used"
-                ));
-            }
-            Some(Credentials::service_account(
-                username.value,
-                secret.value,
-                project_id.value.clone(),
-            ))
+    if username.is_some() && service_account_secret.is_some() {
+        if let Some(api_secret) = &api_secret {
+            let setting = cx.setting(&key("api_secret"), api_secret.origin.as_ref());
+            cx.warnings.push(format!(
+                "project {name:?}: {setting} is set but unused: the service account is used"
+            ));
         }
-        (Some(username), None) => {
-            return Err(ConfigError::IncompleteCredentials {
-                project: name.to_owned(),
-                present: cx.setting(&key("service_account_username"), username.origin.as_ref()),
-                missing: missing(&vars.service_account_secret, "service_account_secret"),
-            });
-        }
-        (None, Some(secret)) => {
-            return Err(ConfigError::IncompleteCredentials {
-                project: name.to_owned(),
-                present: cx.setting(&key("service_account_secret"), secret.origin.as_ref()),
-                missing: missing(&vars.service_account_username, "service_account_username"),
-            });
-        }
-        (None, None) => match (&api_secret, &project_token) {
-            (Some(api_secret), _) => {
-                cx.warnings.push(format!(
-                    "project {name:?} uses the API secret, which Mixpanel has deprecated (it retires on 2027-03-03): prefer a service account"
-                ));
-                Some(match &project_id {
-                    Some(project_id) => Credentials::api_secret_with_project(
-                        api_secret.value.clone(),
-                        project_id.value.clone(),
-                    ),
-                    None => Credentials::api_secret(api_secret.value.clone()),
-                })
-            }
-            (None, Some(token)) => Some(Credentials::project_token(token.value.clone())),
-            (None, None) if dry_run => None,
-            (None, None) => {
-                return Err(ConfigError::NoCredentials {
-                    project: name.to_owned(),
-                    hint: format!(
-                        "{}, {} and {} (or {}, or {}), the same keys in {section}, or use --dry-run",
-                        vars.service_account_username.as_ref(),
-                        vars.service_account_secret.as_ref(),
-                        vars.project_id.as_ref(),
-                        vars.api_secret.as_ref(),
-                        vars.project_token.as_ref(),
-                    ),
-                });
-            }
-        },
+    }
+    // Where each part was set, to name it in an error.
+    let setting_of = |cx: &Context<'_>, part: CredentialPart| match part {
+        CredentialPart::ServiceAccountUsername => cx.setting(
+            &key("service_account_username"),
+            username.as_ref().and_then(|value| value.origin.as_ref()),
+        ),
+        CredentialPart::ServiceAccountSecret => cx.setting(
+            &key("service_account_secret"),
+            service_account_secret
+                .as_ref()
+                .and_then(|value| value.origin.as_ref()),
+        ),
+        CredentialPart::ProjectId => cx.setting(
+            &key("project_id"),
+            project_id.as_ref().and_then(|value| value.origin.as_ref()),
+        ),
     };
+    let missing_setting = |part: CredentialPart| match part {
+        CredentialPart::ServiceAccountUsername => {
+            missing(&vars.service_account_username, "service_account_username")
+        }
+        CredentialPart::ServiceAccountSecret => {
+            missing(&vars.service_account_secret, "service_account_secret")
+        }
+        CredentialPart::ProjectId => missing(&vars.project_id, "project_id"),
+    };
+    let parts = CredentialParts {
+        service_account_username: username.as_ref().map(|value| value.value.clone()),
+        service_account_secret: service_account_secret
+            .as_ref()
+            .map(|value| value.value.clone()),
+        project_id: project_id.as_ref().map(|value| value.value.clone()),
+        api_secret: api_secret.as_ref().map(|value| value.value.clone()),
+        project_token: project_token.as_ref().map(|value| value.value.clone()),
+    };
+    let credentials = match Credentials::from_parts(parts) {
+        Ok(credentials) => credentials,
+        Err(IncompleteCredentials { present, missing }) => {
+            return Err(ConfigError::IncompleteCredentials {
+                project: name.to_owned(),
+                present: setting_of(cx, present),
+                missing: missing_setting(missing),
+            });
+        }
+    };
+    match &credentials {
+        Some(Credentials::ApiSecret { .. }) => cx.warnings.push(format!(
+            "project {name:?} uses the API secret, which Mixpanel has deprecated (it retires on 2027-03-03): prefer a service account"
+        )),
+        Some(_) => {}
+        None if dry_run => {}
+        None => {
+            return Err(ConfigError::NoCredentials {
+                project: name.to_owned(),
+                hint: format!(
+                    "{}, {} and {} (or {}, or {}), the same keys in {section}, or use --dry-run",
+                    vars.service_account_username.as_ref(),
+                    vars.service_account_secret.as_ref(),
+                    vars.project_id.as_ref(),
+                    vars.api_secret.as_ref(),
+                    vars.project_token.as_ref(),
+                ),
+            });
+        }
+    }
 
     Ok(ProjectConfig {
         name: name.to_owned(),
