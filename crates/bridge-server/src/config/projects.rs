@@ -254,13 +254,14 @@ fn validate_connection<S: AsRef<str>>(
         None => None,
     };
 
-    if username.is_some() && service_account_secret.is_some() {
-        if let Some(api_secret) = &api_secret {
-            let setting = cx.setting(&key("api_secret"), api_secret.origin.as_ref());
-            cx.warnings.push(format!(
-                "project {name:?}: {setting} is set but unused: the service account is used"
-            ));
-        }
+    if username.is_some()
+        && service_account_secret.is_some()
+        && let Some(api_secret) = &api_secret
+    {
+        let setting = cx.setting(&key("api_secret"), api_secret.origin.as_ref());
+        cx.warnings.push(format!(
+            "project {name:?}: {setting} is set but unused: the service account is used"
+        ));
     }
     // Where each part was set, to name it in an error.
     let setting_of = |cx: &Context<'_>, part: CredentialPart| match part {
