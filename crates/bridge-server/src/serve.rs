@@ -24,9 +24,8 @@ use mixpanel_client::Client;
 
 use crate::body_budget::BodyBudget;
 use crate::cohorts::CohortImport;
-use crate::config::{Config, IngestAuth, OpsListener};
+use crate::config::{Config, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
-use crate::ingest::auth::BearerTokens;
 use crate::ingest::{IngestConfig, IngestState};
 use crate::ops::OpsState;
 use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
@@ -173,10 +172,7 @@ pub async fn serve(
         Arc::clone(&metrics),
     ));
 
-    let tokens = match &config.ingest.auth {
-        IngestAuth::Tokens(tokens) => BearerTokens::new(tokens.iter().map(|token| token.expose())),
-        IngestAuth::Unauthenticated => BearerTokens::new([]),
-    };
+    let tokens = config.ingest.auth.bearer_tokens();
     let body_budget = BodyBudget::new(
         config.ingest.max_inflight_body_bytes,
         metrics.ingest_body_bytes_reserved.clone(),

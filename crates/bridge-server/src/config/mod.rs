@@ -556,22 +556,15 @@ impl Config {
 }
 
 impl IngestAuth {
-    /// Whether a request presenting this bearer token (or none) is accepted.
-    /// Compares in time independent of where the tokens differ.
-    pub fn accepts(&self, bearer_token: Option<&str>) -> bool {
+    /// The tokens ingest checks requests against (none: every request
+    /// passes).
+    pub fn bearer_tokens(&self) -> crate::ingest::auth::BearerTokens {
+        use crate::ingest::auth::BearerTokens;
         match self {
-            IngestAuth::Unauthenticated => true,
-            IngestAuth::Tokens(tokens) => bearer_token.is_some_and(|presented| {
-                tokens.iter().fold(false, |found, token| {
-                    found | constant_time_eq(token.expose().as_bytes(), presented.as_bytes())
-                })
-            }),
+            IngestAuth::Tokens(tokens) => BearerTokens::new(tokens.iter().map(Secret::expose)),
+            IngestAuth::Unauthenticated => BearerTokens::new([]),
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 impl ProjectConfig {

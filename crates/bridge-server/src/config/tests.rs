@@ -1156,13 +1156,15 @@ fn env_values_and_debug() {
 
 #[test]
 fn ingest_auth_accepts_any_configured_token() {
-    let auth = IngestAuth::Tokens(vec![Secret::new("old"), Secret::new("new")]);
-    assert!(auth.accepts(Some("old")));
-    assert!(auth.accepts(Some("new")));
-    assert!(!auth.accepts(Some("ne")));
-    assert!(!auth.accepts(Some("newer")));
-    assert!(!auth.accepts(None));
-    assert!(IngestAuth::Unauthenticated.accepts(None));
+    use crate::ingest::auth::AuthCheck;
+    let tokens = IngestAuth::Tokens(vec![Secret::new("old"), Secret::new("new")]).bearer_tokens();
+    assert_eq!(tokens.check(Some(b"Bearer old")), AuthCheck::Valid);
+    assert_eq!(tokens.check(Some(b"Bearer new")), AuthCheck::Valid);
+    assert_eq!(tokens.check(Some(b"Bearer ne")), AuthCheck::Wrong);
+    assert_eq!(tokens.check(Some(b"Bearer newer")), AuthCheck::Wrong);
+    assert_eq!(tokens.check(None), AuthCheck::Missing);
+    let open = IngestAuth::Unauthenticated.bearer_tokens();
+    assert_eq!(open.check(None), AuthCheck::Valid);
 }
 
 #[test]
