@@ -343,7 +343,7 @@ async fn require_credentials(
         return next.run(request).await;
     }
     // Mixpanel pauses a sync that gets a 401: say so, at most once a minute.
-    let now_secs = crate::ingest::now_ms() / 1000;
+    let now_secs = crate::clock::now_ms() / 1000;
     let last_secs = state.last_refusal_warning_secs.load(Ordering::Relaxed);
     if now_secs - last_secs >= 60
         && state

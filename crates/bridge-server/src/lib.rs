@@ -4,6 +4,7 @@
 //! and sync, and the operations endpoints. `serve` wires them together.
 
 pub mod body_budget;
+pub mod clock;
 pub mod cohorts;
 pub mod config;
 pub mod delivery;

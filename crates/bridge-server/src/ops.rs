@@ -67,7 +67,7 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
             .dead_letters
             .set(i64::try_from(stats.n_dead_letters).unwrap_or(i64::MAX));
         let age_ms = stats.oldest_received_at_ms.map_or(0, |oldest| {
-            crate::ingest::now_ms().saturating_sub(oldest).max(0)
+            crate::clock::now_ms().saturating_sub(oldest).max(0)
         });
         metrics.spool_oldest_age_seconds.set(age_ms / 1000);
     }
@@ -77,7 +77,7 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
     {
         state
             .metrics
-            .refresh_cohorts(&cohorts.stats, &statuses, crate::ingest::now_ms());
+            .refresh_cohorts(&cohorts.stats, &statuses, crate::clock::now_ms());
     }
     (
         [(
@@ -145,8 +145,9 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::clock::now_ms;
     use crate::delivery::{Delivery, DeliveryOptions, Router as DeliveryRouter};
-    use crate::ingest::{IngestConfig, auth::BearerTokens, now_ms};
+    use crate::ingest::{IngestConfig, auth::BearerTokens};
     use crate::spool::NewBatch;
     use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
 

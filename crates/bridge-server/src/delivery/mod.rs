@@ -512,7 +512,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         project_idx: usize,
         error: &MixpanelError,
     ) {
-        let now_ms = crate::ingest::now_ms();
+        let now_ms = crate::clock::now_ms();
         let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
         let is_expired = |leased: &LeasedBatch| {
             leased.attempts.saturating_add(1) >= self.options.max_attempts

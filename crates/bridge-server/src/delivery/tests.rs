@@ -106,7 +106,7 @@ async fn append(spool: &SqliteSpool, events: &[Value], workspace: Option<&str>) 
         .append(NewBatch {
             body: Bytes::from(body),
             workspace: workspace.map(str::to_owned),
-            received_at_ms: crate::ingest::now_ms(),
+            received_at_ms: crate::clock::now_ms(),
         })
         .await
         .unwrap();

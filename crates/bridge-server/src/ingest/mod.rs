@@ -37,7 +37,7 @@ mod refusal_log;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
@@ -463,7 +463,7 @@ async fn receive<S: Spool>(
     let batch = NewBatch {
         body,
         workspace: params.workspace,
-        received_at_ms: now_ms(),
+        received_at_ms: crate::clock::now_ms(),
     };
     match state.spool.append(batch).await {
         Ok(id) => {
@@ -496,15 +496,6 @@ fn accepted(n_events: usize) -> Response {
         Json(serde_json::json!({ "status": "ok", "events": n_events })),
     )
         .into_response()
-}
-
-/// Now, UNIX milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 #[cfg(test)]

@@ -681,10 +681,10 @@ async fn an_accepted_batch_ends_a_503_episode_and_a_refused_one_does_not() {
 async fn a_batch_is_stored_with_the_time_it_was_received() {
     let spool = spool(1 << 30);
     let state = state(&spool, 1 << 20);
-    let before = now_ms();
+    let before = crate::clock::now_ms();
     let (status, _, _) = send(&state, authorized(&batch_body(1))).await;
     assert_eq!(status, StatusCode::OK);
-    let after = now_ms();
+    let after = crate::clock::now_ms();
     let leased = spool.spool.lease(1, Duration::from_secs(60)).await.unwrap();
     let received_at_ms = leased[0].batch.received_at_ms;
     assert!(

@@ -278,7 +278,7 @@ impl DeadLetterStore {
                 by_workspace.entry(workspace).or_default().push((id, event));
             }
         }
-        let now_ms = schema::now_ms();
+        let now_ms = crate::clock::now_ms();
         for (workspace, entries) in by_workspace {
             for chunk in entries.chunks(REPLAY_MAX_EVENTS_PER_BATCH) {
                 let mut body = Vec::from(&b"{\"events\":["[..]);

@@ -109,7 +109,11 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 /// Renames the database and its `-wal`, `-shm` and `-journal` files to
 /// `<name>.corrupt-<unix ms>…`; returns the database's new path.
 fn move_aside(path: &Path) -> Result<PathBuf, SpoolError> {
-    let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), schema::now_ms()));
+    let aside = PathBuf::from(format!(
+        "{}.corrupt-{}",
+        path.display(),
+        crate::clock::now_ms()
+    ));
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let from = PathBuf::from(format!("{}{suffix}", path.display()));
         let to = PathBuf::from(format!("{}{suffix}", aside.display()));

@@ -932,7 +932,7 @@ async fn dead_letters_are_listed_by_each_filter() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let between_ms = super::schema::now_ms();
+    let between_ms = crate::clock::now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let id = spool.append(batch(9)).await.unwrap();
     spool

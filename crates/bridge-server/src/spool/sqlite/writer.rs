@@ -294,7 +294,7 @@ impl Writer {
             self.shared.unreserve(group_bytes);
             return;
         }
-        let now_ms = schema::now_ms();
+        let now_ms = crate::clock::now_ms();
         match self.apply(&group, now_ms) {
             Ok((outcomes, totals, quarantined)) => {
                 self.shared
