@@ -66,28 +66,25 @@ pub(crate) enum DlqCommand {
         #[arg(value_name = "ID", required = true)]
         ids: Vec<i64>,
     },
-    /// Put matching entries back into the spool, to be delivered again.
-    Replay {
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Only this entry (repeatable).
-        #[arg(long = "id", value_name = "ID")]
-        ids: Vec<i64>,
-        /// Needed to replay every entry (no filter and no --id).
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Delete matching entries for good.
-    Purge {
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Only this entry (repeatable).
-        #[arg(long = "id", value_name = "ID")]
-        ids: Vec<i64>,
-        /// Needed, always: purged entries cannot be recovered.
-        #[arg(long)]
-        yes: bool,
-    },
+    /// Put matching entries back into the spool, to be delivered again
+    /// (--yes needed to replay every entry: no filter and no --id).
+    Replay(Selection),
+    /// Delete matching entries for good (--yes needed, always: purged
+    /// entries cannot be recovered).
+    Purge(Selection),
+}
+
+/// Which entries `replay` and `purge` act on, and the confirmation.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Selection {
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// Only this entry (repeatable).
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<i64>,
+    /// Confirms a purge, or a replay of every entry.
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 /// The filters `list`, `replay` and `purge` share. TIME is RFC 3339
@@ -137,8 +134,8 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let spool_dir = data_dir.join("spool");
     let filter_cohort = match &args.command {
         DlqCommand::List { filter, .. }
-        | DlqCommand::Replay { filter, .. }
-        | DlqCommand::Purge { filter, .. } => filter.cohort.is_some(),
+        | DlqCommand::Replay(Selection { filter, .. })
+        | DlqCommand::Purge(Selection { filter, .. }) => filter.cohort.is_some(),
         DlqCommand::Show { .. } => false,
     };
     if filter_cohort {
@@ -157,7 +154,7 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             let store = open(&spool_dir)?;
             show(&store, &ids)
         }
-        DlqCommand::Replay { filter, ids, yes } => {
+        DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let filter = filter.to_filter(ids);
             if !yes && filter == DeadLetterFilter::default() {
                 return usage("replaying every entry needs --yes (or give a filter or --id)");
@@ -179,7 +176,7 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Purge { filter, ids, yes } => {
+        DlqCommand::Purge(Selection { filter, ids, yes }) => {
             let filter = filter.to_filter(ids);
             let mut store = open(&spool_dir)?;
             if !yes {

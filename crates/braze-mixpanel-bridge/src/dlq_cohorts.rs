@@ -15,7 +15,7 @@ use cohort_import::store::sqlite::{CohortDeadLetter, DeadLetterSelection, Sqlite
 use serde_json::{Value, json};
 
 use crate::dlq_cmd::{
-    DETAIL_WIDTH, DlqCommand, FilterArgs, format_time, shorten, usage, write_table,
+    DETAIL_WIDTH, DlqCommand, FilterArgs, Selection, format_time, shorten, usage, write_table,
 };
 
 pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -93,7 +93,7 @@ pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Replay { filter, ids, yes } => {
+        DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let selection = selection(&filter, ids)?;
             if !yes && selection == DeadLetterSelection::default() {
                 return usage("replaying every entry needs --yes (or give a filter or --id)");
@@ -105,7 +105,7 @@ pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCo
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Purge { filter, ids, yes } => {
+        DlqCommand::Purge(Selection { filter, ids, yes }) => {
             let selection = selection(&filter, ids)?;
             if !yes {
                 let n_matching = store.dead_letters(&selection, usize::MAX)?.len();
