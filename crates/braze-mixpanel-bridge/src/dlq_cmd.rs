@@ -242,11 +242,19 @@ fn list(
             vec![
                 entry.id.to_string(),
                 format_time(entry.dead_lettered_at_ms, false),
-                entry.reason.clone(),
-                entry.event_type.clone().unwrap_or_else(|| "-".to_owned()),
-                entry.event_id.clone().unwrap_or_else(|| "-".to_owned()),
-                entry.attempts.to_string(),
-                shorten(&entry.detail, DETAIL_WIDTH),
+                entry.letter.reason.clone(),
+                entry
+                    .letter
+                    .event_type
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                entry
+                    .letter
+                    .event_id
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                entry.letter.attempts.to_string(),
+                shorten(&entry.letter.detail, DETAIL_WIDTH),
             ]
         })
         .collect();
@@ -312,18 +320,18 @@ fn show(store: &DeadLetterStore, ids: &[i64]) -> anyhow::Result<ExitCode> {
 /// An entry as JSON, the event as JSON itself when it is; an event that is
 /// not JSON is a string, with `"event_is_json": false`.
 fn entry_json(entry: &DeadLetterEntry) -> Value {
-    let text = String::from_utf8_lossy(&entry.event);
+    let text = String::from_utf8_lossy(&entry.letter.event);
     let event = serde_json::from_str::<Value>(&text).ok();
     let mut value = json!({
         "id": entry.id,
         "dead_lettered_at": format_time(entry.dead_lettered_at_ms, true),
         "dead_lettered_at_ms": entry.dead_lettered_at_ms,
-        "reason": entry.reason,
-        "detail": entry.detail,
-        "event_type": entry.event_type,
-        "event_id": entry.event_id,
-        "workspace": entry.workspace,
-        "attempts": entry.attempts,
+        "reason": entry.letter.reason,
+        "detail": entry.letter.detail,
+        "event_type": entry.letter.event_type,
+        "event_id": entry.letter.event_id,
+        "workspace": entry.letter.workspace,
+        "attempts": entry.letter.attempts,
         "batch_id": entry.batch_id,
     });
     match event {

@@ -240,9 +240,12 @@ async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
 
     let store = spool.dead_letter_store().unwrap();
     let dead = store.list(&DeadLetterFilter::default(), 10).unwrap();
-    let reasons: Vec<&str> = dead.iter().map(|entry| entry.reason.as_str()).collect();
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|entry| entry.letter.reason.as_str())
+        .collect();
     assert_eq!(reasons, ["missing_event_type", "not_an_object"]);
-    assert_eq!(dead[1].event, Bytes::from_static(b"\"junk\""));
+    assert_eq!(dead[1].letter.event, Bytes::from_static(b"\"junk\""));
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
     assert_eq!(
@@ -315,10 +318,10 @@ async fn refused_records_are_dead_lettered_with_the_original_event_and_routing_s
         .list(&DeadLetterFilter::default(), 10)
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].reason, REFUSED_BY_MIXPANEL);
-    assert_eq!(dead[0].detail, "properties.time: too old");
-    assert_eq!(dead[0].event_id.as_deref(), Some("bad-1"));
-    let stored: Value = serde_json::from_slice(&dead[0].event).unwrap();
+    assert_eq!(dead[0].letter.reason, REFUSED_BY_MIXPANEL);
+    assert_eq!(dead[0].letter.detail, "properties.time: too old");
+    assert_eq!(dead[0].letter.event_id.as_deref(), Some("bad-1"));
+    let stored: Value = serde_json::from_slice(&dead[0].letter.event).unwrap();
     assert_eq!(stored, bad, "the dead letter keeps the Currents event");
 }
 
@@ -632,7 +635,7 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
         .list(&DeadLetterFilter::default(), 10)
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].event_id.as_deref(), Some("g-3-1"));
+    assert_eq!(dead[0].letter.event_id.as_deref(), Some("g-3-1"));
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 14);
     assert_eq!(status.dead_lettered.load(Ordering::Relaxed), 1);
@@ -849,7 +852,7 @@ async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes
         .list(&DeadLetterFilter::default(), 10)
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].reason, "missing_event_type");
+    assert_eq!(dead[0].letter.reason, "missing_event_type");
     let status = delivery.status();
     assert_eq!(status.delivered.load(Ordering::Relaxed), 298);
     assert_eq!(
@@ -1120,9 +1123,9 @@ async fn a_batch_that_always_panics_is_set_aside_and_its_group_delivered() {
         .list(&DeadLetterFilter::default(), 10)
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].reason, super::DELIVERY_PANICKED);
-    assert_eq!(dead[0].workspace.as_deref(), Some("poison"));
-    let kept: Value = serde_json::from_slice(&dead[0].event).unwrap();
+    assert_eq!(dead[0].letter.reason, super::DELIVERY_PANICKED);
+    assert_eq!(dead[0].letter.workspace.as_deref(), Some("poison"));
+    let kept: Value = serde_json::from_slice(&dead[0].letter.event).unwrap();
     assert_eq!(kept["events"][0]["id"], "bad-1", "the whole batch is kept");
     assert!(
         metrics

@@ -17,7 +17,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::schema::{self, BatchRecord};
-use crate::spool::SpoolError;
+use crate::spool::{DeadLetter, SpoolError};
 
 /// Events per replayed batch at most.
 pub const REPLAY_MAX_EVENTS_PER_BATCH: usize = 500;
@@ -42,29 +42,18 @@ pub struct DeadLetterFilter {
     pub ids: Vec<i64>,
 }
 
-/// One stored dead letter.
+/// One stored dead letter: the letter as delivery wrote it, and where and
+/// when the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterEntry {
     /// The entry's id in the store.
     pub id: i64,
     /// When it was dead-lettered, UNIX milliseconds.
     pub dead_lettered_at_ms: i64,
-    /// The closed snake_case reason.
-    pub reason: String,
-    /// The details: Mixpanel's message, the parser's explanation.
-    pub detail: String,
-    /// The event's type, when it could be read.
-    pub event_type: Option<String>,
-    /// The Currents event id, when it could be read.
-    pub event_id: Option<String>,
-    /// The workspace of the batch it came in.
-    pub workspace: Option<String>,
-    /// Delivery attempts made before it was dead-lettered.
-    pub attempts: u32,
     /// The spool id of the batch it came in.
     pub batch_id: Option<i64>,
-    /// The event's JSON text as received.
-    pub event: Bytes,
+    /// The event, its reason and details.
+    pub letter: DeadLetter,
 }
 
 /// What a replay did.
@@ -336,14 +325,16 @@ fn decode_entry(row: &Row<'_>) -> rusqlite::Result<DeadLetterEntry> {
     Ok(DeadLetterEntry {
         id: row.get(0)?,
         dead_lettered_at_ms: row.get(1)?,
-        reason: row.get(2)?,
-        detail: row.get(3)?,
-        event_type: row.get(4)?,
-        event_id: row.get(5)?,
-        workspace: row.get(6)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         batch_id: row.get(8)?,
-        event: Bytes::copy_from_slice(row.get_ref(9)?.as_bytes()?),
+        letter: DeadLetter {
+            event: Bytes::copy_from_slice(row.get_ref(9)?.as_bytes()?),
+            reason: row.get(2)?,
+            detail: row.get(3)?,
+            event_type: row.get(4)?,
+            event_id: row.get(5)?,
+            workspace: row.get(6)?,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        },
     })
 }
 

@@ -367,13 +367,13 @@ async fn settle_stores_dead_letters_with_the_delete() {
     let entries = store.list(&DeadLetterFilter::default(), 10).unwrap();
     assert_eq!(entries.len(), 2);
     for (entry, dead_letter) in entries.iter().zip(&dead_letters) {
-        assert_eq!(entry.event, dead_letter.event);
-        assert_eq!(entry.reason, dead_letter.reason);
-        assert_eq!(entry.detail, dead_letter.detail);
-        assert_eq!(entry.event_type, dead_letter.event_type);
-        assert_eq!(entry.event_id, dead_letter.event_id);
-        assert_eq!(entry.workspace, dead_letter.workspace);
-        assert_eq!(entry.attempts, 3);
+        assert_eq!(entry.letter.event, dead_letter.event);
+        assert_eq!(entry.letter.reason, dead_letter.reason);
+        assert_eq!(entry.letter.detail, dead_letter.detail);
+        assert_eq!(entry.letter.event_type, dead_letter.event_type);
+        assert_eq!(entry.letter.event_id, dead_letter.event_id);
+        assert_eq!(entry.letter.workspace, dead_letter.workspace);
+        assert_eq!(entry.letter.attempts, 3);
         assert_eq!(entry.batch_id, Some(id.0));
     }
     spool.close().await.unwrap();
@@ -953,7 +953,7 @@ async fn dead_letters_are_listed_by_each_filter() {
             .list(&filter, 100)
             .unwrap()
             .into_iter()
-            .map(|entry| entry.event_id.unwrap())
+            .map(|entry| entry.letter.event_id.unwrap())
             .collect::<Vec<_>>()
     };
     assert_eq!(event_ids(DeadLetterFilter::default()), ["d1", "d2", "d3"]);
@@ -1023,7 +1023,9 @@ async fn replay_moves_dead_letters_back_as_batches() {
     );
     let left = store.list(&DeadLetterFilter::default(), 10).unwrap();
     assert_eq!(
-        left.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        left.iter()
+            .map(|e| e.letter.reason.as_str())
+            .collect::<Vec<_>>(),
         ["missing_id", "invalid_json"]
     );
 
@@ -1112,7 +1114,7 @@ async fn purge_deletes_only_what_matches() {
     assert_eq!(purged, 1);
     let left = store.list(&DeadLetterFilter::default(), 10).unwrap();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].reason, "refused_by_mixpanel");
+    assert_eq!(left[0].letter.reason, "refused_by_mixpanel");
     spool.close().await.unwrap();
 }
 
