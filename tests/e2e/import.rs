@@ -236,16 +236,21 @@ async fn refused_and_invalid_records_are_written_out_and_exit_3() {
         [
             ("invalid_json".to_owned(), 4, "-".to_owned()),
             ("invalid_json".to_owned(), 6, "-".to_owned()),
-            ("refused".to_owned(), 10, "-".to_owned()),
+            ("refused_by_mixpanel".to_owned(), 10, "-".to_owned()),
         ]
     );
     assert_eq!(failed[2]["event"], refused);
     assert_eq!(failed[2]["field"], "properties.time");
+    assert_eq!(failed[2]["detail"], "'properties.time' is invalid");
     assert_eq!(failed[0]["event"], "this line is not JSON");
     // Everything else reached Mixpanel (the refused event was sent, then refused).
     let n_events = events.lines().count();
     assert_eq!(received_insert_ids(&server).await.len(), n_events);
-    assert!(run.stderr.contains("failed refused: 1"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("failed refused_by_mixpanel: 1"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("failed invalid_json: 2"),
         "{}",

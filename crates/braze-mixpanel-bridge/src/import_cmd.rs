@@ -91,7 +91,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let started = Instant::now();
     let progress = Progress::start(Arc::clone(&counters));
-    let mut failures = FailureLog {
+    let mut failures = FailedRecordsFile {
         out: &mut *failed_out,
         sources: &sources,
         by_reason: BTreeMap::new(),
@@ -176,7 +176,7 @@ fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
 }
 
 /// Writes failed records as NDJSON and counts them by reason.
-struct FailureLog<'a> {
+struct FailedRecordsFile<'a> {
     out: &'a mut dyn Write,
     sources: &'a [String],
     by_reason: BTreeMap<&'static str, u64>,
@@ -190,7 +190,7 @@ struct FailedLine<'a> {
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
-    message: &'a str,
+    detail: &'a str,
     event: FailedEvent<'a>,
 }
 
@@ -201,7 +201,7 @@ enum FailedEvent<'a> {
     Text(std::borrow::Cow<'a, str>),
 }
 
-impl FailureLog<'_> {
+impl FailedRecordsFile<'_> {
     fn record(&mut self, failure: Failure) {
         *self.by_reason.entry(failure.reason.as_str()).or_default() += 1;
         if self.write_error.is_some() {
@@ -220,7 +220,7 @@ impl FailureLog<'_> {
             line: failure.position.line,
             reason: failure.reason.as_str(),
             field: failure.field.as_deref(),
-            message: &failure.message,
+            detail: &failure.message,
             event,
         };
         let written = serde_json::to_writer(&mut *self.out, &line)

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge_server::spool::sqlite::{SpoolConfig, SqliteSpool};
+use bridge_server::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 use bridge_server::spool::{NewBatch, Spool};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -88,7 +88,7 @@ async fn run(
         RUN.fetch_add(1, Ordering::Relaxed)
     ));
     let spool = Arc::new(
-        SqliteSpool::open(SpoolConfig::new(dir.clone(), u64::MAX)).expect("open the spool"),
+        SqliteSpool::open(SqliteSpoolOptions::new(dir.clone(), u64::MAX)).expect("open the spool"),
     );
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();

@@ -147,9 +147,9 @@ mod tests {
     use super::*;
     use crate::clock::now_ms;
     use crate::delivery::{Delivery, DeliveryOptions, Router as DeliveryRouter};
-    use crate::ingest::{IngestConfig, auth::BearerTokens};
+    use crate::ingest::{IngestOptions, auth::BearerTokens};
     use crate::spool::NewBatch;
-    use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+    use crate::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 
     /// Every event to the only project (the tests configure none).
     struct OneProject;
@@ -163,11 +163,12 @@ mod tests {
     /// The operations state over a spool in `dir`; the delivery engine is
     /// built (never run) only for the status it shares.
     fn ops_state(dir: &std::path::Path) -> Arc<OpsState<SqliteSpool>> {
-        let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir.to_owned(), 1 << 30)).unwrap());
+        let spool =
+            Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir.to_owned(), 1 << 30)).unwrap());
         let metrics = Arc::new(Metrics::new());
         let ingest = Arc::new(IngestState::new(
             Arc::clone(&spool),
-            IngestConfig {
+            IngestOptions {
                 tokens: BearerTokens::new([]),
                 max_body_bytes: 1 << 20,
                 request_timeout: Duration::from_secs(10),

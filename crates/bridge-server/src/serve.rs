@@ -26,9 +26,9 @@ use crate::body_budget::BodyBudget;
 use crate::cohorts::CohortImport;
 use crate::config::{Config, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
-use crate::ingest::{IngestConfig, IngestState};
+use crate::ingest::{IngestOptions, IngestState};
 use crate::ops::OpsState;
-use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+use crate::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 use currents_mixpanel::Mapper;
 
 /// Why the service could not start or stopped.
@@ -130,7 +130,8 @@ pub async fn serve(
         ),
         OpsListener::IngestListener => None,
     };
-    let spool_config = SpoolConfig::new(config.data_dir.join("spool"), config.spool.max_bytes);
+    let spool_config =
+        SqliteSpoolOptions::new(config.data_dir.join("spool"), config.spool.max_bytes);
     let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
         .await
         .map_err(|error| ServeError::Spool(crate::spool::SpoolError::Storage(error.to_string())))?
@@ -179,7 +180,7 @@ pub async fn serve(
     );
     let ingest = Arc::new(IngestState::new(
         Arc::clone(&spool),
-        IngestConfig {
+        IngestOptions {
             tokens,
             max_body_bytes: config.ingest.max_body_bytes,
             request_timeout: config.ingest.request_timeout,

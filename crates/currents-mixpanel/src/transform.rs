@@ -22,7 +22,7 @@ use crate::mapping::{Mapper, Outcome, OutcomeCounts};
 
 /// How the input was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputFormat {
+pub enum ReadMode {
     /// One JSON value per line.
     Lines,
     /// One or more JSON values spread over lines.
@@ -35,7 +35,7 @@ pub enum InputFormat {
 #[derive(Debug, Clone)]
 pub struct Summary {
     /// How the input was read.
-    pub format: InputFormat,
+    pub format: ReadMode,
     /// Every event's outcome, counted by reason.
     pub counts: OutcomeCounts,
 }
@@ -66,7 +66,7 @@ pub fn transform(
     rejects: &mut dyn Write,
     mapper: &Mapper,
 ) -> Result<Summary, TransformError> {
-    let mut sink = Sink {
+    let mut sink = Output {
         output,
         rejects,
         mapper,
@@ -87,7 +87,7 @@ pub fn transform(
             .map_err(TransformError::Read)?
             == 0
         {
-            break InputFormat::Empty;
+            break ReadMode::Empty;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             leading_blank_lines.extend_from_slice(&line);
@@ -98,13 +98,13 @@ pub fn transform(
         if is_complete_value {
             sink.line(&line, line_number)?;
             read_lines(input, &mut sink, &mut line, line_number)?;
-            break InputFormat::Lines;
+            break ReadMode::Lines;
         }
         leading_blank_lines.append(&mut line);
         read_document(input, &mut sink, leading_blank_lines)?;
-        break InputFormat::Document;
+        break ReadMode::Document;
     };
-    if format == InputFormat::Lines && sink.json_values == 0 {
+    if format == ReadMode::Lines && sink.json_values == 0 {
         return Err(TransformError::NotJson {
             message: "no line of the input is JSON".to_owned(),
         });
@@ -117,7 +117,7 @@ pub fn transform(
 
 fn read_lines(
     input: &mut dyn BufRead,
-    sink: &mut Sink<'_>,
+    sink: &mut Output<'_>,
     line: &mut Vec<u8>,
     mut line_number: u64,
 ) -> Result<(), TransformError> {
@@ -139,7 +139,7 @@ fn read_lines(
 
 fn read_document(
     input: &mut dyn BufRead,
-    sink: &mut Sink<'_>,
+    sink: &mut Output<'_>,
     start: Vec<u8>,
 ) -> Result<(), TransformError> {
     let mut bytes = start;
@@ -165,7 +165,7 @@ fn read_document(
 }
 
 /// Where outcomes go.
-struct Sink<'a> {
+struct Output<'a> {
     output: &'a mut dyn Write,
     rejects: &'a mut dyn Write,
     mapper: &'a Mapper,
@@ -195,7 +195,7 @@ enum RejectedEvent<'a> {
     Text(&'a str),
 }
 
-impl Sink<'_> {
+impl Output<'_> {
     fn line(&mut self, line: &[u8], line_number: u64) -> Result<(), TransformError> {
         let text = match std::str::from_utf8(line) {
             Ok(text) => text,

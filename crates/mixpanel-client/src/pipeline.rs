@@ -47,7 +47,7 @@ impl FailureReason {
         match self {
             FailureReason::InvalidJson => "invalid_json",
             FailureReason::EventTooLarge => "event_too_large",
-            FailureReason::Refused => "refused",
+            FailureReason::Refused => "refused_by_mixpanel",
             FailureReason::RequestFailed => "request_failed",
         }
     }

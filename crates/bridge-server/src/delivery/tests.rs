@@ -13,7 +13,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use super::*;
 use crate::metrics::Metrics;
 use crate::spool::NewBatch;
-use crate::spool::sqlite::{DeadLetterFilter, SpoolConfig, SqliteSpool};
+use crate::spool::sqlite::{DeadLetterFilter, SqliteSpool, SqliteSpoolOptions};
 use currents_mixpanel::{Mapper, MappingConfig};
 
 struct TestDir(PathBuf);
@@ -139,7 +139,7 @@ fn dry_run_project(dir: &TestDir) -> (ProjectTarget, PathBuf) {
 
 /// A spool in `dir`.
 fn spool_in(dir: &TestDir) -> Arc<SqliteSpool> {
-    Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.clone(), 1 << 30)).unwrap())
+    Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir.0.clone(), 1 << 30)).unwrap())
 }
 
 /// Delivery over `spool` to these projects, routed by `TwoProjects`.
@@ -211,7 +211,7 @@ fn events_in(request: &Request) -> Vec<Value> {
 async fn dry_run_writes_mapped_events_and_dead_letters_invalid_ones() {
     let dir = TestDir::new();
     let spool =
-        Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
+        Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir.0.join("spool"), 1 << 30)).unwrap());
     let (project, file_path) = dry_run_project(&dir);
     let delivery = delivery_to(&spool, vec![project], options());
     append(
@@ -826,7 +826,7 @@ async fn only_the_requests_that_failed_expire_the_ones_answered_before_are_deliv
 async fn a_batch_over_a_mebibyte_is_parsed_event_by_event_with_the_same_outcomes() {
     let dir = TestDir::new();
     let spool =
-        Arc::new(SqliteSpool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 30)).unwrap());
+        Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir.0.join("spool"), 1 << 30)).unwrap());
     let (project, file_path) = dry_run_project(&dir);
     let delivery = delivery_to(&spool, vec![project], options());
     let padding = "x".repeat(4000);

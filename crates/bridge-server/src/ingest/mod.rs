@@ -58,7 +58,7 @@ use refusal_log::{Refusal, RefusalLog};
 
 /// How the endpoint behaves.
 #[derive(Debug, Clone)]
-pub struct IngestConfig {
+pub struct IngestOptions {
     /// Tokens Braze may present; empty accepts any request.
     pub tokens: BearerTokens,
     /// The largest body accepted, counted after gzip inflation.
@@ -75,7 +75,7 @@ pub struct IngestConfig {
 /// What the handler needs.
 pub struct IngestState<S> {
     spool: Arc<S>,
-    config: IngestConfig,
+    config: IngestOptions,
     accepting: AtomicBool,
     metrics: Arc<Metrics>,
     refusals: RefusalLog,
@@ -83,7 +83,7 @@ pub struct IngestState<S> {
 
 impl<S: Spool> IngestState<S> {
     /// State over a spool.
-    pub fn new(spool: Arc<S>, config: IngestConfig, metrics: Arc<Metrics>) -> IngestState<S> {
+    pub fn new(spool: Arc<S>, config: IngestOptions, metrics: Arc<Metrics>) -> IngestState<S> {
         IngestState {
             spool,
             config,

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::spool::sqlite::{SpoolConfig, SqliteSpool};
+use crate::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 
 const TOKEN: &str = "cUrReNtS-t0ken==";
 const NEXT_TOKEN: &str = "r0tated-t0ken==";
@@ -36,7 +36,8 @@ fn spool(max_bytes: u64) -> TestSpool {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let spool = SqliteSpool::open(SpoolConfig::new(dir.clone(), max_bytes)).expect("spool opens");
+    let spool =
+        SqliteSpool::open(SqliteSpoolOptions::new(dir.clone(), max_bytes)).expect("spool opens");
     TestSpool {
         spool: Arc::new(spool),
         dir,
@@ -64,7 +65,7 @@ fn state_with_budget(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     Arc::new(IngestState::new(
         Arc::clone(&spool.spool),
-        IngestConfig {
+        IngestOptions {
             tokens: BearerTokens::new([TOKEN, NEXT_TOKEN]),
             max_body_bytes,
             request_timeout,
@@ -730,7 +731,7 @@ async fn a_fault_of_ours_is_a_500_that_reveals_nothing_and_is_logged_as_an_error
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let state = Arc::new(IngestState::new(
         Arc::new(PanickingSpool),
-        IngestConfig {
+        IngestOptions {
             tokens: BearerTokens::new([TOKEN]),
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),

@@ -29,8 +29,8 @@
 //! - **Group commit.** One writer thread owns the only writing connection.
 //!   `append`, `lease`, `settle` and `release` send it a request with a
 //!   oneshot for the answer; it drains what is waiting (up to
-//!   [`SpoolConfig::max_group_requests`] requests or
-//!   [`SpoolConfig::max_group_bytes`] appended bytes) into one transaction
+//!   [`SqliteSpoolOptions::max_group_requests`] requests or
+//!   [`SqliteSpoolOptions::max_group_bytes`] appended bytes) into one transaction
 //!   and one fsync, then answers them all. Concurrent batches share an
 //!   fsync; a lone batch still gets its own at once (no timer).
 //! - **Nothing blocks the runtime.** The writer is a plain thread;
@@ -49,13 +49,13 @@
 //! - **Size bound.** Stored body bytes are kept in memory (loaded at open,
 //!   updated after each commit from the `totals` row, so replays by the CLI
 //!   count too) plus the bytes of appends in flight; an append that would go
-//!   over [`SpoolConfig::max_bytes`] gets [`SpoolError::Full`] (503 with
+//!   over [`SqliteSpoolOptions::max_bytes`] gets [`SpoolError::Full`] (503 with
 //!   `Retry-After` at the HTTP layer). The bound counts bodies, not SQLite's
 //!   pages and indexes, which add a few per cent.
 //! - **Space is reclaimed.** Deleted rows free pages, which later appends
 //!   reuse, so a steady spool does not grow. The database is created with
 //!   `auto_vacuum=INCREMENTAL`: when at least a quarter of the file and
-//!   [`SpoolConfig::reclaim_min_free_bytes`] are free (a drained backlog),
+//!   [`SqliteSpoolOptions::reclaim_min_free_bytes`] are free (a drained backlog),
 //!   the writer gives pages back with `PRAGMA incremental_vacuum`, 16 MB per
 //!   step, at most once a second. It also runs a passive WAL checkpoint at
 //!   most once a second, when something was committed; SQLite checkpoints
@@ -64,7 +64,7 @@
 //!   every free page and truncates the WAL to zero.
 //! - **Shared with the CLI.** [`DeadLetterStore`] opens the same file from
 //!   another process without a writer thread; the busy timeout
-//!   ([`SpoolConfig::busy_timeout`]) makes each side wait for the other's
+//!   ([`SqliteSpoolOptions::busy_timeout`]) makes each side wait for the other's
 //!   short transactions.
 //!
 //! # Storage format, schema version 1 (`PRAGMA user_version = 1`)
@@ -108,12 +108,12 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use self::schema::{BatchRecord, Totals};
-use self::writer::{FailureLog, GroupLimits, Request, Shared, Writer};
+use self::writer::{GroupLimits, Request, Shared, StorageFailureLog, Writer};
 use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
 
 /// Where the spool lives and how big it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolConfig {
+pub struct SqliteSpoolOptions {
     /// The spool directory; created if missing. The database is `spool.db`
     /// inside it.
     pub dir: PathBuf,
@@ -129,12 +129,12 @@ pub struct SpoolConfig {
     pub reclaim_min_free_bytes: u64,
 }
 
-impl SpoolConfig {
+impl SqliteSpoolOptions {
     /// The defaults for a spool in `dir` bounded to `max_bytes`: a 5 s busy
     /// timeout, groups of up to 256 requests or 32 MB, pages given back once
     /// 64 MB (and a quarter of the file) are free.
-    pub fn new(dir: PathBuf, max_bytes: u64) -> SpoolConfig {
-        SpoolConfig {
+    pub fn new(dir: PathBuf, max_bytes: u64) -> SqliteSpoolOptions {
+        SqliteSpoolOptions {
             dir,
             max_bytes,
             busy_timeout: Duration::from_secs(5),
@@ -169,7 +169,7 @@ impl SqliteSpool {
     /// thread. Checks the file with `PRAGMA quick_check` first, which reads
     /// the whole file: this blocks, so call it before serving or on
     /// `spawn_blocking`.
-    pub fn open(config: SpoolConfig) -> Result<SqliteSpool, SpoolError> {
+    pub fn open(config: SqliteSpoolOptions) -> Result<SqliteSpool, SpoolError> {
         std::fs::create_dir_all(&config.dir).map_err(|error| {
             SpoolError::Storage(format!(
                 "cannot create spool directory {}: {error}",
@@ -206,7 +206,7 @@ impl SqliteSpool {
                 max_bytes: config.max_group_bytes.max(1),
             },
             reclaim_min_free_bytes: config.reclaim_min_free_bytes,
-            failures: FailureLog::default(),
+            failures: StorageFailureLog::default(),
         };
         let (requests, receiver) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()

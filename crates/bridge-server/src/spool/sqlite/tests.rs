@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{DeadLetterFilter, DeadLetterStore, SpoolConfig, SqliteSpool};
+use super::{DeadLetterFilter, DeadLetterStore, SqliteSpool, SqliteSpoolOptions};
 use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError};
 
 /// A directory removed when dropped.
@@ -46,8 +46,8 @@ impl Drop for TempDir {
     }
 }
 
-fn config(dir: &TempDir) -> SpoolConfig {
-    SpoolConfig::new(dir.path().to_path_buf(), 1 << 30)
+fn config(dir: &TempDir) -> SqliteSpoolOptions {
+    SqliteSpoolOptions::new(dir.path().to_path_buf(), 1 << 30)
 }
 
 fn open(dir: &TempDir) -> SqliteSpool {
@@ -570,14 +570,14 @@ async fn a_request_queued_as_the_spool_fails_gets_the_failure_wrapped_once() {
 
 #[test]
 fn failed_commits_and_maintenance_are_logged_per_episode() {
-    use super::writer::FailureLog;
+    use super::writer::StorageFailureLog;
     use crate::log_limit::Line;
 
     let full = rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
         Some("database or disk is full".to_owned()),
     );
-    let mut log = FailureLog::default();
+    let mut log = StorageFailureLog::default();
     let start = std::time::Instant::now();
     let at = |millis: u64| start + Duration::from_millis(millis);
     // A full disk: a failed group commit every 10 ms for 25 s, with the
@@ -673,7 +673,7 @@ fn crash_child(dir: PathBuf, round: u64) {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let spool = Arc::new(SqliteSpool::open(SpoolConfig::new(dir, 1 << 32)).unwrap());
+        let spool = Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir, 1 << 32)).unwrap());
         let tasks = (0..8u64).map(|task| {
             let spool = Arc::clone(&spool);
             tokio::spawn(async move {

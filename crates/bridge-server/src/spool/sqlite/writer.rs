@@ -17,7 +17,7 @@
 //! file and recovers; see [`super::recovery`]). Other failures (disk full, the
 //! CLI holding the write lock past the busy timeout) fail only their group.
 //!
-//! Failures are logged per episode ([`FailureLog`], on `crate::log_limit`):
+//! Failures are logged per episode ([`StorageFailureLog`], on `crate::log_limit`):
 //! a full disk fails every group commit, many a second, so the first failure
 //! is logged at error level with its error, then at most one summary per
 //! interval with the count and the latest error, then one info line when
@@ -188,13 +188,13 @@ pub(crate) struct GroupLimits {
 /// for maintenance (see the module doc). Each method takes the time, logs
 /// the line that is due and returns it.
 #[derive(Debug, Default)]
-pub(crate) struct FailureLog {
+pub(crate) struct StorageFailureLog {
     commits: Episode,
     maintenance: Episode,
 }
 
 /// What one applied request produced, answered after the commit.
-enum Outcome {
+enum Applied {
     Appended(i64),
     Leased(Vec<LeasedBatch>),
     Done,
@@ -213,7 +213,7 @@ pub(crate) struct Writer {
     /// Free space below which pages are not given back.
     pub(crate) reclaim_min_free_bytes: u64,
     /// Failures, logged per episode.
-    pub(crate) failures: FailureLog,
+    pub(crate) failures: StorageFailureLog,
 }
 
 impl Writer {
@@ -352,7 +352,7 @@ impl Writer {
         &mut self,
         group: &[Request],
         now_ms: i64,
-    ) -> rusqlite::Result<(Vec<Outcome>, Totals, Vec<(i64, Damage)>)> {
+    ) -> rusqlite::Result<(Vec<Applied>, Totals, Vec<(i64, Damage)>)> {
         let txn = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -360,12 +360,12 @@ impl Writer {
         let mut quarantined = Vec::new();
         for request in group {
             let outcome = match request {
-                Request::Append { record, .. } => Outcome::Appended(record.insert(&txn, now_ms)?),
+                Request::Append { record, .. } => Applied::Appended(record.insert(&txn, now_ms)?),
                 Request::Lease {
                     max_batches,
                     lease_ms,
                     ..
-                } => Outcome::Leased(lease(
+                } => Applied::Leased(lease(
                     &txn,
                     *max_batches,
                     now_ms,
@@ -376,15 +376,15 @@ impl Writer {
                     id, dead_letters, ..
                 } => {
                     settle(&txn, *id, dead_letters, now_ms)?;
-                    Outcome::Done
+                    Applied::Done
                 }
                 Request::Release {
                     id, retry_in_ms, ..
                 } => {
                     release(&txn, *id, now_ms.saturating_add(*retry_in_ms))?;
-                    Outcome::Done
+                    Applied::Done
                 }
-                Request::Shutdown { .. } => Outcome::Done,
+                Request::Shutdown { .. } => Applied::Done,
             };
             outcomes.push(outcome);
         }
@@ -449,7 +449,7 @@ impl Writer {
     }
 }
 
-impl FailureLog {
+impl StorageFailureLog {
     /// A group commit failed, not for good.
     pub(crate) fn commit_failed(
         &mut self,
@@ -529,12 +529,12 @@ impl FailureLog {
 }
 
 /// Sends the outcome to the request's waiter.
-fn answer(request: Request, outcome: Outcome) {
+fn answer(request: Request, outcome: Applied) {
     match (request, outcome) {
-        (Request::Append { answer, .. }, Outcome::Appended(id)) => {
+        (Request::Append { answer, .. }, Applied::Appended(id)) => {
             let _ = answer.send(Ok(BatchId(id)));
         }
-        (Request::Lease { answer, .. }, Outcome::Leased(batches)) => {
+        (Request::Lease { answer, .. }, Applied::Leased(batches)) => {
             let _ = answer.send(Ok(batches));
         }
         (Request::Settle { answer, .. } | Request::Release { answer, .. }, _) => {
