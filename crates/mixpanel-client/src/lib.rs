@@ -86,6 +86,8 @@ mod query;
 #[cfg(feature = "network")]
 mod retry;
 #[cfg(feature = "network")]
+mod strict;
+#[cfg(feature = "network")]
 mod transport;
 
 pub use batch::{BatchLimits, Batcher, ImportBatch};
