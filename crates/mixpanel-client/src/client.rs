@@ -77,10 +77,14 @@ impl Client {
         self.inner.credentials.project_id()
     }
 
-    /// `/import` with `strict=1`, plus `project_id` for service accounts.
+    /// `/import` with `strict=1`, plus `project_id` whenever the
+    /// credentials carry one (a service account, or an API secret given a
+    /// project id): Mixpanel's spec marks it required. A project token, or
+    /// an API secret alone, has none to send; Mixpanel then authenticates
+    /// the request by the token or secret alone.
     pub(crate) fn import_url(&self) -> String {
         let mut url = format!("{}/import?strict=1", self.inner.ingestion_url);
-        if let Credentials::ServiceAccount { project_id, .. } = &self.inner.credentials {
+        if let Some(project_id) = self.inner.credentials.project_id() {
             url.push_str("&project_id=");
             url.push_str(project_id);
         }

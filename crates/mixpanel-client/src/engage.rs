@@ -4,21 +4,42 @@
 //!
 //! Each update carries the project token (`$token`), which is what
 //! authenticates it: no `Authorization` header is sent. Requests use
-//! `verbose=1`, so that the body says whether the request worked, and
-//! `ip=0`, so that Mixpanel does not geolocate profiles to this server. They
-//! are never gzip-compressed: `/engage` does not support it.
+//! `verbose=1`, so that the body says whether the request worked,
+//! `strict=1`, so that Mixpanel says which updates it refused, and `ip=0`,
+//! so that Mixpanel does not geolocate profiles to this server. `$delete`
+//! updates go in requests of their own, without `ip` (Mixpanel's spec has
+//! no such parameter for `$delete`, and there is no profile left to
+//! geolocate); the order of the updates is kept. Requests are never
+//! gzip-compressed: `/engage` does not support it.
 //!
-//! Refused before sending, as [`FailedUpdate`]s (the other updates still
-//! go): an update of 1 MB or more (Mixpanel's limit for one update), an
-//! `$add` whose values are not all numbers, a `$union` whose values are not
-//! all arrays.
+//! Refused before sending, as [`FailedUpdate`]s naming the update (its
+//! index, `distinct_id` and operation), while the other updates still go:
+//! what Mixpanel's OpenAPI spec refuses (an `$add` whose values are not
+//! all numbers; a `$union` of no property, or of a value that is not a
+//! non-empty list of numbers and strings; an `$unset` of no property) and
+//! an update of 1 MB or more (Mixpanel's limit for one update). They are
+//! failures of single updates rather than an [`Error`] for the call
+//! because they are the caller's data, not the request's: one bad update
+//! must not hold back the 1999 others, and an `Err` would leave the
+//! caller not knowing which update to fix.
 //!
 //! Answers, as Mixpanel documents them:
 //! - 200 with `{"status":1}` (or a bare `1`): the request's updates were
-//!   accepted;
-//! - 200 with `{"status":0,"error":…}` (or a bare `0`): refused, although
-//!   the status says OK; [`Error::Rejected`] with Mixpanel's message;
-//! - 401/403: [`Error::Auth`], not retried; other 4xx: [`Error::Rejected`];
+//!   accepted (without strict mode, a `1` only means that at least one
+//!   was valid, hence `strict=1`);
+//! - 200 or 400 with `failed_records` (`[{"index", "message", …}]`, as
+//!   `/import` answers in strict mode; Mixpanel's spec promises "per-record
+//!   error messages" for `/engage` without showing their shape): the listed
+//!   updates were refused with Mixpanel's message, the others accepted.
+//!   An index written `2.0` is read as 2; an entry that names no update of
+//!   the request makes the whole answer unreadable
+//!   ([`Error::InvalidResponse`]), see [`crate::strict`];
+//! - 200 with `{"status":0,"error":…}` (or a bare `0`) and no
+//!   `failed_records`: refused as a whole, although the status says OK;
+//!   [`Error::Rejected`] with Mixpanel's message;
+//! - 401/403: [`Error::TokenRefused`] (the project token is the only
+//!   credential `/engage` takes), not retried; other 4xx, and a 400
+//!   without `failed_records`: [`Error::Rejected`];
 //! - 413: the request is split in halves and each half is sent again; a
 //!   single update refused this way is a failed update;
 //! - 429, 5xx, timeouts, connection errors: retried by the transport, then
@@ -36,6 +57,7 @@ use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
+use crate::strict::RawFailedRecord;
 use crate::transport::{HttpRequest, HttpResponse};
 use crate::{Client, Credentials, Error};
 
@@ -89,9 +111,12 @@ pub enum ProfileOperation {
 /// What Mixpanel did with a call's updates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngageResult {
-    /// Updates in requests Mixpanel accepted.
+    /// Updates Mixpanel accepted: those of the requests it answered, less
+    /// the ones its answer listed as refused.
     pub n_accepted: usize,
-    /// Updates refused, by index in the call's slice, ordered by index.
+    /// Updates refused, by index in the call's slice, ordered by index:
+    /// by Mixpanel (its `failed_records`, with its message) or before
+    /// sending (what Mixpanel's spec refuses, or too large).
     pub failed: Vec<FailedUpdate>,
     /// HTTP requests made, retries and 413 splits included.
     pub n_requests: u32,
@@ -102,7 +127,10 @@ pub struct EngageResult {
 pub struct FailedUpdate {
     /// Its position in the call's slice.
     pub index: usize,
-    /// Why.
+    /// Why: Mixpanel's message, or for an update refused before sending,
+    /// one naming the update, e.g. `update 3 (distinct_id "cust-1",
+    /// $union): property "tags" is an empty list; Mixpanel takes a
+    /// non-empty list of numbers and strings`.
     pub message: String,
 }
 
@@ -117,18 +145,66 @@ impl ProfileUpdate {
         }
     }
 
-    /// Why Mixpanel would refuse the operation's values, if it would.
-    fn invalid_values(&self) -> Option<String> {
-        type Check = fn(&Value) -> bool;
-        let (name, properties, expected, is_valid): (&str, _, &str, Check) = match &self.operation {
-            ProfileOperation::Add(properties) => ("$add", properties, "a number", Value::is_number),
-            ProfileOperation::Union(properties) => {
-                ("$union", properties, "an array", Value::is_array)
+    /// What Mixpanel's spec refuses in the operation, if anything.
+    fn spec_violation(&self) -> Option<String> {
+        match &self.operation {
+            ProfileOperation::Add(properties) => {
+                let (key, _) = properties.iter().find(|(_, value)| !value.is_number())?;
+                Some(format!("property {key:?} is not a number"))
             }
-            _ => return None,
-        };
-        let (key, _) = properties.iter().find(|(_, value)| !is_valid(value))?;
-        Some(format!("{name} property {key:?} is not {expected}"))
+            ProfileOperation::Union(properties) => {
+                if properties.is_empty() {
+                    return Some("no property to union".to_owned());
+                }
+                properties.iter().find_map(|(key, value)| {
+                    let problem = match value.as_array() {
+                        None => "is not a list",
+                        Some(items) if items.is_empty() => "is an empty list",
+                        Some(items)
+                            if items
+                                .iter()
+                                .any(|item| !(item.is_number() || item.is_string())) =>
+                        {
+                            "holds a value that is neither a number nor a string"
+                        }
+                        Some(_) => return None,
+                    };
+                    Some(format!(
+                        "property {key:?} {problem}; Mixpanel takes a non-empty list of numbers and strings"
+                    ))
+                })
+            }
+            ProfileOperation::Unset(names) if names.is_empty() => {
+                Some("no property to unset".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Names the update at `index` in a message about it.
+    fn describe(&self, index: usize, problem: &str) -> String {
+        format!(
+            "update {index} (distinct_id {:?}, {}): {problem}",
+            self.distinct_id,
+            self.operation.name()
+        )
+    }
+}
+
+impl ProfileOperation {
+    /// The operation's name on the wire: `$set`, `$set_once`, `$add`,
+    /// `$union`, `$append`, `$remove`, `$unset` or `$delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProfileOperation::Set(_) => "$set",
+            ProfileOperation::SetOnce(_) => "$set_once",
+            ProfileOperation::Add(_) => "$add",
+            ProfileOperation::Union(_) => "$union",
+            ProfileOperation::Append(_) => "$append",
+            ProfileOperation::Remove(_) => "$remove",
+            ProfileOperation::Unset(_) => "$unset",
+            ProfileOperation::Delete => "$delete",
+        }
     }
 }
 
@@ -174,6 +250,8 @@ struct EngageChunk {
     n_bytes: usize,
     /// Holds an `$add` or `$append`, which applies twice if sent twice.
     has_cumulative_update: bool,
+    /// Holds `$delete` updates only (sent without `ip`); otherwise none.
+    is_delete: bool,
 }
 
 impl EngageChunk {
@@ -207,19 +285,35 @@ impl EngageChunk {
     }
 
     /// Splits in halves; each half keeps the chunk's cumulative flag, which
-    /// errs on the side of not retrying.
+    /// errs on the side of not retrying, and its kind.
     fn split(mut self) -> (EngageChunk, EngageChunk) {
         let second = self.updates.split_off(self.updates.len().div_ceil(2));
         let is_cumulative = self.has_cumulative_update;
-        let mut first = EngageChunk::default();
+        let mut first = EngageChunk {
+            is_delete: self.is_delete,
+            ..EngageChunk::default()
+        };
         for (index, json) in self.updates {
             first.push(index, json, is_cumulative);
         }
-        let mut rest = EngageChunk::default();
+        let mut rest = EngageChunk {
+            is_delete: self.is_delete,
+            ..EngageChunk::default()
+        };
         for (index, json) in second {
             rest.push(index, json, is_cumulative);
         }
         (first, rest)
+    }
+
+    /// The request's URL. `ip=0` keeps Mixpanel from geolocating profiles
+    /// to this server; the spec's `$delete` takes no `ip`.
+    fn url(&self, ingestion_url: &str) -> String {
+        if self.is_delete {
+            format!("{ingestion_url}/engage?verbose=1&strict=1")
+        } else {
+            format!("{ingestion_url}/engage?verbose=1&strict=1&ip=0")
+        }
     }
 }
 
@@ -228,12 +322,16 @@ impl Client {
     /// at most 2000 updates. Needs [`crate::ClientBuilder::project_token`]
     /// ([`Error::Config`] otherwise; nothing is sent).
     ///
-    /// Updates refused on their own (too large, values of the wrong type)
-    /// are in [`EngageResult::failed`] and do not stop the others. An `Err`
-    /// ends the call: the updates of earlier requests were applied, later
-    /// ones were not sent. `$add` and `$append` are not idempotent, so a
-    /// caller that resends after an error should pass at most 2000 updates
-    /// per call.
+    /// Updates refused on their own are in [`EngageResult::failed`] and do
+    /// not stop the others: those Mixpanel refused (strict mode's
+    /// `failed_records`, with its message) and those refused before
+    /// sending (what Mixpanel's OpenAPI spec refuses, such as a `$union`
+    /// of an empty list or an `$unset` of nothing, and updates of 1 MB or
+    /// more), with a message naming the update's index, `distinct_id` and
+    /// operation. An `Err` ends the call: the updates of earlier requests
+    /// were applied, later ones were not sent. `$add` and `$append` are not
+    /// idempotent, so a caller that resends after an error should pass at
+    /// most 2000 updates per call.
     pub async fn engage(&self, updates: &[ProfileUpdate]) -> Result<EngageResult, Error> {
         let token = match (&self.inner.project_token, &self.inner.credentials) {
             (Some(token), _) => token,
@@ -270,25 +368,34 @@ impl Client {
         let mut chunks = Vec::new();
         let mut chunk = EngageChunk::default();
         for (index, update) in updates.iter().enumerate() {
-            if let Some(message) = update.invalid_values() {
-                result.failed.push(FailedUpdate { index, message });
+            if let Some(problem) = update.spec_violation() {
+                result.failed.push(FailedUpdate {
+                    index,
+                    message: update.describe(index, &problem),
+                });
                 continue;
             }
             let json = serde_json::to_vec(&WireUpdate { token, update })
                 .expect("JSON maps with string keys always serialize");
             if json.len() >= MAX_UPDATE_BYTES {
+                let problem = format!(
+                    "{} bytes is over Mixpanel's limit of {MAX_UPDATE_BYTES} bytes for one update",
+                    json.len()
+                );
                 result.failed.push(FailedUpdate {
                     index,
-                    message: format!(
-                        "update of {} bytes is over Mixpanel's limit of {MAX_UPDATE_BYTES} bytes for one update",
-                        json.len()
-                    ),
+                    message: update.describe(index, &problem),
                 });
                 continue;
             }
-            if !chunk.has_room_for(json.len()) {
+            // `$delete`s go in requests of their own (no `ip`), in order.
+            let is_delete = matches!(update.operation, ProfileOperation::Delete);
+            if !chunk.updates.is_empty()
+                && (chunk.is_delete != is_delete || !chunk.has_room_for(json.len()))
+            {
                 chunks.push(std::mem::take(&mut chunk));
             }
+            chunk.is_delete = is_delete;
             let is_cumulative = matches!(
                 update.operation,
                 ProfileOperation::Add(_) | ProfileOperation::Append(_)
@@ -351,9 +458,22 @@ impl Client {
                     response.message()
                 ),
             }),
-            status if status.is_success() => {
-                check_engage_body(&response)?;
-                result.n_accepted += chunk.updates.len();
+            // The body carries no credentials but the project token.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(Error::TokenRefused {
+                    status: response.status.as_u16(),
+                    message: response.message(),
+                });
+            }
+            status if status.is_success() || status == StatusCode::BAD_REQUEST => {
+                let refused = read_engage_answer(&response, chunk.updates.len())?;
+                result.n_accepted += chunk.updates.len() - refused.len();
+                result
+                    .failed
+                    .extend(refused.into_iter().map(|(position, message)| FailedUpdate {
+                        index: chunk.updates[position].0,
+                        message,
+                    }));
             }
             _ => return Err(response.into_error()),
         }
@@ -371,7 +491,7 @@ impl Client {
             .send(HttpRequest {
                 endpoint: "engage",
                 method: Method::POST,
-                url: format!("{}/engage?verbose=1&ip=0", self.inner.ingestion_url),
+                url: chunk.url(&self.inner.ingestion_url),
                 headers,
                 body: chunk.body(),
                 // $add and $append would apply twice if a request that
@@ -382,33 +502,72 @@ impl Client {
     }
 }
 
-/// Reads a 2xx answer: `{"status":1}` or `1` is success; `{"status":0,
-/// "error":…}` or `0` is a refusal.
-fn check_engage_body(response: &HttpResponse) -> Result<(), Error> {
+/// Reads a 2xx or 400 answer to a request of `n_updates`: the updates
+/// Mixpanel refused, by position in the request, each once and in order,
+/// with its message; an error when the request was refused as a whole or
+/// the answer cannot be read.
+fn read_engage_answer(
+    response: &HttpResponse,
+    n_updates: usize,
+) -> Result<Vec<(usize, String)>, Error> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum EngageAnswer {
         Bare(i64),
-        Verbose { status: i64, error: Option<String> },
+        Verbose {
+            status: Option<Value>,
+            error: Option<String>,
+            #[serde(default)]
+            failed_records: Vec<Value>,
+        },
     }
     let status = response.status.as_u16();
+    let is_success = response.status.is_success();
+    let invalid = |message: String| Error::InvalidResponse { status, message };
     match serde_json::from_slice::<EngageAnswer>(&response.body) {
-        Ok(EngageAnswer::Bare(1) | EngageAnswer::Verbose { status: 1, .. }) => Ok(()),
+        Ok(EngageAnswer::Verbose { failed_records, .. }) if !failed_records.is_empty() => {
+            let mut refused = Vec::with_capacity(failed_records.len());
+            for entry in failed_records {
+                let record = serde_json::from_value::<RawFailedRecord>(entry.clone())
+                    .ok()
+                    .filter(|record| record.index < n_updates)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "/engage listed a failed record that names no update of the request of {n_updates}: {entry}; the other updates may have been applied"
+                        ))
+                    })?;
+                refused.push((
+                    record.index,
+                    record.message.unwrap_or_else(|| "no message".to_owned()),
+                ));
+            }
+            // An update listed twice failed once.
+            refused.sort_by_key(|(position, _)| *position);
+            refused.dedup_by_key(|(position, _)| *position);
+            Ok(refused)
+        }
+        _ if !is_success => Err(response.clone().into_error()),
+        Ok(EngageAnswer::Bare(1)) => Ok(Vec::new()),
+        Ok(EngageAnswer::Verbose {
+            status: Some(answer),
+            ..
+        }) if answer.as_f64() == Some(1.0) => Ok(Vec::new()),
         Ok(EngageAnswer::Bare(0)) => Err(Error::Rejected {
             status,
-            message: "Mixpanel answered 0: the profile updates were refused".to_owned(),
+            message: "Mixpanel answered 0: none of the profile updates was valid".to_owned(),
         }),
-        Ok(EngageAnswer::Verbose { status: 0, error }) => Err(Error::Rejected {
+        Ok(EngageAnswer::Verbose {
+            status: Some(answer),
+            error,
+            ..
+        }) if answer.as_f64() == Some(0.0) => Err(Error::Rejected {
             status,
             message: error.unwrap_or_else(|| "status 0 without an error message".to_owned()),
         }),
-        _ => Err(Error::InvalidResponse {
-            status,
-            message: format!(
-                "expected {{\"status\":1}} or {{\"status\":0}} from /engage, got {:?}",
-                response.message()
-            ),
-        }),
+        _ => Err(invalid(format!(
+            "expected {{\"status\":1}}, {{\"status\":0}} or failed_records from /engage, got {:?}",
+            response.message()
+        ))),
     }
 }
 
@@ -417,6 +576,10 @@ fn redact(error: Error, token: &str) -> Error {
     let scrub = |message: String| redact_message(&message, token);
     match error {
         Error::Auth { status, message } => Error::Auth {
+            status,
+            message: scrub(message),
+        },
+        Error::TokenRefused { status, message } => Error::TokenRefused {
             status,
             message: scrub(message),
         },

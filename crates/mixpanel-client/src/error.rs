@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 /// Why a request to Mixpanel did not succeed. Per-record failures inside an
-/// accepted `/import` request are not errors: see [`crate::ImportResult`].
+/// accepted `/import` or `/engage` request are not errors: see
+/// [`crate::ImportResult`] and [`crate::EngageResult`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -13,6 +14,20 @@ pub enum Error {
         "Mixpanel refused the credentials (HTTP {status}): {message}; check the service account, its role and the project id"
     )]
     Auth {
+        /// 401 or 403.
+        status: u16,
+        /// Mixpanel's message.
+        message: String,
+    },
+    /// `/engage` refused the project token (401/403). The token, in each
+    /// update as `$token`, is the only credential `/engage` takes (no
+    /// service account or API secret is sent there): check
+    /// [`crate::ClientBuilder::project_token`] against the project's
+    /// settings, then resend. Never retried.
+    #[error(
+        "Mixpanel refused the project token (HTTP {status}): {message}; check the project token (the project settings' token, given to ClientBuilder::project_token), the only credential /engage takes"
+    )]
+    TokenRefused {
         /// 401 or 403.
         status: u16,
         /// Mixpanel's message.
@@ -92,8 +107,9 @@ impl Error {
         }
     }
 
-    /// Whether the credentials are at fault.
+    /// Whether the credentials (or, for `/engage`, the project token) are
+    /// at fault.
     pub fn is_auth(&self) -> bool {
-        matches!(self, Error::Auth { .. })
+        matches!(self, Error::Auth { .. } | Error::TokenRefused { .. })
     }
 }

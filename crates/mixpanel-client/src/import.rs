@@ -6,7 +6,9 @@
 //!   for good (each once, even if listed twice), every other record was
 //!   imported; never retried;
 //! - 400 without usable `failed_records` (refused as a whole, an index
-//!   outside the batch, a body that cannot be read): the batch is split in
+//!   that names no record of the batch, a body that cannot be read; an
+//!   index written as an integral float, `2.0`, is read as 2, see
+//!   [`crate::strict`]): the batch is split in
 //!   halves and each half sent again, until the refused record stands
 //!   alone and is reported failed with Mixpanel's message; if both halves
 //!   of the batch are refused as a whole too, the request itself is at
@@ -27,6 +29,7 @@ use serde::Deserialize;
 use tracing::Instrument as _;
 
 use crate::batch::ImportBatch;
+use crate::strict::RawFailedRecord;
 use crate::transport::HttpRequest;
 use crate::{Client, Error};
 
@@ -56,19 +59,10 @@ pub struct FailedRecord {
 
 #[derive(Deserialize)]
 struct ImportResponse {
+    #[serde(default, deserialize_with = "crate::strict::optional_count")]
     num_records_imported: Option<usize>,
     #[serde(default)]
     failed_records: Vec<RawFailedRecord>,
-}
-
-#[derive(Deserialize)]
-struct RawFailedRecord {
-    index: usize,
-    insert_id: Option<String>,
-    #[serde(rename = "$insert_id")]
-    dollar_insert_id: Option<String>,
-    field: Option<String>,
-    message: Option<String>,
 }
 
 /// A 400 that tells which records failed: the others were imported.
@@ -336,6 +330,9 @@ mod tests {
             br#"{"failed_records":[]}"#,
             br#"{"failed_records":[{"index":5}]}"#,
             br#"{"failed_records":[{"index":-1}]}"#,
+            // One entry that names no record spoils the answer as a whole:
+            // record 1 would otherwise be counted as imported.
+            br#"{"failed_records":[{"index":0},{"index":1.5}]}"#,
             b"<html>400</html>",
         ] {
             assert_eq!(

@@ -9,21 +9,32 @@
 //!   within Mixpanel's limits ([`BatchLimits`]: 2000 events, 10 MB, 1 MB per
 //!   event), in order, none split or dropped.
 //! - [`Client`]: sends batches to `/import` ([`Client::import`]) with gzip,
-//!   `strict=1`, service-account or API-secret auth ([`Credentials`]), the
-//!   project's [`Region`] or any base URL, and a per-record
-//!   [`ImportResult`]. Failures follow Mixpanel's guidance: 429 and 5xx are
-//!   retried with capped exponential backoff and full jitter
-//!   ([`RetryParams`]), honouring `Retry-After`; 413 splits the batch;
-//!   401/403 are [`Error::Auth`] and never retried.
+//!   `strict=1`, service-account or API-secret auth ([`Credentials`]; the
+//!   `project_id` whenever the credentials carry one), the project's
+//!   [`Region`] or any base URL, and a per-record [`ImportResult`].
+//!   Failures follow Mixpanel's guidance: 429 and 5xx are retried with
+//!   capped exponential backoff and full jitter ([`RetryParams`]),
+//!   honouring `Retry-After`; 413 splits the batch; 401/403 are
+//!   [`Error::Auth`] and never retried.
 //! - [`Client::engage`]: user profile updates ([`ProfileUpdate`]:
 //!   `$set`, `$set_once`, `$add`, `$union`, `$append`, `$remove`, `$unset`,
 //!   `$delete`) through `/engage`, authenticated by the project token, in
-//!   requests of at most 2000 updates, with the answer's body checked
-//!   (Mixpanel answers 200 to some failures).
+//!   requests of at most 2000 updates with `strict=1`, and a per-update
+//!   [`EngageResult`]: the updates Mixpanel refused, with its message, and
+//!   those refused before sending because Mixpanel's OpenAPI spec refuses
+//!   them (an `$add` of a non-number, a `$union` of nothing or of anything
+//!   but non-empty lists of numbers and strings, an `$unset` of nothing),
+//!   each named by index, `distinct_id` and operation. A 401/403 is
+//!   [`Error::TokenRefused`]: the project token is all `/engage` takes.
 //! - [`Client::list_cohorts`] and [`Client::cohort_members`]: the Query API
-//!   for cohorts, members streamed page by page. Queries keep to
-//!   [`QueryLimits`] (Mixpanel's 5 concurrent and 60 per hour per project),
-//!   shared by all clones of the client.
+//!   for cohorts, members streamed page by page (a page shorter than the
+//!   page size, 1000 unless Mixpanel says otherwise, is the last). Queries
+//!   keep to [`QueryLimits`] (Mixpanel's 5 concurrent and 60 per hour per
+//!   project), shared by all clones of the client.
+//!
+//! The requests are checked against Mixpanel's own OpenAPI documents by
+//! the crate's contract test (`tests/contract/`, with the specs in
+//! `tests/openapi/`).
 //!
 //! Secrets ([`Secret`]) never appear in `Debug` output, errors or logs.
 //!
@@ -85,6 +96,8 @@ pub mod pipeline;
 mod query;
 #[cfg(feature = "network")]
 mod retry;
+#[cfg(feature = "network")]
+mod strict;
 #[cfg(feature = "network")]
 mod transport;
 

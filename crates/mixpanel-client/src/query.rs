@@ -10,9 +10,22 @@
 //! about 17 hours at 60 per hour: prefer Mixpanel's cohort sync webhook
 //! for large cohorts.
 //!
+//! Requests are as Mixpanel's OpenAPI spec has them: `POST`, `project_id`
+//! in the query, Basic auth; `/cohorts/list` has no body (and says so with
+//! `Content-Length: 0`), the member query a form body.
+//!
+//! Paging members follows Mixpanel's rule: there is another page while a
+//! page holds as many members as the page size. The page size in force is
+//! the answer's `page_size`, or, when an answer leaves it out, the last one
+//! Mixpanel gave, or else its documented default of 1000
+//! ([`DEFAULT_PAGE_SIZE`]); so a short page is the last whatever the size,
+//! and no query (of 60 an hour) is spent on an empty page after it.
+//!
 //! Answers: 200 with the JSON documented by Mixpanel (a body that reports
 //! `"status"` other than `"ok"` is [`Error::Rejected`], an unreadable one
-//! [`Error::InvalidResponse`]); 401/403 [`Error::Auth`], not retried; other
+//! [`Error::InvalidResponse`]; in the cohort list, a cohort that cannot be
+//! read, such as one without an `id`, is skipped and logged, not a failure
+//! of the list); 401/403 [`Error::Auth`], not retried; other
 //! 4xx [`Error::Rejected`]; 429, 5xx, timeouts and connection errors are
 //! retried by the transport, then [`Error::Unavailable`] or
 //! [`Error::Transport`].
@@ -26,6 +39,10 @@ use tracing::Instrument as _;
 
 use crate::transport::{HttpRequest, HttpResponse};
 use crate::{Client, Error};
+
+/// Members per page when an answer does not say: Mixpanel's documented
+/// `page_size` (the spec's example, and the only size it has shown).
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 1000;
 
 /// A saved cohort, as `/cohorts/list` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +121,36 @@ struct RawCohort {
     project_id: Option<u64>,
 }
 
+/// The cohorts of a list that can be read, and a note of each one that
+/// cannot (without an `id`, or with a field of the wrong type), which is
+/// skipped rather than failing the list.
+fn read_cohorts(entries: Vec<Value>) -> (Vec<Cohort>, Vec<String>) {
+    let mut cohorts = Vec::with_capacity(entries.len());
+    let mut skipped = Vec::new();
+    for (position, entry) in entries.into_iter().enumerate() {
+        match RawCohort::deserialize(&entry) {
+            Ok(raw) => cohorts.push(Cohort {
+                id: raw.id,
+                name: raw.name,
+                description: raw.description,
+                count: raw.count,
+                is_visible: raw.is_visible,
+                created: raw.created,
+                project_id: raw.project_id,
+            }),
+            Err(error) => {
+                let mut shown = entry.to_string();
+                if let Some((cut, _)) = shown.char_indices().nth(200) {
+                    shown.truncate(cut);
+                    shown.push('…');
+                }
+                skipped.push(format!("cohort {position} ({error}): {shown}"));
+            }
+        }
+    }
+    (cohorts, skipped)
+}
+
 /// `is_visible` is documented as 0/1; accept a boolean too.
 fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     match Value::deserialize(deserializer)? {
@@ -158,6 +205,8 @@ struct MemberPager {
     cohort_id: u64,
     query: MemberQuery,
     cursor: Cursor,
+    /// The last `page_size` Mixpanel gave, if any.
+    page_size: Option<usize>,
     members: std::vec::IntoIter<CohortMember>,
 }
 
@@ -176,24 +225,21 @@ impl Client {
             if !response.status.is_success() {
                 return Err(response.into_error());
             }
-            let cohorts: Vec<RawCohort> =
+            let entries: Vec<Value> =
                 serde_json::from_slice(&response.body).map_err(|error| Error::InvalidResponse {
                     status: response.status.as_u16(),
                     message: format!("cannot read the cohort list: {error}"),
                 })?;
+            let (cohorts, skipped) = read_cohorts(entries);
+            if let Some(first) = skipped.first() {
+                tracing::warn!(
+                    n_skipped = skipped.len(),
+                    first = %first,
+                    "Skipped cohorts of the list that cannot be read (such as one without an id)."
+                );
+            }
             tracing::debug!(n_cohorts = cohorts.len(), "Listed cohorts.");
-            Ok(cohorts
-                .into_iter()
-                .map(|raw| Cohort {
-                    id: raw.id,
-                    name: raw.name,
-                    description: raw.description,
-                    count: raw.count,
-                    is_visible: raw.is_visible,
-                    created: raw.created,
-                    project_id: raw.project_id,
-                })
-                .collect())
+            Ok(cohorts)
         }
         .instrument(span)
         .await
@@ -216,6 +262,7 @@ impl Client {
             cohort_id,
             query,
             cursor: Cursor::First,
+            page_size: None,
             members: Vec::new().into_iter(),
         };
         futures_util::stream::try_unfold(pager, |mut pager| async move {
@@ -257,6 +304,10 @@ impl Client {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             );
+        } else {
+            // A POST without a body still says how long it is (RFC 9110
+            // §8.6); reqwest sends no length for an empty body.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
         let _permit = self.inner.query_limiter.acquire().await;
         self.inner
@@ -317,11 +368,13 @@ impl MemberPager {
             .results
             .ok_or_else(|| invalid("a page of cohort members without results".to_owned()))?;
         let n_members = results.len();
-        // Mixpanel's rule: there is another page while a page is full.
-        let is_full = n_members > 0
-            && page
-                .page_size
-                .is_none_or(|page_size| n_members >= page_size);
+        // Mixpanel's rule: there is another page while a page is full, at
+        // the page size in force (see the module doc).
+        if page.page_size.is_some() {
+            self.page_size = page.page_size;
+        }
+        let page_size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        let is_full = n_members > 0 && n_members >= page_size;
         self.cursor = match (is_full, page.session_id) {
             (false, _) => Cursor::Done,
             (true, Some(session_id)) => Cursor::Next {

@@ -9,6 +9,7 @@ fn pager(client: &Client, query: MemberQuery, cursor: Cursor) -> MemberPager {
         cohort_id: 1234,
         query,
         cursor,
+        page_size: None,
         members: Vec::new().into_iter(),
     }
 }
@@ -97,4 +98,28 @@ fn credentials_without_a_project_id_cannot_query() {
         .build()
         .unwrap();
     assert!(matches!(client.query_project_id(), Err(Error::Config(_))));
+}
+
+#[test]
+fn a_cohort_that_cannot_be_read_is_skipped_not_the_list() {
+    let entries: Vec<Value> = serde_json::from_str(
+        r#"[{"id":1,"name":"a"},{"name":"no id","count":3},{"id":null},
+            {"id":"x"},{"id":2,"is_visible":"yes"},{"id":3,"name":"c"}]"#,
+    )
+    .unwrap();
+
+    let (cohorts, skipped) = read_cohorts(entries);
+
+    let ids: Vec<u64> = cohorts.iter().map(|cohort| cohort.id).collect();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(skipped.len(), 4, "{skipped:?}");
+    assert!(
+        skipped[0].starts_with("cohort 1 (missing field `id`)"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[0].ends_with(r#"{"count":3,"name":"no id"}"#)
+            || skipped[0].ends_with(r#"{"name":"no id","count":3}"#),
+        "{skipped:?}"
+    );
 }

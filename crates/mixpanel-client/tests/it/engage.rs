@@ -1,6 +1,7 @@
 //! `/engage` against a wiremock Mixpanel: batching at 2000, each operation's
-//! JSON, 200 answers that report failure, auth, retries, 413 splits, and
-//! updates refused on their own.
+//! JSON, 200 answers that report failure, strict mode's per-update
+//! results, auth, retries, 413 splits, `$delete` without `ip`, and updates
+//! refused on their own (before sending, or by Mixpanel).
 
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ async fn updates_go_in_requests_of_at_most_2000_each_with_the_token() {
     Mock::given(method("POST"))
         .and(path("/engage"))
         .and(query_param("verbose", "1"))
+        .and(query_param("strict", "1"))
         .and(query_param("ip", "0"))
         .respond_with(status_1())
         .expect(2)
@@ -142,9 +144,10 @@ async fn each_operation_has_mixpanels_json_shape() {
 
     assert_eq!(result.n_accepted, 8);
     let requests = server.received_requests().await.unwrap();
-    assert_eq!(requests.len(), 1);
+    assert_eq!(requests.len(), 2, "the $delete goes on its own");
+    let sent: Vec<Value> = requests.iter().flat_map(updates_in).collect();
     assert_eq!(
-        Value::Array(updates_in(&requests[0])),
+        Value::Array(sent),
         json!([
             {"$token": TOKEN, "$distinct_id": "u1",
              "$set": {"$email": "a@example.com", "tier": 2}, "$ignore_time": true},
@@ -208,20 +211,203 @@ async fn bare_1_and_0_bodies_are_read_too() {
     );
 }
 
+/// `/engage` takes no credentials but the project token in each update:
+/// a 401 or 403 is about the token, not a service account.
 #[tokio::test]
-async fn a_401_is_an_auth_error_and_is_not_retried() {
+async fn a_401_or_403_blames_the_project_token_and_is_not_retried() {
+    for status in [401, 403] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/engage"))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_json(json!({"error": "unauthorized"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+
+        let error = client(&server).engage(&[set("cust-1")]).await.unwrap_err();
+
+        assert!(error.is_auth(), "{error:?}");
+        assert!(
+            matches!(&error, Error::TokenRefused { status: got, message } if *got == status && message == "unauthorized"),
+            "{error:?}"
+        );
+        let printed = error.to_string();
+        assert!(printed.contains("check the project token"), "{printed}");
+        assert!(!printed.contains("service account"), "{printed}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+}
+
+/// With `strict=1`, Mixpanel lists the updates it refused by index in the
+/// request; the others were applied. The indexes map back to the call's
+/// slice even when updates refused before sending shift them.
+#[tokio::test]
+async fn strict_mode_reports_the_updates_mixpanel_refused() {
+    for status in [200, 400] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/engage"))
+            .and(query_param("strict", "1"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(json!({
+                "status": 0, "error": "some profile updates failed validation",
+                "failed_records": [
+                    {"index": 1, "$distinct_id": "cust-2", "message": "'$set' is invalid: too many properties"},
+                    {"index": 2.0, "message": "'$distinct_id' is invalid"},
+                ],
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let refused_locally = ProfileUpdate::new("cust-0", ProfileOperation::Unset(Vec::new()));
+        let updates = [
+            refused_locally,
+            set("cust-1"),
+            set("cust-2"),
+            set("cust-3"),
+            set("cust-4"),
+        ];
+
+        let result = client(&server).engage(&updates).await.unwrap();
+
+        assert_eq!(result.n_accepted, 2, "{status}: {result:?}");
+        let failed: Vec<(usize, &str)> = result
+            .failed
+            .iter()
+            .map(|failed| (failed.index, failed.message.as_str()))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                (
+                    0,
+                    r#"update 0 (distinct_id "cust-0", $unset): no property to unset"#
+                ),
+                (2, "'$set' is invalid: too many properties"),
+                (3, "'$distinct_id' is invalid"),
+            ],
+            "{status}"
+        );
+    }
+}
+
+/// A `1` only says that one or more updates were valid; without strict
+/// mode the client would count them all accepted. A `failed_records`
+/// entry that names no update of the request cannot be tied to one, so
+/// the answer is unreadable as a whole rather than miscounted.
+#[tokio::test]
+async fn a_failed_record_naming_no_update_is_an_invalid_response() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/engage"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "unauthorized"})))
-        .expect(1)
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"status": 1, "failed_records": [{"index": 0.5, "message": "?"}]}),
+        ))
         .mount(&server)
         .await;
 
-    let error = client(&server).engage(&[set("cust-1")]).await.unwrap_err();
+    let error = client(&server)
+        .engage(&[set("cust-1"), set("cust-2")])
+        .await
+        .unwrap_err();
 
-    assert!(error.is_auth(), "{error:?}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert!(
+        matches!(error, Error::InvalidResponse { status: 200, .. }),
+        "{error:?}"
+    );
+}
+
+/// Mixpanel's spec refuses a `$union` of no property, of an empty list,
+/// or of anything but numbers and strings, and an `$unset` of nothing:
+/// such updates are reported, naming the update, and never sent.
+#[tokio::test]
+async fn updates_the_spec_refuses_are_reported_and_not_sent() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+    let union = |distinct_id: &str, value: Value| {
+        ProfileUpdate::new(distinct_id, ProfileOperation::Union(properties(value)))
+    };
+    let updates = [
+        union("u0", json!({})),
+        union("u1", json!({"tags": []})),
+        union("u2", json!({"tags": [{"a": 1}]})),
+        union("u3", json!({"tags": [true]})),
+        union("u4", json!({"tags": [null]})),
+        ProfileUpdate::new("u5", ProfileOperation::Unset(Vec::new())),
+        union("u6", json!({"tags": ["a", 2]})),
+        ProfileUpdate::new("u7", ProfileOperation::Unset(vec!["plan".to_owned()])),
+    ];
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 2);
+    let failed: Vec<&str> = result
+        .failed
+        .iter()
+        .map(|failed| failed.message.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            r#"update 0 (distinct_id "u0", $union): no property to union"#,
+            r#"update 1 (distinct_id "u1", $union): property "tags" is an empty list; Mixpanel takes a non-empty list of numbers and strings"#,
+            r#"update 2 (distinct_id "u2", $union): property "tags" holds a value that is neither a number nor a string; Mixpanel takes a non-empty list of numbers and strings"#,
+            r#"update 3 (distinct_id "u3", $union): property "tags" holds a value that is neither a number nor a string; Mixpanel takes a non-empty list of numbers and strings"#,
+            r#"update 4 (distinct_id "u4", $union): property "tags" holds a value that is neither a number nor a string; Mixpanel takes a non-empty list of numbers and strings"#,
+            r#"update 5 (distinct_id "u5", $unset): no property to unset"#,
+        ]
+    );
+    let requests = server.received_requests().await.unwrap();
+    let sent: Vec<String> = requests
+        .iter()
+        .flat_map(updates_in)
+        .map(|update| update["$distinct_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, ["u6", "u7"]);
+}
+
+/// Mixpanel's spec has no `ip` parameter for `$delete`: deletes go in
+/// requests of their own, without it, and the order of updates is kept.
+#[tokio::test]
+async fn deletes_go_without_ip_in_requests_of_their_own_in_order() {
+    let server = MockServer::start().await;
+    mount_ok(&server).await;
+    let delete = |distinct_id: &str| ProfileUpdate::new(distinct_id, ProfileOperation::Delete);
+    let updates = [
+        set("a"),
+        delete("b"),
+        delete("c"),
+        set("d"),
+        set("e"),
+        delete("f"),
+    ];
+
+    let result = client(&server).engage(&updates).await.unwrap();
+
+    assert_eq!(result.n_accepted, 6);
+    let requests = server.received_requests().await.unwrap();
+    let shapes: Vec<(Vec<String>, bool)> = requests
+        .iter()
+        .map(|request| {
+            let ids = updates_in(request)
+                .iter()
+                .map(|update| update["$distinct_id"].as_str().unwrap().to_owned())
+                .collect();
+            let has_ip = request.url.query_pairs().any(|(key, _)| key == "ip");
+            (ids, has_ip)
+        })
+        .collect();
+    let expected: Vec<(Vec<String>, bool)> = [
+        (&["a"][..], true),
+        (&["b", "c"][..], false),
+        (&["d", "e"][..], true),
+        (&["f"][..], false),
+    ]
+    .iter()
+    .map(|(ids, has_ip)| (ids.iter().map(|id| (*id).to_owned()).collect(), *has_ip))
+    .collect();
+    assert_eq!(shapes, expected);
 }
 
 #[tokio::test]
@@ -497,7 +683,7 @@ async fn oversized_and_mistyped_updates_fail_alone() {
     );
     assert_eq!(
         result.failed[1].message,
-        r#"$add property "coins" is not a number"#
+        r#"update 3 (distinct_id "cust-nan", $add): property "coins" is not a number"#
     );
     let requests = server.received_requests().await.unwrap();
     let sent: Vec<Value> = requests.iter().flat_map(updates_in).collect();

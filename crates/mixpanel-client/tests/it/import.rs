@@ -111,6 +111,63 @@ async fn api_secret_auth_sends_the_secret_as_user_and_no_project_id() {
     assert_eq!(events_in(&requests[0]).len(), 1);
 }
 
+/// Mixpanel's spec marks `project_id` required on `/import`: an API
+/// secret given one sends it, as a service account does.
+#[tokio::test]
+async fn api_secret_auth_with_a_project_id_sends_the_project_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .and(query_param("strict", "1"))
+        .and(query_param("project_id", "77"))
+        .and(header("authorization", "Basic bGVnYWN5LWFwaS1zZWNyZXQ6"))
+        .respond_with(ok(1))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = Client::builder(Credentials::api_secret_with_project(
+        "legacy-api-secret",
+        "77",
+    ))
+    .base_url(server.uri())
+    .build()
+    .unwrap();
+
+    let result = client.import(&batch(1)).await.unwrap();
+
+    assert_eq!(result.n_imported, 1);
+}
+
+/// An index written as a float (`1.0`) names a record as well as `1`;
+/// one that names no record (`1.5`, `-1`) makes the answer unreadable as
+/// a whole, and the batch is split as for any unreadable 400.
+#[tokio::test]
+async fn a_failed_index_written_as_an_integral_float_is_read() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": 400, "num_records_imported": 2.0, "status": "Bad Request",
+            "failed_records": [
+                {"index": 1.0, "$insert_id": "ins-1", "message": "bad time"},
+                {"index": 0.0, "$insert_id": "ins-0", "message": "bad id"},
+            ],
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let result = client(&server).import(&batch(4)).await.unwrap();
+
+    let failed: Vec<(usize, &str)> = result
+        .failed
+        .iter()
+        .map(|record| (record.index, record.message.as_str()))
+        .collect();
+    assert_eq!(failed, [(0, "bad id"), (1, "bad time")]);
+    assert_eq!(result.n_imported, 2);
+    assert_eq!(result.n_requests, 1);
+}
+
 #[tokio::test]
 async fn a_400_is_a_partial_success_reported_per_record_and_not_retried() {
     let server = MockServer::start().await;

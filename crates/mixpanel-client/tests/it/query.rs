@@ -142,6 +142,49 @@ async fn list_cohorts_401_is_an_auth_error_without_retry_or_secret() {
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
+/// The spec gives `/cohorts/list` no request body: the POST says
+/// `Content-Length: 0` and carries no Content-Type.
+#[tokio::test]
+async fn list_cohorts_posts_an_empty_body_with_content_length_0() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/cohorts/list"))
+        .and(header("content-length", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    assert!(client(&server).list_cohorts().await.unwrap().is_empty());
+
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests[0].body.is_empty());
+    assert!(requests[0].headers.get("content-type").is_none());
+}
+
+/// One cohort without an `id` does not cost the others.
+#[tokio::test]
+async fn a_cohort_without_an_id_is_skipped() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/cohorts/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"id": 1000, "name": "Cohort One", "count": 150, "is_visible": 1},
+            {"name": "Being created", "count": 0, "is_visible": 0},
+            {"id": 2000, "name": "Cohort Two", "count": 25, "is_visible": 0},
+        ])))
+        .mount(&server)
+        .await;
+
+    let cohorts = client(&server).list_cohorts().await.unwrap();
+
+    let names: Vec<(u64, &str)> = cohorts
+        .iter()
+        .map(|cohort| (cohort.id, cohort.name.as_str()))
+        .collect();
+    assert_eq!(names, [(1000, "Cohort One"), (2000, "Cohort Two")]);
+}
+
 #[tokio::test]
 async fn an_unreadable_cohort_list_is_an_invalid_response() {
     let server = MockServer::start().await;
@@ -266,8 +309,11 @@ async fn an_empty_cohort_is_an_empty_stream_after_one_query() {
     );
 }
 
+/// Mixpanel's documented page size is 1000: an answer without
+/// `page_size` whose page is shorter is the last, and no query (of 60 an
+/// hour) goes on an empty page after it.
 #[tokio::test]
-async fn without_a_page_size_paging_stops_at_an_empty_page() {
+async fn without_a_page_size_a_short_page_is_the_last() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/api/query/engage"))
@@ -293,7 +339,46 @@ async fn without_a_page_size_paging_stops_at_an_empty_page() {
 
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].properties, serde_json::Map::new());
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+/// Without `page_size`, a page of 1000 is full (Mixpanel's default size),
+/// and a `page_size` given once stays in force for answers that omit it.
+#[tokio::test]
+async fn the_page_size_in_force_is_the_last_given_or_1000() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/engage"))
+        .respond_with(|request: &Request| {
+            let ids = |range: std::ops::Range<usize>| -> Vec<Value> {
+                range.map(|idx| json!({"$distinct_id": format!("c{idx}")})).collect()
+            };
+            let body = match field(&form_of(request), "page") {
+                // 1000 members, no page_size: full at the default.
+                None => json!({"page": 0, "session_id": "S", "status": "ok", "results": ids(0..1000)}),
+                // 3 members of a page size of 3: full.
+                Some("1") => json!({"page": 1, "page_size": 3, "session_id": "S", "status": "ok", "results": ids(1000..1003)}),
+                // 3 members, no page_size: still full at 3.
+                Some("2") => json!({"page": 2, "session_id": "S", "status": "ok", "results": ids(1003..1006)}),
+                // 2 members, no page_size: short at 3, the last.
+                Some("3") => json!({"page": 3, "session_id": "S", "status": "ok", "results": ids(1006..1008)}),
+                Some(other) => return ResponseTemplate::new(400)
+                    .set_body_json(json!({"error": format!("no page {other}")})),
+            };
+            ResponseTemplate::new(200).set_body_json(body)
+        })
+        .mount(&server)
+        .await;
+
+    let members: Vec<CohortMember> = client(&server)
+        .cohort_members(7, MemberQuery::new())
+        .try_collect()
+        .await
+        .unwrap();
+
+    assert_eq!(members.len(), 1008);
+    assert_eq!(members[1007].distinct_id, "c1007");
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
 }
 
 #[tokio::test]
