@@ -1,5 +1,5 @@
 //! The flags shared by the commands that run or check the bridge service
-//! (`check-config`, and `serve` to come). Each overrides its key in the
+//! (`serve` and `check-config`). Each overrides its key in the
 //! config file and its `BRIDGE_*` variable; `docs/configuration.md` lists
 //! every key.
 

@@ -406,6 +406,9 @@ impl Client {
             chunks.push(chunk);
         }
         // Sent first to last; a 413 puts the halves back on top, in order.
+        // Depth first, unlike `/import`'s breadth-first splitting: profile
+        // updates must reach Mixpanel in the order they were given, events
+        // need not.
         chunks.reverse();
         while let Some(chunk) = chunks.pop() {
             let n_unconfirmed =

@@ -2,8 +2,9 @@
 //! and a shared retry budget, as a tower [`Policy`].
 //!
 //! Retried: 429, 5xx, timeouts and connection errors. Not retried: anything
-//! else (a 400 is a per-record answer, 401/403 need new credentials, 413
-//! needs a smaller request; the callers handle those). A request that is not
+//! else, which `import` and `engage` handle: a 400 is answered per record
+//! (or, refused as a whole, split until the refused record stands alone),
+//! 401/403 need new credentials, 413 needs a smaller request. A request that is not
 //! idempotent (`/engage` with `$add` or `$append`) is retried only when
 //! Mixpanel cannot have applied it: a 429 or a refused connection.
 //!
@@ -12,8 +13,8 @@
 //! `Retry-After` Mixpanel sent, capped at `max_delay`. The policy never
 //! sleeps after the last attempt. The worst case for one request is
 //! therefore `(max_retries + 1) * request_timeout + max_retries * max_delay`;
-//! anything that leases work around a request (the bridge's spool) must
-//! lease for longer than that. A longer `Retry-After` is left to the
+//! a caller that leases work around a request (a durable queue handing a
+//! batch to one worker at a time) must lease for longer than that. A longer `Retry-After` is left to the
 //! caller, through the error's `retry_after`.
 
 use std::sync::Arc;
