@@ -251,6 +251,10 @@ fn dry_run_serves_maps_and_writes_the_events() {
         "bridge_delivery_delivered_events_total{project=\"default\"} 5",
         "bridge_ingest_requests_total{status=\"200\"} 2",
         "bridge_spool_batches 0",
+        // The default `spool.max_bytes`, 2 GiB.
+        "bridge_spool_max_bytes 2147483648",
+        "bridge_ready 1",
+        "bridge_delivery_project_paused{project=\"default\"} 0",
     ] {
         assert!(
             metrics.contains(expected),

@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
 //! clippy, the generated code, each library crate alone with its feature
-//! sets, the supply chain (cargo-deny), a few seconds of each fuzz target,
-//! the tests.
+//! sets, the alerting rules (promtool), the supply chain (cargo-deny), a few
+//! seconds of each fuzz target, the tests.
 
-use crate::{cargo, codegen, run_command};
+use crate::{cargo, codegen, project_root, run_command};
 
 pub(crate) fn run() -> anyhow::Result<()> {
     run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -18,6 +18,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     ]))?;
     check_generated()?;
     check_crates_alone()?;
+    check_alert_rules()?;
     check_supply_chain()?;
     fuzz_smoke()?;
     // Last, so that the test runner's summary closes the output.
@@ -115,4 +116,37 @@ fn check_crates_alone() -> anyhow::Result<()> {
 /// this always runs).
 fn check_generated() -> anyhow::Result<()> {
     codegen::run(codegen::Mode::Check)
+}
+
+/// `promtool check rules` and `promtool test rules` on the alerting rules
+/// in `deploy/prometheus/` (`docs/operations.md`). Outside CI a machine
+/// without promtool skips them with a notice (`.ci/run` installs Debian's
+/// `prometheus` package, which has it).
+fn check_alert_rules() -> anyhow::Result<()> {
+    let has_promtool = std::process::Command::new("promtool")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_promtool && std::env::var_os("CI").is_none() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "xtask: skipping the alerting rules' checks: promtool is not installed (apt-get install prometheus)"
+            );
+        }
+        return Ok(());
+    }
+    for args in [
+        ["check", "rules", "deploy/prometheus/alerts.yml"],
+        ["test", "rules", "deploy/prometheus/alerts_test.yml"],
+    ] {
+        run_command(
+            std::process::Command::new("promtool")
+                .args(args)
+                .current_dir(project_root()),
+        )?;
+    }
+    Ok(())
 }

@@ -8,6 +8,8 @@ pub mod clock;
 pub mod cohorts;
 pub mod config;
 pub mod delivery;
+#[cfg(test)]
+mod deploy_assets;
 pub mod ingest;
 pub mod listener;
 mod log_limit;

@@ -53,8 +53,24 @@ pub struct Metrics {
     pub spool_batches: Gauge,
     /// `bridge_spool_oldest_age_seconds`: age of the oldest stored batch.
     pub spool_oldest_age_seconds: Gauge,
+    /// `bridge_spool_max_bytes`: the configured `spool.max_bytes`, at which
+    /// ingest answers 503 (set once by `serve`; 0 until then).
+    pub spool_max_bytes: Gauge,
+    /// `bridge_spool_quarantined_batches`: stored batches found damaged and
+    /// set aside (never delivered; kept for recovery).
+    pub spool_quarantined_batches: Gauge,
     /// `bridge_dead_letters`: entries in the dead-letter store.
     pub dead_letters: Gauge,
+    /// `bridge_ready`: 1 when `/readyz` would answer 200 (accepting, and the
+    /// spool answers), 0 otherwise; set at scrape time.
+    pub ready: Gauge,
+    /// `bridge_delivery_project_paused{project}`: 1 while delivery to the
+    /// project is paused (Mixpanel refused its credentials), 0 while it
+    /// delivers; one series per configured project, set at scrape time.
+    pub project_paused: Family<Labels, Gauge>,
+    /// `bridge_delivery_worker_restarts_total`: delivery workers started
+    /// again after a panic (a bug), copied in at scrape time.
+    pub delivery_worker_restarts: Counter,
     /// `bridge_listener_connections_total{outcome}`: connections `accepted`,
     /// `refused_over_cap` (closed at once: `ingest.max_connections` were
     /// open and busy), `evicted_silent` (closed at the cap to make room: it
@@ -113,7 +129,12 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             spool_batches: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
+            spool_max_bytes: Gauge::default(),
+            spool_quarantined_batches: Gauge::default(),
             dead_letters: Gauge::default(),
+            ready: Gauge::default(),
+            project_paused: Family::default(),
+            delivery_worker_restarts: Counter::default(),
             listener_connections: Family::default(),
             cohort_webhook_requests: Family::default(),
             cohort_members_added: Counter::default(),
@@ -202,9 +223,34 @@ impl Metrics {
             metrics.spool_oldest_age_seconds.clone(),
         );
         registry.register(
+            "spool_max_bytes",
+            "The configured spool.max_bytes, at which ingest answers 503",
+            metrics.spool_max_bytes.clone(),
+        );
+        registry.register(
+            "spool_quarantined_batches",
+            "Stored batches found damaged and set aside",
+            metrics.spool_quarantined_batches.clone(),
+        );
+        registry.register(
             "dead_letters",
             "Entries in the dead-letter store",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200, 0 otherwise",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "delivery_project_paused",
+            "1 while delivery to the project is paused after refused credentials",
+            metrics.project_paused.clone(),
+        );
+        registry.register(
+            "delivery_worker_restarts",
+            "Delivery workers started again after a panic",
+            metrics.delivery_worker_restarts.clone(),
         );
         registry.register(
             "listener_connections",
@@ -278,6 +324,21 @@ impl Metrics {
                 count.load(Relaxed),
             );
         }
+    }
+
+    /// Copies each project's delivery state and the worker restarts in, at
+    /// scrape time.
+    pub fn refresh_delivery(
+        &self,
+        projects: &[crate::delivery::ProjectStatus],
+        worker_restarts: u64,
+    ) {
+        for project in projects {
+            self.project_paused
+                .get_or_create(&vec![("project", project.name.clone())])
+                .set(i64::from(project.state == "paused"));
+        }
+        set_counter(&self.delivery_worker_restarts, worker_restarts);
     }
 
     /// Copies the cohort import's counters and each cohort's state in,
@@ -448,6 +509,44 @@ mod tests {
         assert!(
             text.contains("bridge_ingest_ack_duration_seconds_count 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn each_project_shows_whether_it_is_paused() {
+        use crate::delivery::ProjectStatus;
+
+        let metrics = Metrics::new();
+        let project = |name: &str, state: &'static str| ProjectStatus {
+            name: name.to_owned(),
+            state,
+            paused_reason: (state == "paused").then(|| "refused".to_owned()),
+        };
+        metrics.refresh_delivery(
+            &[project("default", "delivering"), project("eu", "paused")],
+            2,
+        );
+        let text = metrics.render();
+        for expected in [
+            "bridge_delivery_project_paused{project=\"default\"} 0\n",
+            "bridge_delivery_project_paused{project=\"eu\"} 1\n",
+            "bridge_delivery_worker_restarts_total 2\n",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+
+        // Resumed: the series stays, at 0.
+        metrics.refresh_delivery(
+            &[
+                project("default", "delivering"),
+                project("eu", "delivering"),
+            ],
+            2,
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("bridge_delivery_project_paused{project=\"eu\"} 0\n")
         );
     }
 }

@@ -55,7 +55,12 @@ async fn readyz<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
 }
 
 async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
-    if let Ok(stats) = state.spool.stats().await {
+    let spool_stats = state.spool.stats().await;
+    // The same judgement as `/readyz`.
+    state.metrics.ready.set(i64::from(
+        state.ingest.is_accepting() && spool_stats.is_ok(),
+    ));
+    if let Ok(stats) = spool_stats {
         let metrics = &state.metrics;
         metrics
             .spool_bytes
@@ -66,12 +71,18 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         metrics
             .dead_letters
             .set(i64::try_from(stats.n_dead_letters).unwrap_or(i64::MAX));
+        metrics
+            .spool_quarantined_batches
+            .set(i64::try_from(stats.n_quarantined).unwrap_or(i64::MAX));
         let age_ms = stats.oldest_received_at_ms.map_or(0, |oldest| {
             crate::clock::now_ms().saturating_sub(oldest).max(0)
         });
         metrics.spool_oldest_age_seconds.set(age_ms / 1000);
     }
     state.metrics.refresh_listener(&state.listener);
+    state
+        .metrics
+        .refresh_delivery(&state.delivery.projects(), state.delivery.worker_restarts());
     if let Some(cohorts) = &state.cohorts
         && let Ok(statuses) = cohort_import::store::MembershipStore::cohorts(&*cohorts.store).await
     {
@@ -261,6 +272,32 @@ mod tests {
             "age {age_secs} s, expected an hour (+{slack_secs} s)"
         );
         assert!(metrics.contains("bridge_spool_batches 2\n"), "{metrics}");
+        assert!(
+            metrics.contains("bridge_spool_quarantined_batches 0\n"),
+            "{metrics}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn ready_in_the_metrics_follows_readyz() {
+        let dir = std::env::temp_dir().join(format!("bridge-ops-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = ops_state(&dir);
+        assert!(
+            get_text(&state, "/metrics")
+                .await
+                .contains("bridge_ready 1\n")
+        );
+
+        state.ingest.stop_accepting();
+        let response = routes(Arc::clone(&state))
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let metrics = get_text(&state, "/metrics").await;
+        assert!(metrics.contains("bridge_ready 0\n"), "{metrics}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

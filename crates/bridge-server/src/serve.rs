@@ -139,6 +139,9 @@ pub async fn serve(
     let spool = Arc::new(spool);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics
+        .spool_max_bytes
+        .set(i64::try_from(config.spool.max_bytes).unwrap_or(i64::MAX));
     let mut projects = Vec::new();
     let mut index = HashMap::new();
     for (project_idx, project) in config.all_projects().enumerate() {
