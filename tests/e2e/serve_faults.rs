@@ -69,6 +69,22 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|idx| format!("{prefix}-{idx}")).collect()
 }
 
+/// `/status` once `done` holds for it: the bridge counts a delivery only
+/// after it has read Mixpanel's answer, a moment after Mixpanel recorded
+/// the request.
+async fn wait_for_status(address: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, status) = get_async(address, "/status").await;
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The insert ids Mixpanel has answered 200 for.
 type Imported = Arc<Mutex<BTreeSet<String>>>;
 
@@ -197,8 +213,10 @@ async fn mixpanel_outage_then_recovery() {
         "Mixpanel answered 200 at last"
     );
 
-    let (_, status) = get_async(&server.address, "/status").await;
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = wait_for_status(&server.address, Duration::from_secs(10), |status| {
+        status["delivered_events"] == 30
+    })
+    .await;
     let (_, metrics) = get_async(&server.address, "/metrics").await;
     let retries = metrics
         .lines()
@@ -257,18 +275,10 @@ async fn a_429_storm_is_backed_off() {
         (1..=25).contains(&stormed),
         "{stormed} requests during a 2 s storm of 429s"
     );
-    // Mixpanel has every event; the bridge counts them once it has read
-    // the answers, which may take a moment more.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, status) = get_async(&server.address, "/status").await;
-        let status: Value = serde_json::from_str(&status).unwrap();
-        if status["delivered_events"] == 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_status(&server.address, Duration::from_secs(10), |status| {
+        status["delivered_events"] == 30
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,16 +799,10 @@ async fn a_record_refused_without_failed_records_is_isolated_and_dead_lettered()
     ids_sent.push("poison-1".to_owned());
     let (status, body) = post_async(&server.address, batch(&ids_sent)).await;
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, status) = get_async(&server.address, "/status").await;
-        let status: Value = serde_json::from_str(&status).unwrap();
-        if status["dead_lettered_events"] == 1 && status["delivered_events"] == 29 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_status(&server.address, Duration::from_secs(30), |status| {
+        status["dead_lettered_events"] == 1 && status["delivered_events"] == 29
+    })
+    .await;
     assert_eq!(imported.lock().unwrap().len(), 29);
     let listed = harness::run(
         &[
