@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
 //! clippy, the generated code, the supply chain (cargo-deny), a few seconds
-//! of each fuzz target, the tests.
+//! of each fuzz target, the packaging of the libraries, the release archive
+//! with the README's quickstart run from it, the tests.
 
-use crate::{cargo, codegen, run_command};
+use crate::{cargo, codegen, project_root, run_command};
 
 pub(crate) fn run() -> anyhow::Result<()> {
     run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -18,6 +19,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
     check_generated()?;
     check_supply_chain()?;
     fuzz_smoke()?;
+    // What `cargo xtask release` checks, so that a release never finds
+    // the packaging broken: each library packaged and built from its
+    // package.
+    crate::release::check_packaging(&project_root(), true)?;
+    // The release archive, for real (a release build), and what a user
+    // does first with it.
+    let archive = crate::dist::build()?;
+    crate::quickstart::run(&archive)?;
     // Last, so that the test runner's summary closes the output.
     run_command(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())
