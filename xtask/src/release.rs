@@ -320,7 +320,8 @@ fn workspace_version(manifest: &str) -> anyhow::Result<Version> {
             && let Some((key, value)) = line.split_once('=')
             && key.trim() == "version"
         {
-            let text = value.trim().trim_matches('"');
+            let text = value.split('#').next().unwrap_or_default();
+            let text = text.trim().trim_matches('"');
             return Version::parse(text)
                 .with_context(|| format!("[workspace.package] version {text:?} is not semver"));
         }
