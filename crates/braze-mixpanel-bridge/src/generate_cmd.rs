@@ -188,6 +188,42 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// Fish, where it is installed, completes with its script too (the
+    /// zsh script was checked by hand through zpty: docs/releasing.md).
+    #[test]
+    fn fish_completes_with_the_script_where_fish_is_installed() {
+        if std::process::Command::new("fish")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return;
+        }
+        let script = completion(Shell::Fish, crate::Cli::command());
+        let path = std::env::temp_dir().join(format!("bmb-completion-{}.fish", std::process::id()));
+        std::fs::write(&path, script).unwrap();
+        let complete = |line: &str| {
+            let output = std::process::Command::new("fish")
+                .arg("--no-config")
+                .arg("-c")
+                .arg(format!("source {}; complete -C '{line}'", path.display()))
+                .output()
+                .expect("fish runs");
+            assert!(output.status.success(), "{output:?}");
+            let text = String::from_utf8(output.stdout).unwrap();
+            text.lines()
+                .map(|line| line.split('\t').next().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(complete("braze-mixpanel-bridge ser"), ["serve"]);
+        assert_eq!(
+            complete("braze-mixpanel-bridge serve --data"),
+            ["--data-dir"]
+        );
+        assert_eq!(complete("braze-mixpanel-bridge dlq re"), ["replay"]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn generate_is_not_in_the_documented_command_line() {
         let help = crate::Cli::command().render_long_help().to_string();
