@@ -148,13 +148,9 @@ pub(crate) fn release(root: &Path, options: &Options, date: &str) -> anyhow::Res
             .arg(root.join(manifest_path));
         commands.push(command);
     }
-    let mut package = cargo_in(root, options);
-    package.args(["package", "--locked", "--allow-dirty"]);
-    for name in &packages {
-        package.args(["-p", name]);
-    }
-    if !options.verify {
-        package.arg("--no-verify");
+    let mut package = package_command(root, &packages, options.verify);
+    if let Some(dir) = &options.target_dir {
+        package.env("CARGO_TARGET_DIR", dir);
     }
     commands.push(package);
     let mut add = git_in(root);
@@ -288,17 +284,30 @@ pub(crate) fn publishable(packages: &[Package]) -> Vec<String> {
 /// a release never finds the packaging broken.
 pub(crate) fn check_packaging(root: &Path, verify: bool) -> anyhow::Result<()> {
     let packages = publishable(&workspace_packages(root)?);
+    ensure!(
+        !packages.is_empty(),
+        "no publishable package in the workspace"
+    );
+    run_command(&mut package_command(root, &packages, verify))
+}
+
+/// `cargo package` of `packages`, which cargo orders by their
+/// dependencies; a package depending on another not yet on crates.io
+/// gets it from a local overlay of the ones packaged before it (cargo
+/// 1.90 and newer). Uncommitted changes are allowed: `release` packages
+/// before it commits.
+fn package_command(root: &Path, packages: &[String], verify: bool) -> Command {
     let mut command = crate::cargo();
     command
         .current_dir(root)
         .args(["package", "--locked", "--allow-dirty"]);
-    for name in &packages {
+    for name in packages {
         command.args(["-p", name]);
     }
     if !verify {
         command.arg("--no-verify");
     }
-    run_command(&mut command)
+    command
 }
 
 /// The header of the table a TOML line opens (`[workspace.package]`), if
