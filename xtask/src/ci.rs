@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the whole check CI runs, in order of cost: format,
 //! clippy, the generated code, each library crate alone with its feature
 //! sets, the alerting rules (promtool), the supply chain (cargo-deny), a few
-//! seconds of each fuzz target, the tests.
+//! seconds of each fuzz target, the packaging of the libraries, the release
+//! archive with the README's quickstart run from it, the tests.
 
 use crate::{cargo, codegen, project_root, run_command};
 
@@ -21,6 +22,14 @@ pub(crate) fn run() -> anyhow::Result<()> {
     check_alert_rules()?;
     check_supply_chain()?;
     fuzz_smoke()?;
+    // What `cargo xtask release` checks, so that a release never finds
+    // the packaging broken: each library packaged and built from its
+    // package.
+    crate::release::check_packaging(&project_root(), true)?;
+    // The release archive, for real (a release build), and what a user
+    // does first with it.
+    let archive = crate::dist::build()?;
+    crate::quickstart::run(&archive)?;
     // Last, so that the test runner's summary closes the output.
     run_command(cargo().args(["test", "--workspace", "--locked"]))?;
     Ok(())

@@ -7,8 +7,11 @@ mod bench;
 mod bench_import;
 mod ci;
 mod codegen;
+mod dist;
 mod fuzz;
 mod mutants;
+mod quickstart;
+mod release;
 mod tidy;
 
 use std::path::PathBuf;
@@ -18,7 +21,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci                 fmt check, clippy -D warnings, codegen --check, tests
+  ci                 fmt check, clippy -D warnings, codegen --check, cargo deny,
+                     fuzz smoke, packaging, dist + quickstart, tests
   codegen [--check]  regenerate code from the Currents reference tables
   bench              the mapping benchmark (criterion)
   bench import [--events N]... [--concurrency C] [--gzip on|off|both]
@@ -32,6 +36,11 @@ tasks:
   mutants [MODULE]... [-- ARGS]
                      cargo-mutants on the core modules (all by default)
   tidy               repository hygiene checks (also run as a test)
+  dist [--check]     the release archive of the binary for the host target, in
+                     target/dist/ (--check: then the README's quickstart on it)
+  release <version> [--dry-run] [--no-verify]
+                     bump the version, date the changelog, check the packages,
+                     commit (signed off) and tag v<version> (docs/releasing.md)
 ";
 
 fn main() -> ExitCode {
@@ -45,6 +54,8 @@ fn main() -> ExitCode {
         ["fuzz", rest @ ..] => fuzz::run(rest),
         ["mutants", rest @ ..] => mutants::run(rest),
         ["tidy"] => tidy::run(),
+        ["dist", rest @ ..] => dist::run(rest),
+        ["release", rest @ ..] => release::run(rest),
         _ => {
             #[allow(clippy::print_stderr)]
             {
@@ -80,6 +91,23 @@ pub(crate) fn cargo() -> std::process::Command {
     let mut command = std::process::Command::new(cargo);
     command.current_dir(project_root());
     command
+}
+
+/// A new, empty directory under the system's temporary directory, unique
+/// to this process and call; the caller removes it.
+pub(crate) fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "xtask-{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Runs a command, failing with its rendering when it does not succeed.

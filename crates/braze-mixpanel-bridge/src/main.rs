@@ -11,6 +11,7 @@ mod check_config_cmd;
 mod cohorts_cmd;
 mod dlq_cmd;
 mod dlq_cohorts;
+mod generate_cmd;
 mod import_cmd;
 mod mixpanel_args;
 mod serve_cmd;
@@ -19,7 +20,7 @@ mod transform_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Bridges Braze Currents and Mixpanel.
 #[derive(Parser)]
@@ -51,8 +52,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // `generate` is parsed apart, so that the command line it documents
+    // (`Cli`) does not hold it: clap_complete would offer a hidden
+    // subcommand all the same.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "generate")
+    {
+        let args = generate_cmd::GenerateCli::parse_from(std::env::args_os().skip(1));
+        return finish(generate_cmd::run(args, Cli::command()));
+    }
+    finish(run(Cli::parse()))
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
