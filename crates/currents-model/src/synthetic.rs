@@ -22,7 +22,7 @@
 //!   purchases with [`Config::purchase_properties`] purchase properties, some
 //!   nested;
 //! - kept within a [`Config::size_band`] by drawing the optional fields again
-//!   (fewer when too big, all when too small), and optionally padded up to
+//!   (fewer when too big, more when too small), and optionally padded up to
 //!   it ([`Config::padding`]).
 //!
 //! Types are drawn from a weighted [`Mix`]: [`Mix::production`] (all 94
@@ -156,7 +156,7 @@ impl Config {
 
     /// Keeps each event's JSON text within `min..=max` bytes: an event
     /// outside is drawn again (up to 20 times) with fewer optional fields
-    /// when too big, every field when too small. A type whose whole schema
+    /// when too big, more when too small. A type whose whole schema
     /// is smaller than `min` (`users.UserDeleteRequest` is about 220 bytes)
     /// stays below it unless [`Config::padding`] is on; see
     /// [`Generated::in_band`].
@@ -406,11 +406,16 @@ impl Generator {
         let mut event = self.build(event_type, optional_percent);
         let mut in_band = true;
         if let Some((min, max)) = self.config.size_band {
+            // Bisect the share of optional fields: values vary in length, so
+            // each try is a new draw, but the share moves towards the band.
+            let (mut low, mut high) = (0, 100);
             for _ in 0..SIZE_TRIES {
                 if event.text.len() > max {
-                    optional_percent = optional_percent.saturating_sub(10);
+                    high = optional_percent;
+                    optional_percent = low + (optional_percent - low) / 2;
                 } else if event.text.len() < min {
-                    optional_percent = 100;
+                    low = optional_percent;
+                    optional_percent += (high - optional_percent).div_ceil(2);
                 } else {
                     break;
                 }

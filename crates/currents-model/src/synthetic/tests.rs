@@ -79,7 +79,7 @@ fn a_seed_gives_these_exact_bytes() {
     let body = Generator::new(Config::new(1)).envelope(1_000);
     assert_eq!(
         (body.len(), fnv1a(&body)),
-        (709_090, 0x6341_6d88_5861_ed2a),
+        (708_798, 0x9c66_81a7_a366_aa17),
         "the generator's output changed"
     );
 }
