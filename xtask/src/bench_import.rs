@@ -47,9 +47,9 @@ const DEFAULT_SEED: u64 = 20_241_119;
 /// Distinct users (`distinct_id`s) the events are drawn from.
 const USERS: usize = 250_000;
 
-/// How often the generator writes a Currents event's optional fields: 70
+/// How often the generator writes a Currents event's optional fields: 65
 /// keeps mapped events near the 640 bytes of the generator before.
-const OPTIONAL_FIELDS_PERCENT: u8 = 70;
+const OPTIONAL_FIELDS_PERCENT: u8 = 65;
 
 /// The `token` property of every event (the mapping adds it).
 const PROJECT_TOKEN: &str = "benchtoken0000000000000000000001";
