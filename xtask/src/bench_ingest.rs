@@ -6,7 +6,8 @@
 //! the sink with a project token), waits for `/readyz`, then runs a load
 //! generator in this process: C threads, each with one keep-alive HTTP/1.1
 //! connection, posting 100-event Braze Currents batches (the Custom HTTP
-//! connector's `{"events":[...]}` shape, about 600 bytes an event) to
+//! connector's `{"events":[...]}` shape, about 600 bytes an event, from the
+//! workspace's generator `currents_model::synthetic`) to
 //! `/currents` for S seconds, as fast as the server acknowledges or paced
 //! to a total rate. Bodies are generated before the clock starts; only
 //! each event's id is rewritten per request (a copy and 100 small writes),
@@ -37,9 +38,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+use currents_model::{EventType, synthetic};
+
 use crate::bench_import::{
-    Rng, Sink, clock_ticks_per_sec, collect, hex_id, http, json_number, say, stat_fields,
-    target_dir, uuid, vm_hwm_bytes,
+    Sink, clock_ticks_per_sec, collect, http, json_number, say, stat_fields, target_dir,
+    vm_hwm_bytes,
 };
 
 const USAGE: &str =
@@ -477,88 +480,34 @@ struct Body {
     id_suffixes: Vec<usize>,
 }
 
-const CAMPAIGNS: &[&str] = &[
-    "Winter Sale ❄️ – Jäger boots",
-    "Cart reminder 🛒",
-    "Welcome series 1",
-    "Price drop alert",
-];
-const CUSTOM_EVENTS: &[&str] = &[
-    "Viewed Product 👀",
-    "Added to Cart",
-    "Search",
-    "Started Checkout",
-];
-const TIMEZONES: &[&str] = &["America/Sao_Paulo", "Europe/Berlin", "Asia/Tokyo"];
-const EMAIL_TYPES: &[&str] = &[
-    "users.messages.email.Send",
-    "users.messages.email.Delivery",
-    "users.messages.email.Open",
-    "users.messages.email.Click",
-];
-
-/// Pre-generated bodies: Custom HTTP connector batches of 100 events, half
-/// custom events and half email engagement, each about 600 bytes.
+/// Pre-generated bodies: Custom HTTP connector batches of 100 events from
+/// the workspace's generator (`currents_model::synthetic`), half custom
+/// events (3–7 custom properties) and half e-mail Send, Delivery, Open and
+/// Click, every user with an external id (so that delivery sends every
+/// event), about 600 bytes an event as before the shared generator.
 fn body_pool(seed: u64) -> Vec<Body> {
-    let mut rng = Rng(seed);
-    let app_group = uuid(&mut rng);
-    let app_id = uuid(&mut rng);
-    let campaign_ids: Vec<String> = CAMPAIGNS.iter().map(|_| uuid(&mut rng)).collect();
+    let config = synthetic::Config::new(seed)
+        .mix(synthetic::Mix::weighted(&[
+            (EventType::BehaviorsCustomEvent, 4),
+            (EventType::MessagesEmailSend, 1),
+            (EventType::MessagesEmailDelivery, 1),
+            (EventType::MessagesEmailOpen, 1),
+            (EventType::MessagesEmailClick, 1),
+        ]))
+        .users(250_000)
+        .external_ids(100)
+        .optional_fields(45)
+        .custom_properties(3..=7)
+        .start_time(1_764_300_000);
+    let mut generator = synthetic::Generator::new(config);
     (0..BODY_POOL)
         .map(|_| {
             let mut text = String::with_capacity(EVENTS_PER_BATCH * 700);
-            let mut id_suffixes = Vec::with_capacity(EVENTS_PER_BATCH);
-            text.push_str("{\"events\":[");
-            for idx in 0..EVENTS_PER_BATCH {
-                if idx > 0 {
-                    text.push(',');
-                }
-                let custom = rng.chance(50);
-                let event_type = if custom {
-                    "users.behaviors.CustomEvent"
-                } else {
-                    rng.pick(EMAIL_TYPES)
-                };
-                let _ = write!(text, "{{\"event_type\":\"{event_type}\",\"id\":\"");
-                let id = uuid(&mut rng);
-                text.push_str(&id);
-                id_suffixes.push(text.len() - 12);
-                let _ = write!(
-                    text,
-                    "\",\"time\":{},\"user\":{{\"user_id\":\"{}\",\"external_user_id\":\"cust-{}\",\"timezone\":\"{}\",\"device_id\":\"{}\"}},\"properties\":{{",
-                    1_764_300_000 + rng.below(86_400),
-                    hex_id(&mut rng),
-                    rng.below(250_000),
-                    rng.pick(TIMEZONES),
-                    uuid(&mut rng),
-                );
-                if custom {
-                    let _ = write!(
-                        text,
-                        "\"app_id\":\"{}\",\"platform\":\"ios\",\"os_version\":\"iOS 17.5.1\",\"device_model\":\"iPhone15,3\",\"name\":\"{}\",\"app_group_id\":\"{app_group}\",\"custom_properties\":{{\"cart_value\":{}.{},\"items\":{},\"coupon\":\"CAFE20\",\"gift\":false,\"skus\":[\"sku-CAFE-250g\",\"sku-MUG-blue\"]}}}}}}",
-                        app_id,
-                        rng.pick(CUSTOM_EVENTS),
-                        rng.below(300),
-                        rng.below(100),
-                        1 + rng.below(9),
-                    );
-                } else {
-                    let campaign = rng.below(CAMPAIGNS.len() as u64) as usize;
-                    let _ = write!(
-                        text,
-                        "\"dispatch_id\":\"{}\",\"campaign_id\":\"{}\",\"campaign_name\":\"{}\",\"email_address\":\"user{}@example.com\",\"send_id\":\"{}\",\"esp\":\"amazon_ses\",\"from_domain\":\"news.cafe-example.com\",\"app_group_id\":\"{app_group}\"}}}}",
-                        hex_id(&mut rng),
-                        campaign_ids[campaign],
-                        CAMPAIGNS[campaign],
-                        rng.below(250_000),
-                        hex_id(&mut rng),
-                    );
-                }
-            }
-            text.push_str("]}");
+            let events = generator.write_envelope(EVENTS_PER_BATCH, &mut text);
             Body {
                 bytes: text.into_bytes(),
-                id_suffixes,
+                // The id is a UUID: its last 12 characters are hex digits.
+                id_suffixes: events.iter().map(|event| event.id.end - 12).collect(),
             }
         })
         .collect()
@@ -732,6 +681,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use currents_mixpanel::{Mapper, MappingConfig, Outcome};
+    use currents_model::Batch;
+
     use super::*;
 
     #[test]
@@ -763,6 +715,17 @@ mod tests {
             for &at in &body.id_suffixes {
                 assert_eq!(body.bytes.get(at + 12), Some(&b'"'));
                 assert_eq!(body.bytes.get(at - 1), Some(&b'-'));
+            }
+            // Delivery sends every event, or the sink's count would not add up.
+            let mapper = Mapper::new(MappingConfig::default());
+            let batch = Batch::parse_events(text).unwrap_or_default();
+            assert_eq!(batch.len(), EVENTS_PER_BATCH);
+            for parsed in batch {
+                assert!(
+                    matches!(mapper.map_parsed(parsed.event), Outcome::Mapped(_)),
+                    "{}",
+                    parsed.raw
+                );
             }
         }
         let mut digits = [0_u8; 12];

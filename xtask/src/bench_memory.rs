@@ -10,10 +10,10 @@
 //!   allows, back to back; the spool fills up (then 503), and each body is
 //!   still read whole first;
 //! - **the costliest delivery**: the batches are built to make mapping
-//!   expensive (1,000 events a batch, each with about 1,600 one-character
-//!   custom properties, which the `[Custom event property] ` prefix makes
-//!   four times larger), delivered to a loopback `/import` sink by the
-//!   default 4 workers.
+//!   expensive (1,000 custom events a batch from `currents_model::synthetic`,
+//!   each padded with about 2,000 one-character custom properties, which the
+//!   `[Custom event property] ` prefix makes four times larger), delivered to
+//!   a loopback `/import` sink by the default 4 workers.
 //!
 //! It builds the release binary and the sink, starts `serve` with nothing
 //! but its address, data dir, token and Mixpanel sink set, polls `VmHWM`
@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use currents_model::{EventType, synthetic};
 
 use super::ingest::{Server, exchange, free_port};
 use crate::bench_import::{Sink, http, say, target_dir, vm_hwm_bytes};
@@ -252,34 +253,23 @@ fn spool_summary(status: &str) -> String {
 }
 
 /// A batch as costly to hold and map as the default limits allow: just
-/// under `ingest.max_body_bytes`, 1,000 events (the event cap), each full
-/// of one-character custom properties.
+/// under `ingest.max_body_bytes`, 1,000 events (the event cap), custom
+/// events from the workspace's generator (`currents_model::synthetic`),
+/// every optional field written, padded with one-character custom
+/// properties up to their share of the body.
 fn costly_batch() -> String {
     const EVENTS: usize = 1000;
-    let per_event = (MAX_BODY_BYTES - 64) / EVENTS;
-    let mut body = String::with_capacity(MAX_BODY_BYTES);
-    body.push_str("{\"events\":[");
-    for idx in 0..EVENTS {
-        if idx > 0 {
-            body.push(',');
-        }
-        let start = body.len();
-        let _ = write!(
-            body,
-            "{{\"event_type\":\"users.behaviors.CustomEvent\",\"id\":\"bench-memory-{idx:06}\",\"time\":1764300000,\"user\":{{\"user_id\":\"u{idx}\",\"external_user_id\":\"cust-{idx}\"}},\"properties\":{{\"name\":\"Costly\",\"custom_properties\":{{"
-        );
-        let mut property = 0usize;
-        while body.len() - start < per_event - 24 {
-            if property > 0 {
-                body.push(',');
-            }
-            let _ = write!(body, "\"{property:x}\":1");
-            property += 1;
-        }
-        body.push_str("}}}");
-    }
-    body.push_str("]}");
-    body
+    // At most this long, so that the events, their commas and the envelope
+    // stay under the cap.
+    let most = (MAX_BODY_BYTES - 64) / EVENTS - 1;
+    let config = synthetic::Config::new(20_241_202)
+        .mix(synthetic::Mix::only(EventType::BehaviorsCustomEvent))
+        .external_ids(100)
+        .optional_fields(100)
+        .custom_properties(0..=0)
+        .size_band(most - 16, most)
+        .padding(true);
+    synthetic::Generator::new(config).envelope(EVENTS)
 }
 
 /// The whole HTTP request for [`costly_batch`].
@@ -386,5 +376,8 @@ mod tests {
         assert!(body.len() > MAX_BODY_BYTES - 64 * 1024, "{}", body.len());
         assert_eq!(body.matches("\"event_type\"").count(), 1000);
         assert!(body.starts_with("{\"events\":[{") && body.ends_with("}}}]}"));
+        // Each event is mostly one-character custom properties.
+        let properties = body.matches(":1,").count() / 1000;
+        assert!((1_800..=2_200).contains(&properties), "{properties}");
     }
 }

@@ -85,7 +85,7 @@ fn check_supply_chain() -> anyhow::Result<()> {
 /// these on). A workspace build unifies features, so a crate that only
 /// builds because a neighbour turned a feature on is caught only here.
 const LIBRARY_CRATES: &[(&str, &[Option<&str>])] = &[
-    ("currents-model", &[None, Some("typed")]),
+    ("currents-model", &[None, Some("typed"), Some("synthetic")]),
     ("mixpanel-client", &[Some(""), None]),
     ("currents-mixpanel", &[None]),
     ("cohort-import", &[None]),

@@ -1,11 +1,11 @@
 //! Durable appends to the embedded SQLite spool: how far group commit
 //! carries.
 //!
-//! Each append is a realistic Currents batch of 100 events in the Custom
-//! HTTP connector shape, about 60 KB, and returns only once it is committed
-//! and the WAL fsync'd (`synchronous=FULL`). Appends run from 1, 8 and 64
-//! concurrent tasks (`durable_append_60kb/<concurrency>`), as concurrent
-//! HTTP requests would. Throughput is in events (100 per batch; divide by
+//! Each append is a realistic Currents batch of 100 e-mail Click events in
+//! the Custom HTTP connector shape (from `currents_model::synthetic`), about
+//! 60 KB, and returns only once it is committed and the WAL fsync'd
+//! (`synchronous=FULL`). Appends run from 1, 8 and 64 concurrent tasks
+//! (`durable_append_60kb/<concurrency>`), as concurrent HTTP requests would. Throughput is in events (100 per batch; divide by
 //! 100 for batches/s). After the run, the number of appends and of commits
 //! (one WAL fsync each) per concurrency is printed to stderr, which shows how
 //! many batches share an fsync.
@@ -25,6 +25,8 @@ use bridge_server::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 use bridge_server::spool::{NewBatch, Spool};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
+use currents_model::EventType;
+use currents_model::synthetic::{Config, Generator, Mix};
 
 /// Events per batch.
 const N_EVENTS_PER_BATCH: usize = 100;
@@ -38,39 +40,17 @@ const N_BODIES: usize = 16;
 /// Appends and commits per concurrency, over every sample.
 type Counts = Mutex<BTreeMap<usize, (u64, u64)>>;
 
-/// One message-engagement event of about 600 bytes.
-fn event(batch_idx: usize, event_idx: usize) -> String {
-    let n = batch_idx * N_EVENTS_PER_BATCH + event_idx;
-    format!(
-        concat!(
-            r#"{{"event_type":"users.messages.email.Click","id":"{:08x}-6b1c-4f2e-9a7d-{:012x}","time":{},"#,
-            r#""user":{{"user_id":"5f{:022x}","external_user_id":"customer-{}","device_id":null}},"#,
-            r#""properties":{{"campaign_id":"c0ffee{:018x}","campaign_name":"Spring sale {}","dispatch_id":"d{:023x}","#,
-            r#""message_variation_id":"mv{:022x}","email_address":"customer-{}@example.com","url":"https://shop.example.com/p/{}?utm_source=braze","#,
-            r#""user_agent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)","#,
-            r#""link_id":"l{:x}","is_amp":false,"machine_open":null}}}}"#
-        ),
-        n,
-        n,
-        1_714_000_000 + n,
-        n,
-        n % 50_000,
-        n % 97,
-        n % 97,
-        n,
-        n % 13,
-        n % 50_000,
-        n % 1_000,
-        n % 7,
-    )
-}
-
-/// A `{"events":[...]}` body of [`N_EVENTS_PER_BATCH`] events.
-fn batch_body(batch_idx: usize) -> Bytes {
-    let events = (0..N_EVENTS_PER_BATCH)
-        .map(|event_idx| event(batch_idx, event_idx))
-        .collect::<Vec<_>>();
-    Bytes::from(format!(r#"{{"events":[{}]}}"#, events.join(",")))
+/// [`N_BODIES`] `{"events":[...]}` bodies of [`N_EVENTS_PER_BATCH`] e-mail
+/// Click events from the workspace's generator, about 600 bytes each.
+fn batch_bodies() -> Vec<Bytes> {
+    let config = Config::new(20_240_425)
+        .mix(Mix::only(EventType::MessagesEmailClick))
+        .size_band(500, 700)
+        .start_time(1_714_000_000);
+    let mut generator = Generator::new(config);
+    (0..N_BODIES)
+        .map(|_| Bytes::from(generator.envelope(N_EVENTS_PER_BATCH)))
+        .collect()
 }
 
 /// Appends `n_appends` batches from `concurrency` tasks to a fresh spool;
@@ -135,7 +115,7 @@ fn bench_appends(criterion: &mut Criterion, counts: &Counts) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let bodies = Arc::new((0..N_BODIES).map(batch_body).collect::<Vec<_>>());
+    let bodies = Arc::new(batch_bodies());
     let mean_bytes = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
     let mut group = criterion.benchmark_group(format!("durable_append_{}kb", mean_bytes / 1000));
     group.throughput(Throughput::Elements(N_EVENTS_PER_BATCH as u64));

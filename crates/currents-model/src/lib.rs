@@ -57,6 +57,9 @@
 //! - `typed` (off by default): `Event::typed` and the `typed` module, one
 //!   struct per event type with each field typed by its Avro type. It is
 //!   about 15,000 generated lines, so it is compiled only for those who ask.
+//! - `synthetic` (off by default): the `synthetic` module, a deterministic
+//!   generator of realistic events of every type from its field schema, for
+//!   benchmarks, load tools and tests. No extra dependency.
 //!
 #![cfg_attr(feature = "typed", doc = include_str!("doc_typed.md"))]
 //! # Regenerating the tables
@@ -75,6 +78,8 @@ mod invalid;
 mod json;
 mod scan;
 mod schema;
+#[cfg(feature = "synthetic")]
+pub mod synthetic;
 #[cfg(feature = "typed")]
 pub mod typed;
 #[cfg(feature = "typed")]
