@@ -388,6 +388,25 @@ pub(crate) const PROJECT_VAR_PREFIX: &str = "BRIDGE_PROJECT_";
 /// `BRIDGE_REFERENCE_DIR`. They are not reported as unknown.
 pub(crate) const OTHER_BRIDGE_VARS: &[&str] = &["BRIDGE_REFERENCE_DIR"];
 
+/// The service's own keys that are neither cohort nor numeric keys: with
+/// [`COHORT_KEYS`] and [`INT_KEYS`], every key there is.
+pub(crate) const SERVICE_KEYS: [Key; 14] = [
+    LISTEN,
+    OPS_LISTEN,
+    OPS_ON_INGEST_LISTENER,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    EXTRA_CA_FILE,
+    DATA_DIR,
+    DRY_RUN,
+    LOG_FORMAT,
+    TOKENS,
+    TOKENS_FILE,
+    ALLOW_UNAUTHENTICATED,
+    INCLUDE_TYPES,
+    EXCLUDE_TYPES,
+];
+
 /// The environment variables of one project's connection keys.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionVars<S> {
@@ -469,8 +488,9 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 24] = [
+pub(crate) const INT_KEYS: [IntKey; 25] = [
     MAX_ATTEMPTS,
+    MAX_INFLIGHT_BODY_BYTES,
     MAX_AGE_SECS,
     MAX_EVENTS_PER_BATCH,
     HEADER_READ_TIMEOUT_SECS,

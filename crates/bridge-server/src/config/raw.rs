@@ -483,24 +483,15 @@ fn overlay_connection<S: AsRef<str>>(
 }
 
 /// `BRIDGE_*` and `BRAZE_*` variables that are no setting: probably misspelt.
-fn unknown_variables(env: &Env) -> Vec<String> {
-    let known: Vec<&str> = [
-        keys::LISTEN.env,
-        keys::DATA_DIR.env,
-        keys::DRY_RUN.env,
-        keys::LOG_FORMAT.env,
-        keys::TOKENS.env,
-        keys::TOKENS_FILE.env,
-        keys::ALLOW_UNAUTHENTICATED.env,
-        keys::INCLUDE_TYPES.env,
-        keys::EXCLUDE_TYPES.env,
-        keys::CONFIG_VAR,
-    ]
-    .into_iter()
-    .chain(keys::COHORT_KEYS.iter().map(|key| key.env))
-    .chain(keys::INT_KEYS.iter().map(|key| key.env))
-    .chain(keys::OTHER_BRIDGE_VARS.iter().copied())
-    .collect();
+pub(super) fn unknown_variables(env: &Env) -> Vec<String> {
+    let known: Vec<&str> = keys::SERVICE_KEYS
+        .iter()
+        .map(|key| key.env)
+        .chain([keys::CONFIG_VAR])
+        .chain(keys::COHORT_KEYS.iter().map(|key| key.env))
+        .chain(keys::INT_KEYS.iter().map(|key| key.env))
+        .chain(keys::OTHER_BRIDGE_VARS.iter().copied())
+        .collect();
     env.names()
         .filter(|name| {
             (name.starts_with("BRIDGE_") && !name.starts_with(keys::PROJECT_VAR_PREFIX))

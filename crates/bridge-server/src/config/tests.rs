@@ -2180,3 +2180,19 @@ fn an_extra_ca_file_must_hold_pem_certificates() {
     assert!(config.extra_ca.is_some());
     assert!(config.to_redacted_toml().contains("extra_ca_file"));
 }
+
+#[test]
+fn every_documented_variable_is_known() {
+    let docs = include_str!("../../../../docs/configuration.md");
+    let mut names: Vec<&str> = docs
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|word| word.starts_with("BRIDGE_") || word.starts_with("BRAZE_"))
+        .filter(|word| !word.ends_with('_'))
+        .filter(|word| !word.starts_with(super::keys::PROJECT_VAR_PREFIX))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 40, "too few variables found: {names:?}");
+    let env: Env = names.iter().map(|name| (*name, "1")).collect();
+    assert_eq!(super::raw::unknown_variables(&env), Vec::<String>::new());
+}
