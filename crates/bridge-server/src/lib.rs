@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod listener;
 mod log_limit;
 pub mod metrics;
+pub mod nats;
 pub mod ops;
 mod private_files;
 pub mod serve;
