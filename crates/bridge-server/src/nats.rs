@@ -83,8 +83,8 @@ impl std::fmt::Debug for NatsAuth {
 
 impl NatsOptions {
     /// The defaults for these servers: no credentials, one replica, streams
-    /// `BRIDGE_BATCHES` (`bridge.batches.*`, 10 GiB) and
-    /// `BRIDGE_DEAD_LETTERS`, consumer `bridge-delivery`, buckets
+    /// `bridge-batches` (`bridge.batches.*`, 10 GiB) and
+    /// `bridge-dead-letters`, consumer `bridge-delivery`, buckets
     /// `bridge-cohorts-*`, a 2-minute duplicate window, 5 s publish and
     /// connect timeouts.
     pub fn new(servers: Vec<String>) -> NatsOptions {
@@ -93,10 +93,10 @@ impl NatsOptions {
             auth: NatsAuth::None,
             tls_ca_file: None,
             tls_required: false,
-            stream: "BRIDGE_BATCHES".to_owned(),
+            stream: "bridge-batches".to_owned(),
             subject_prefix: "bridge.batches".to_owned(),
             consumer: "bridge-delivery".to_owned(),
-            dead_letter_stream: "BRIDGE_DEAD_LETTERS".to_owned(),
+            dead_letter_stream: "bridge-dead-letters".to_owned(),
             kv_bucket_prefix: "bridge-cohorts".to_owned(),
             replicas: 1,
             max_bytes: 10 << 30,

@@ -386,10 +386,129 @@ pub(crate) const PROJECT_VAR_PREFIX: &str = "BRIDGE_PROJECT_";
 
 /// `BRIDGE_*` variables that belong to other tools: the code generator's
 /// `BRIDGE_REFERENCE_DIR`. They are not reported as unknown.
+/// `spool.backend`: `sqlite` (the embedded default) or `nats`.
+pub(crate) const SPOOL_BACKEND: Key = Key {
+    key: "spool.backend",
+    env: "BRIDGE_SPOOL",
+};
+pub(crate) const NATS_SERVERS: Key = Key {
+    key: "nats.servers",
+    env: "BRIDGE_NATS_URLS",
+};
+pub(crate) const NATS_USER: Key = Key {
+    key: "nats.user",
+    env: "BRIDGE_NATS_USER",
+};
+pub(crate) const NATS_PASSWORD: Key = Key {
+    key: "nats.password",
+    env: "BRIDGE_NATS_PASSWORD",
+};
+pub(crate) const NATS_PASSWORD_FILE: Key = Key {
+    key: "nats.password_file",
+    env: "BRIDGE_NATS_PASSWORD_FILE",
+};
+pub(crate) const NATS_TOKEN: Key = Key {
+    key: "nats.token",
+    env: "BRIDGE_NATS_TOKEN",
+};
+pub(crate) const NATS_TOKEN_FILE: Key = Key {
+    key: "nats.token_file",
+    env: "BRIDGE_NATS_TOKEN_FILE",
+};
+pub(crate) const NATS_NKEY_SEED: Key = Key {
+    key: "nats.nkey_seed",
+    env: "BRIDGE_NATS_NKEY_SEED",
+};
+pub(crate) const NATS_NKEY_SEED_FILE: Key = Key {
+    key: "nats.nkey_seed_file",
+    env: "BRIDGE_NATS_NKEY_SEED_FILE",
+};
+pub(crate) const NATS_CREDS_FILE: Key = Key {
+    key: "nats.creds_file",
+    env: "BRIDGE_NATS_CREDS_FILE",
+};
+pub(crate) const NATS_TLS_CA_FILE: Key = Key {
+    key: "nats.tls_ca_file",
+    env: "BRIDGE_NATS_TLS_CA_FILE",
+};
+pub(crate) const NATS_TLS_REQUIRED: Key = Key {
+    key: "nats.tls_required",
+    env: "BRIDGE_NATS_TLS_REQUIRED",
+};
+pub(crate) const NATS_STREAM: Key = Key {
+    key: "nats.stream",
+    env: "BRIDGE_NATS_STREAM",
+};
+pub(crate) const NATS_SUBJECT_PREFIX: Key = Key {
+    key: "nats.subject_prefix",
+    env: "BRIDGE_NATS_SUBJECT_PREFIX",
+};
+pub(crate) const NATS_CONSUMER: Key = Key {
+    key: "nats.consumer",
+    env: "BRIDGE_NATS_CONSUMER",
+};
+pub(crate) const NATS_DEAD_LETTER_STREAM: Key = Key {
+    key: "nats.dead_letter_stream",
+    env: "BRIDGE_NATS_DEAD_LETTER_STREAM",
+};
+pub(crate) const NATS_KV_BUCKET_PREFIX: Key = Key {
+    key: "nats.kv_bucket_prefix",
+    env: "BRIDGE_NATS_KV_BUCKET_PREFIX",
+};
+pub(crate) const NATS_REPLICAS: IntKey = IntKey {
+    key: "nats.replicas",
+    env: "BRIDGE_NATS_REPLICAS",
+    min: 1,
+    max: 5,
+    default: 1,
+};
+pub(crate) const NATS_DUPLICATE_WINDOW_SECS: IntKey = IntKey {
+    key: "nats.duplicate_window_secs",
+    env: "BRIDGE_NATS_DUPLICATE_WINDOW_SECS",
+    min: 1,
+    max: 7 * 24 * 3600,
+    default: 120,
+};
+pub(crate) const NATS_PUBLISH_TIMEOUT_MS: IntKey = IntKey {
+    key: "nats.publish_timeout_ms",
+    env: "BRIDGE_NATS_PUBLISH_TIMEOUT_MS",
+    min: 10,
+    max: 600_000,
+    default: 5_000,
+};
+pub(crate) const NATS_CONNECT_TIMEOUT_SECS: IntKey = IntKey {
+    key: "nats.connect_timeout_secs",
+    env: "BRIDGE_NATS_CONNECT_TIMEOUT_SECS",
+    min: 1,
+    max: 600,
+    default: 5,
+};
+
+/// The text keys of `[nats]` and `spool.backend`.
+pub(crate) const NATS_KEYS: [Key; 17] = [
+    SPOOL_BACKEND,
+    NATS_SERVERS,
+    NATS_USER,
+    NATS_PASSWORD,
+    NATS_PASSWORD_FILE,
+    NATS_TOKEN,
+    NATS_TOKEN_FILE,
+    NATS_NKEY_SEED,
+    NATS_NKEY_SEED_FILE,
+    NATS_CREDS_FILE,
+    NATS_TLS_CA_FILE,
+    NATS_TLS_REQUIRED,
+    NATS_STREAM,
+    NATS_SUBJECT_PREFIX,
+    NATS_CONSUMER,
+    NATS_DEAD_LETTER_STREAM,
+    NATS_KV_BUCKET_PREFIX,
+];
+
 pub(crate) const OTHER_BRIDGE_VARS: &[&str] = &["BRIDGE_REFERENCE_DIR"];
 
-/// The service's own keys that are neither cohort nor numeric keys: with
-/// [`COHORT_KEYS`] and [`INT_KEYS`], every key there is.
+/// The service's own keys that are neither cohort, NATS nor numeric keys:
+/// with [`COHORT_KEYS`], [`NATS_KEYS`] and [`INT_KEYS`], every key there is.
 pub(crate) const SERVICE_KEYS: [Key; 14] = [
     LISTEN,
     OPS_LISTEN,
@@ -488,7 +607,11 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 25] = [
+pub(crate) const INT_KEYS: [IntKey; 29] = [
+    NATS_REPLICAS,
+    NATS_DUPLICATE_WINDOW_SECS,
+    NATS_PUBLISH_TIMEOUT_MS,
+    NATS_CONNECT_TIMEOUT_SECS,
     MAX_ATTEMPTS,
     MAX_INFLIGHT_BODY_BYTES,
     MAX_AGE_SECS,

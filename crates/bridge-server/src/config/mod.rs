@@ -22,6 +22,7 @@
 mod cohorts;
 mod cohorts_validate;
 mod keys;
+mod nats_validate;
 mod projects;
 mod raw;
 mod render;
@@ -169,11 +170,24 @@ pub enum IngestAuth {
     Unauthenticated,
 }
 
-/// The spool's limits.
+/// Where batches wait, and how much may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
-    /// The stored bytes at which ingest answers 503 until delivery frees space.
+    /// The stored bytes at which ingest answers 503 until delivery frees
+    /// space (for NATS, the batch stream's size limit).
     pub max_bytes: u64,
+    /// The embedded SQLite spool, or NATS JetStream shared by replicas.
+    pub backend: SpoolBackend,
+}
+
+/// The spool's storage (`spool.backend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolBackend {
+    /// SQLite in the data directory: one process, no other service.
+    Sqlite,
+    /// NATS JetStream: any number of replicas share the batches, the dead
+    /// letters and the cohort state.
+    Nats(Box<crate::nats::NatsOptions>),
 }
 
 /// Delivery to Mixpanel.

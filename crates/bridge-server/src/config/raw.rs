@@ -55,6 +55,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) spool: RawSpool,
     #[serde(default)]
+    pub(crate) nats: RawNats,
+    #[serde(default)]
     pub(crate) delivery: RawDelivery,
     #[serde(default)]
     pub(crate) mapping: RawMapping,
@@ -97,7 +99,122 @@ pub(crate) struct RawIngest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSpool {
+    pub(crate) backend: Option<Sourced<String>>,
     pub(crate) max_bytes: Option<Sourced<u64>>,
+}
+
+/// `[nats]`: the NATS JetStream backend's connection and objects.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNats {
+    pub(crate) servers: Option<Sourced<Vec<String>>>,
+    pub(crate) user: Option<Sourced<String>>,
+    pub(crate) password: Option<Sourced<SecretText>>,
+    pub(crate) password_file: Option<Sourced<PathBuf>>,
+    pub(crate) token: Option<Sourced<SecretText>>,
+    pub(crate) token_file: Option<Sourced<PathBuf>>,
+    pub(crate) nkey_seed: Option<Sourced<SecretText>>,
+    pub(crate) nkey_seed_file: Option<Sourced<PathBuf>>,
+    pub(crate) creds_file: Option<Sourced<PathBuf>>,
+    pub(crate) tls_ca_file: Option<Sourced<PathBuf>>,
+    pub(crate) tls_required: Option<Sourced<bool>>,
+    pub(crate) stream: Option<Sourced<String>>,
+    pub(crate) subject_prefix: Option<Sourced<String>>,
+    pub(crate) consumer: Option<Sourced<String>>,
+    pub(crate) dead_letter_stream: Option<Sourced<String>>,
+    pub(crate) kv_bucket_prefix: Option<Sourced<String>>,
+    pub(crate) replicas: Option<Sourced<u64>>,
+    pub(crate) duplicate_window_secs: Option<Sourced<u64>>,
+    pub(crate) publish_timeout_ms: Option<Sourced<u64>>,
+    pub(crate) connect_timeout_secs: Option<Sourced<u64>>,
+}
+
+impl RawNats {
+    /// `BRIDGE_NATS_*`.
+    fn overlay_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        set_list(&mut self.servers, env, keys::NATS_SERVERS.env)?;
+        set_text(&mut self.user, env, keys::NATS_USER.env)?;
+        set_secret(
+            &mut self.password,
+            &mut self.password_file,
+            env,
+            keys::NATS_PASSWORD.env,
+            keys::NATS_PASSWORD_FILE.env,
+        )?;
+        set_secret(
+            &mut self.token,
+            &mut self.token_file,
+            env,
+            keys::NATS_TOKEN.env,
+            keys::NATS_TOKEN_FILE.env,
+        )?;
+        set_secret(
+            &mut self.nkey_seed,
+            &mut self.nkey_seed_file,
+            env,
+            keys::NATS_NKEY_SEED.env,
+            keys::NATS_NKEY_SEED_FILE.env,
+        )?;
+        set_path(&mut self.creds_file, env, keys::NATS_CREDS_FILE.env)?;
+        set_path(&mut self.tls_ca_file, env, keys::NATS_TLS_CA_FILE.env)?;
+        set_bool(&mut self.tls_required, env, keys::NATS_TLS_REQUIRED.env)?;
+        set_text(&mut self.stream, env, keys::NATS_STREAM.env)?;
+        set_text(&mut self.subject_prefix, env, keys::NATS_SUBJECT_PREFIX.env)?;
+        set_text(&mut self.consumer, env, keys::NATS_CONSUMER.env)?;
+        set_text(
+            &mut self.dead_letter_stream,
+            env,
+            keys::NATS_DEAD_LETTER_STREAM.env,
+        )?;
+        set_text(
+            &mut self.kv_bucket_prefix,
+            env,
+            keys::NATS_KV_BUCKET_PREFIX.env,
+        )?;
+        set_int(&mut self.replicas, env, &keys::NATS_REPLICAS)?;
+        set_int(
+            &mut self.duplicate_window_secs,
+            env,
+            &keys::NATS_DUPLICATE_WINDOW_SECS,
+        )?;
+        set_int(
+            &mut self.publish_timeout_ms,
+            env,
+            &keys::NATS_PUBLISH_TIMEOUT_MS,
+        )?;
+        set_int(
+            &mut self.connect_timeout_secs,
+            env,
+            &keys::NATS_CONNECT_TIMEOUT_SECS,
+        )?;
+        Ok(())
+    }
+
+    /// Whether any `[nats]` key is set (a NATS setting with the SQLite spool
+    /// is probably a mistake).
+    pub(crate) fn any_set(&self) -> Option<&Origin> {
+        [
+            self.servers.as_ref().map(|value| &value.origin),
+            self.user.as_ref().map(|value| &value.origin),
+            self.password.as_ref().map(|value| &value.origin),
+            self.password_file.as_ref().map(|value| &value.origin),
+            self.token.as_ref().map(|value| &value.origin),
+            self.token_file.as_ref().map(|value| &value.origin),
+            self.nkey_seed.as_ref().map(|value| &value.origin),
+            self.nkey_seed_file.as_ref().map(|value| &value.origin),
+            self.creds_file.as_ref().map(|value| &value.origin),
+            self.tls_ca_file.as_ref().map(|value| &value.origin),
+            self.stream.as_ref().map(|value| &value.origin),
+            self.subject_prefix.as_ref().map(|value| &value.origin),
+            self.consumer.as_ref().map(|value| &value.origin),
+            self.dead_letter_stream.as_ref().map(|value| &value.origin),
+            self.kv_bucket_prefix.as_ref().map(|value| &value.origin),
+            self.replicas.as_ref().map(|value| &value.origin),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
 }
 
 /// `[delivery]`.
@@ -257,7 +374,9 @@ impl RawConfig {
             &keys::SHUTDOWN_GRACE_SECS,
         )?;
 
+        set_text(&mut self.spool.backend, env, keys::SPOOL_BACKEND.env)?;
         set_int(&mut self.spool.max_bytes, env, &keys::SPOOL_MAX_BYTES)?;
+        self.nats.overlay_env(env)?;
 
         let delivery = &mut self.delivery;
         set_int(&mut delivery.workers, env, &keys::WORKERS)?;
@@ -489,6 +608,7 @@ pub(super) fn unknown_variables(env: &Env) -> Vec<String> {
         .map(|key| key.env)
         .chain([keys::CONFIG_VAR])
         .chain(keys::COHORT_KEYS.iter().map(|key| key.env))
+        .chain(keys::NATS_KEYS.iter().map(|key| key.env))
         .chain(keys::INT_KEYS.iter().map(|key| key.env))
         .chain(keys::OTHER_BRIDGE_VARS.iter().copied())
         .collect();

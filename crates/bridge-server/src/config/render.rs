@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use mixpanel_client::{Credentials, Region};
 
-use super::{CohortWriter, Config, IngestAuth, ProjectConfig, keys};
+use super::{CohortWriter, Config, IngestAuth, ProjectConfig, SpoolBackend, keys};
+use crate::nats::{NatsAuth, NatsOptions};
 
 pub(super) fn render(config: &Config) -> String {
     let mut out = Renderer {
@@ -132,11 +133,19 @@ pub(super) fn render(config: &Config) -> String {
     );
 
     out.table("spool");
+    let backend = match config.spool.backend {
+        SpoolBackend::Sqlite => "sqlite",
+        SpoolBackend::Nats(_) => "nats",
+    };
+    out.value(keys::SPOOL_BACKEND.key, "backend", &quote(backend));
     out.value(
         keys::SPOOL_MAX_BYTES.key,
         "max_bytes",
         &config.spool.max_bytes.to_string(),
     );
+    if let SpoolBackend::Nats(nats) = &config.spool.backend {
+        out.nats(nats);
+    }
 
     let delivery = &config.delivery;
     out.table("delivery");
@@ -464,6 +473,81 @@ impl Renderer<'_> {
             "request_timeout_secs",
             &braze.request_timeout.as_secs().to_string(),
         );
+    }
+}
+
+impl Renderer<'_> {
+    /// `[nats]`, when the spool is NATS.
+    fn nats(&mut self, nats: &NatsOptions) {
+        self.table("nats");
+        self.value(keys::NATS_SERVERS.key, "servers", &list(&nats.servers));
+        match &nats.auth {
+            NatsAuth::None => self.comment("No NATS credentials."),
+            NatsAuth::UserPassword { user, .. } => {
+                self.value(keys::NATS_USER.key, "user", &quote(user));
+                self.secret(keys::NATS_PASSWORD.key, "password");
+            }
+            NatsAuth::Token(_) => self.secret(keys::NATS_TOKEN.key, "token"),
+            NatsAuth::NKey(_) => self.secret(keys::NATS_NKEY_SEED.key, "nkey_seed"),
+            NatsAuth::CredsFile(path) => self.value(
+                keys::NATS_CREDS_FILE.key,
+                "creds_file",
+                &quote(&path.display().to_string()),
+            ),
+        }
+        if let Some(path) = &nats.tls_ca_file {
+            self.value(
+                keys::NATS_TLS_CA_FILE.key,
+                "tls_ca_file",
+                &quote(&path.display().to_string()),
+            );
+        }
+        self.value(
+            keys::NATS_TLS_REQUIRED.key,
+            "tls_required",
+            &nats.tls_required.to_string(),
+        );
+        for (key, name, value) in [
+            (keys::NATS_STREAM, "stream", &nats.stream),
+            (
+                keys::NATS_SUBJECT_PREFIX,
+                "subject_prefix",
+                &nats.subject_prefix,
+            ),
+            (keys::NATS_CONSUMER, "consumer", &nats.consumer),
+            (
+                keys::NATS_DEAD_LETTER_STREAM,
+                "dead_letter_stream",
+                &nats.dead_letter_stream,
+            ),
+            (
+                keys::NATS_KV_BUCKET_PREFIX,
+                "kv_bucket_prefix",
+                &nats.kv_bucket_prefix,
+            ),
+        ] {
+            self.value(key.key, name, &quote(value));
+        }
+        for (key, name, value) in [
+            (keys::NATS_REPLICAS, "replicas", nats.replicas as u64),
+            (
+                keys::NATS_DUPLICATE_WINDOW_SECS,
+                "duplicate_window_secs",
+                nats.duplicate_window.as_secs(),
+            ),
+            (
+                keys::NATS_PUBLISH_TIMEOUT_MS,
+                "publish_timeout_ms",
+                u64::try_from(nats.publish_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            (
+                keys::NATS_CONNECT_TIMEOUT_SECS,
+                "connect_timeout_secs",
+                nats.connect_timeout.as_secs(),
+            ),
+        ] {
+            self.value(key.key, name, &value.to_string());
+        }
     }
 }
 

@@ -2196,3 +2196,190 @@ fn every_documented_variable_is_known() {
     let env: Env = names.iter().map(|name| (*name, "1")).collect();
     assert_eq!(super::raw::unknown_variables(&env), Vec::<String>::new());
 }
+
+#[test]
+fn the_spool_is_sqlite_unless_nats_is_asked_for() {
+    let config = ok("", &[]);
+    assert_eq!(config.spool.backend, SpoolBackend::Sqlite);
+    let config = ok("", &[("BRIDGE_NATS_URLS", "nats://127.0.0.1:4222")]);
+    assert_eq!(config.spool.backend, SpoolBackend::Sqlite);
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("BRIDGE_NATS_URLS is set but unused")),
+        "{:?}",
+        config.warnings()
+    );
+}
+
+#[test]
+fn nats_from_the_environment_alone() {
+    let config = ok(
+        "",
+        &[
+            ("BRIDGE_SPOOL", "nats"),
+            (
+                "BRIDGE_NATS_URLS",
+                "nats://10.0.0.1:4222, nats://10.0.0.2:4222",
+            ),
+            ("BRIDGE_NATS_REPLICAS", "3"),
+            ("BRIDGE_SPOOL_MAX_BYTES", "1073741824"),
+        ],
+    );
+    let SpoolBackend::Nats(nats) = &config.spool.backend else {
+        panic!("{:?}", config.spool.backend);
+    };
+    assert_eq!(
+        nats.servers,
+        ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+    );
+    assert_eq!(nats.replicas, 3);
+    assert_eq!(nats.max_bytes, 1 << 30);
+    assert_eq!(nats.auth, crate::nats::NatsAuth::None);
+    assert_eq!(nats.stream, "bridge-batches");
+    let rendered = config.to_redacted_toml();
+    assert!(
+        rendered.contains("backend = \"nats\"  # from BRIDGE_SPOOL"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("replicas = 3  # from BRIDGE_NATS_REPLICAS"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn nats_settings_from_the_file_with_credentials_kept_secret() {
+    let toml = r#"
+[spool]
+backend = "nats"
+[nats]
+servers = ["tls://nats.internal:4222"]
+user = "bridge"
+stream = "CURRENTS"
+subject_prefix = "acme.currents"
+consumer = "to-mixpanel"
+dead_letter_stream = "CURRENTS_DLQ"
+duplicate_window_secs = 600
+publish_timeout_ms = 2000
+"#;
+    let config = ok(toml, &[("BRIDGE_NATS_PASSWORD", "pa55-word-value")]);
+    let SpoolBackend::Nats(nats) = &config.spool.backend else {
+        panic!("{:?}", config.spool.backend);
+    };
+    assert_eq!(
+        nats.auth,
+        crate::nats::NatsAuth::UserPassword {
+            user: "bridge".to_owned(),
+            password: Secret::new("pa55-word-value"),
+        }
+    );
+    assert_eq!(nats.subject_prefix, "acme.currents");
+    assert_eq!(nats.duplicate_window, Duration::from_secs(600));
+    assert_eq!(nats.publish_timeout, Duration::from_millis(2000));
+    for printed in [format!("{config:?}"), config.to_redacted_toml()] {
+        assert!(!printed.contains("pa55-word-value"), "{printed}");
+    }
+    assert!(
+        config
+            .to_redacted_toml()
+            .contains("password = \"[redacted] (from BRIDGE_NATS_PASSWORD)\"")
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
+
+#[test]
+fn nats_errors_name_the_setting() {
+    let nats = |vars: &[(&str, &str)]| {
+        let mut all = vec![("BRIDGE_SPOOL", "nats")];
+        all.extend_from_slice(vars);
+        error("", &with_minimal(&all))
+    };
+    assert!(
+        nats(&[]).contains("BRIDGE_NATS_URLS (or nats.servers)"),
+        "{}",
+        nats(&[])
+    );
+    let message = nats(&[("BRIDGE_NATS_URLS", "http://x:4222")]);
+    assert!(
+        message.contains("BRIDGE_NATS_URLS") && message.contains("\"http://x:4222\""),
+        "{message}"
+    );
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_REPLICAS", "2"),
+    ]);
+    assert!(
+        message.contains("BRIDGE_NATS_REPLICAS") && message.contains("odd"),
+        "{message}"
+    );
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_STREAM", "my.stream"),
+    ]);
+    assert!(message.contains("BRIDGE_NATS_STREAM"), "{message}");
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_TOKEN", "t0ken-value"),
+        ("BRIDGE_NATS_USER", "bridge"),
+    ]);
+    assert!(
+        message.contains("BRIDGE_NATS_USER") && message.contains("BRIDGE_NATS_TOKEN"),
+        "{message}"
+    );
+    assert!(!message.contains("t0ken-value"), "{message}");
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_USER", "bridge"),
+    ]);
+    assert!(message.contains("BRIDGE_NATS_PASSWORD"), "{message}");
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_NKEY_SEED", "not-a-seed-value"),
+    ]);
+    assert!(
+        message.contains("SU") && !message.contains("not-a-seed-value"),
+        "{message}"
+    );
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_TLS_REQUIRED", "true"),
+    ]);
+    assert!(message.contains("tls://"), "{message}");
+    let message = nats(&[
+        ("BRIDGE_NATS_URLS", "nats://a:4222"),
+        ("BRIDGE_NATS_DEAD_LETTER_STREAM", "bridge-batches"),
+    ]);
+    assert!(message.contains("nats.dead_letter_stream"), "{message}");
+    assert!(error("[spool]\nbackend = \"kafka\"\n", &with_minimal(&[])).contains("sqlite or nats"));
+}
+
+#[test]
+fn nats_credentials_in_clear_text_are_warned_about() {
+    let config = ok(
+        "",
+        &[
+            ("BRIDGE_SPOOL", "nats"),
+            ("BRIDGE_NATS_URLS", "nats://nats.example.com:4222"),
+            ("BRIDGE_NATS_TOKEN", "t0ken-value"),
+        ],
+    );
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("clear text")),
+        "{:?}",
+        config.warnings()
+    );
+    let loopback = ok(
+        "",
+        &[
+            ("BRIDGE_SPOOL", "nats"),
+            ("BRIDGE_NATS_URLS", "nats://127.0.0.1:4222"),
+            ("BRIDGE_NATS_TOKEN", "t0ken-value"),
+        ],
+    );
+    assert!(loopback.warnings().is_empty(), "{:?}", loopback.warnings());
+}

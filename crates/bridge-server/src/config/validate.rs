@@ -116,8 +116,15 @@ pub(super) fn validate(
             spool_max_bytes.value.to_string(),
         ));
     }
+    let backend = super::nats_validate::validate_backend(
+        &mut cx,
+        raw.spool.backend,
+        raw.nats,
+        spool_max_bytes.value,
+    )?;
     let spool = SpoolConfig {
         max_bytes: spool_max_bytes.value,
+        backend,
     };
     let delivery = validate_delivery(&mut cx, raw.delivery)?;
     let type_filter = validate_mapping(&mut cx, raw.mapping)?;
