@@ -20,6 +20,7 @@
 //! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
 mod harness;
+mod nats_harness;
 
 mod cohorts;
 mod dlq;
