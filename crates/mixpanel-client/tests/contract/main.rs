@@ -13,6 +13,8 @@
 //! the repository only (`cargo test -p mixpanel-client --test contract`).
 
 mod openapi;
+#[path = "../common/updates.rs"]
+mod updates;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use openapi::{Recorded, Spec, engage_operation};
+use updates::one_of_each_operation;
 
 const PROJECT_ID: &str = "3141592";
 const TOKEN: &str = "3f9c1d0e7b2a4c6d8e0f1a2b3c4d5e6f";
@@ -38,10 +41,6 @@ fn builder(server: &MockServer, credentials: Credentials) -> mixpanel_client::Cl
 
 fn service_account() -> Credentials {
     Credentials::service_account("svc.user", "svc-secret", PROJECT_ID)
-}
-
-fn properties(value: Value) -> Map<String, Value> {
-    value.as_object().expect("an object").clone()
 }
 
 fn batch() -> ImportBatch {
@@ -140,43 +139,9 @@ async fn engage_requests_match_the_spec_for_every_operation() {
         .project_token(TOKEN)
         .build()
         .unwrap();
-    let mut quiet_set = ProfileUpdate::new(
-        "u1",
-        ProfileOperation::Set(properties(json!({"$email": "a@example.com", "tier": 2}))),
-    );
-    quiet_set.ignore_time = true;
-    let mut duplicate = ProfileUpdate::new("u9", ProfileOperation::Delete);
-    duplicate.ignore_alias = true;
-    let updates = [
-        quiet_set,
-        ProfileUpdate::new(
-            "u2",
-            ProfileOperation::SetOnce(properties(json!({"first_seen": "2026-11-28"}))),
-        ),
-        ProfileUpdate::new(
-            "u3",
-            ProfileOperation::Add(properties(json!({"coins": 13, "debt": -2.5}))),
-        ),
-        ProfileUpdate::new(
-            "u4",
-            ProfileOperation::Union(properties(json!({"tags": ["a", 1]}))),
-        ),
-        ProfileUpdate::new(
-            "u5",
-            ProfileOperation::Append(properties(json!({"visits": {"page": "/"}}))),
-        ),
-        ProfileUpdate::new(
-            "u6",
-            ProfileOperation::Remove(properties(json!({"tags": "a"}))),
-        ),
-        ProfileUpdate::new(
-            "u7",
-            ProfileOperation::Unset(vec!["$email".to_owned(), "tier".to_owned()]),
-        ),
-        ProfileUpdate::new("u8", ProfileOperation::Delete),
-        duplicate,
-        ProfileUpdate::new("u10", ProfileOperation::Set(Map::new())),
-    ];
+    let mut updates = one_of_each_operation();
+    updates.push(ProfileUpdate::new("u9", ProfileOperation::Delete));
+    updates.push(ProfileUpdate::new("u10", ProfileOperation::Set(Map::new())));
 
     let result = client.engage(&updates).await.unwrap();
     assert!(result.failed.is_empty(), "{result:?}");

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use mixpanel_client::{Client, Credentials, Error, ProfileOperation, ProfileUpdate, RetryParams};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::updates::{one_of_each_operation, properties};
 
 const TOKEN: &str = "3f9c1d0e7b2a4c6d8e0f1a2b3c4d5e6f";
 const SECRET: &str = "wB4dZ9q-secret-never-logged";
@@ -21,10 +23,6 @@ fn client(server: &MockServer) -> Client {
         .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap()
-}
-
-fn properties(value: Value) -> Map<String, Value> {
-    value.as_object().expect("an object").clone()
 }
 
 fn set(distinct_id: impl Into<String>) -> ProfileUpdate {
@@ -104,41 +102,7 @@ async fn updates_go_in_requests_of_at_most_2000_each_with_the_token() {
 async fn each_operation_has_mixpanels_json_shape() {
     let server = MockServer::start().await;
     mount_ok(&server).await;
-    let mut ignoring_time = ProfileUpdate::new(
-        "u1",
-        ProfileOperation::Set(properties(json!({"$email": "a@example.com", "tier": 2}))),
-    );
-    ignoring_time.ignore_time = true;
-    let mut duplicate = ProfileUpdate::new("u8", ProfileOperation::Delete);
-    duplicate.ignore_alias = true;
-    let updates = [
-        ignoring_time,
-        ProfileUpdate::new(
-            "u2",
-            ProfileOperation::SetOnce(properties(json!({"first_seen": "2026-11-28"}))),
-        ),
-        ProfileUpdate::new(
-            "u3",
-            ProfileOperation::Add(properties(json!({"coins": 13, "debt": -2.5}))),
-        ),
-        ProfileUpdate::new(
-            "u4",
-            ProfileOperation::Union(properties(json!({"tags": ["a", 1]}))),
-        ),
-        ProfileUpdate::new(
-            "u5",
-            ProfileOperation::Append(properties(json!({"visits": {"page": "/"}}))),
-        ),
-        ProfileUpdate::new(
-            "u6",
-            ProfileOperation::Remove(properties(json!({"tags": "a"}))),
-        ),
-        ProfileUpdate::new(
-            "u7",
-            ProfileOperation::Unset(vec!["$email".to_owned(), "tier".to_owned()]),
-        ),
-        duplicate,
-    ];
+    let updates = one_of_each_operation();
 
     let result = client(&server).engage(&updates).await.unwrap();
 
