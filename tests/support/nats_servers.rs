@@ -64,6 +64,11 @@ impl NatsNode {
         format!("nats://127.0.0.1:{}", self.client_port)
     }
 
+    /// The process id while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server and waits until JetStream answers its health check.
     pub(crate) fn start(&mut self) {
         self.spawn();

@@ -24,6 +24,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     if let ["ingest", ingest_args @ ..] = extra_args {
         return ingest::run(ingest_args);
     }
+    if let ["nats", nats_args @ ..] = extra_args {
+        return ingest::run_nats_comparison(nats_args);
+    }
     if let ["cohorts", cohorts_args @ ..] = extra_args {
         return cohorts::run(cohorts_args);
     }
