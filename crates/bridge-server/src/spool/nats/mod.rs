@@ -21,8 +21,9 @@
 //! - **A lease is a delivery to the shared durable pull consumer**
 //!   (`options.consumer`: explicit acks, unlimited deliveries, `ack_wait`
 //!   given at [`NatsSpool::open`]). [`Spool::lease`] fetches what is due
-//!   (waiting at most [`LEASE_POLL_WAIT`] at the server when nothing is,
-//!   and at most [`LEASE_MAX_BYTES`] of messages, one at least), keeps each
+//!   with a no-wait pull request (at most [`LEASE_MAX_BYTES`] of messages,
+//!   one at least; when nothing is due it answers after
+//!   [`LEASE_IDLE_WAIT`], so an idle worker polls gently), keeps each
 //!   message's ack subject by [`BatchId`], and counts
 //!   [`LeasedBatch::attempts`] as JetStream's delivery count minus one:
 //!   the deliveries before this one, leases that ran out and releases
@@ -43,7 +44,7 @@
 //!   has no transaction over two streams: if the process dies in between,
 //!   the batch comes back and is settled again, and its dead letters are
 //!   deduplicated by the dead-letter stream, whose duplicate window is
-//!   twice `ack_wait` at least.
+//!   made twice `ack_wait` at least.
 //! - **Release is a nak with a delay**, `-NAK {"delay": …}`, confirmed by
 //!   the server; the attempt was counted by the delivery.
 //! - **Settling or releasing a batch this spool does not hold** (its lease
@@ -96,10 +97,17 @@ use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError
 /// whatever its size), as the SQLite spool bounds a lease.
 pub const LEASE_MAX_BYTES: usize = 8 * 1024 * 1024;
 
-/// How long a lease waits at the server for a batch when none is due; it
-/// returns as soon as one is. An idle worker thus asks about once a
-/// second, plus its own idle poll.
-pub const LEASE_POLL_WAIT: Duration = Duration::from_secs(1);
+/// How long a lease that finds nothing due waits before it answers, so
+/// that an idle worker asks the server a few times a second (plus its own
+/// idle poll), not in a busy loop.
+///
+/// The wait is ours, not the server's: a lease is a no-wait pull request,
+/// answered at once. A pull request parked at the server with an expiry
+/// (the usual long poll) races with redeliveries on nats-server 2.9: when
+/// it expires as a batch falls due again, the delivery can be lost (counted
+/// as an attempt, the batch hidden for another `ack_wait`, the request never
+/// answered), and the consumer's state can then hand the batch out twice.
+pub const LEASE_IDLE_WAIT: Duration = Duration::from_millis(250);
 
 /// Deliveries the consumer lets be unacknowledged at once, over all
 /// replicas (JetStream's default is 1,000, close to 10 replicas × 4
@@ -205,6 +213,15 @@ impl NatsSpool {
         )
         .await?;
         let consumer = ensure_consumer(&batches, options, ack_wait).await?;
+        let window = dead_letters.cached_info().config.duplicate_window;
+        if window < dead_letter_duplicate_window(options, ack_wait) {
+            tracing::warn!(
+                stream = %options.dead_letter_stream,
+                duplicate_window = ?window,
+                ack_wait = ?ack_wait,
+                "The dead-letter stream's duplicate window is shorter than twice ack_wait: a settlement repeated after a crash may store its dead letters twice; raise it with nats stream edit --dupe-window."
+            );
+        }
         let shared = Arc::new(Shared {
             client,
             api,
@@ -292,11 +309,10 @@ impl NatsSpool {
         let leases: Vec<(BatchId, Lease)> = self.shared.lock_leases().drain().collect();
         let n_leases = leases.len();
         for (_, lease) in leases {
-            // A nak that is lost leaves the batch to its ack_wait.
+            // A nak that fails leaves the batch to its ack_wait.
             let _ = self
                 .shared
-                .client
-                .publish(lease.reply, Bytes::from(AckKind::Nak(None)))
+                .confirmed_ack(lease.reply, AckKind::Nak(None), "nak at close")
                 .await;
         }
         if n_leases != 0 {
@@ -446,6 +462,67 @@ impl Shared {
         }
     }
 
+    /// Publishes the dead letters of the batch at `sequence` and awaits
+    /// their PubAcks (see [`wire::dead_letter_msg_id`] for why a second
+    /// settlement of the batch stores them once).
+    async fn publish_dead_letters(
+        &self,
+        sequence: u64,
+        id: BatchId,
+        dead_letters: &[DeadLetter],
+    ) -> Result<(), SpoolError> {
+        let shared = self;
+        let now_ms = crate::clock::now_ms();
+        for (chunk_idx, chunk) in dead_letters.chunks(DEAD_LETTERS_IN_FLIGHT).enumerate() {
+            // Published together, then their PubAcks awaited.
+            let mut acks = Vec::with_capacity(chunk.len());
+            for (idx_in_chunk, letter) in chunk.iter().enumerate() {
+                let index = chunk_idx * DEAD_LETTERS_IN_FLIGHT + idx_in_chunk;
+                let msg_id = wire::dead_letter_msg_id(sequence, index, letter);
+                let headers = wire::dead_letter_headers(&msg_id, letter, id.0, now_ms);
+                let subject = format!(
+                    "{}.{}",
+                    shared.dead_letter_prefix,
+                    wire::token(Some(&letter.reason))
+                );
+                let sent = tokio::time::timeout(
+                    shared.options.publish_timeout,
+                    shared
+                        .publisher
+                        .publish_with_headers(subject, headers, letter.event.clone()),
+                )
+                .await;
+                match sent {
+                    Err(_) => return Err(shared.not_answered("dead-letter publish")),
+                    Ok(Err(error)) => {
+                        return Err(shared
+                            .publish_error(
+                                &shared.options.dead_letter_stream,
+                                letter.event.len(),
+                                PublishFailure::Refused(error),
+                            )
+                            .await);
+                    }
+                    Ok(Ok(ack)) => acks.push((letter.event.len(), ack)),
+                }
+            }
+            for (n_bytes, ack) in acks {
+                let failure =
+                    match tokio::time::timeout(shared.options.publish_timeout, ack.into_future())
+                        .await
+                    {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(error)) => PublishFailure::Refused(error),
+                        Err(_) => PublishFailure::TimedOut,
+                    };
+                return Err(shared
+                    .publish_error(&shared.options.dead_letter_stream, n_bytes, failure)
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
     /// Takes a delivered message as a leased batch, keeping its ack subject.
     fn take_lease(&self, message: jetstream::Message, lease: Duration) -> Option<LeasedBatch> {
         let now = Instant::now();
@@ -496,23 +573,28 @@ impl Shared {
         lease: Duration,
         leased: &mut Vec<LeasedBatch>,
     ) -> Result<FetchEnd, SpoolError> {
-        let mut fetch = self
-            .consumer
-            .fetch()
-            .max_messages(count)
-            .expires(LEASE_POLL_WAIT);
+        // A no-wait request: the server answers at once with what is due,
+        // never parking it (see LEASE_IDLE_WAIT for why).
+        let mut fetch = self.consumer.fetch().max_messages(count);
         if let Some(max_bytes) = max_bytes {
             fetch = fetch.max_bytes(max_bytes);
         }
-        let deadline = tokio::time::Instant::now() + LEASE_POLL_WAIT + self.options.connect_timeout;
+        let deadline = tokio::time::Instant::now() + self.options.connect_timeout;
         let mut messages = tokio::time::timeout_at(deadline, fetch.messages())
             .await
             .map_err(|_| self.not_answered("lease request"))?
             .map_err(|error| self.storage("lease request", &error))?;
         loop {
             match tokio::time::timeout_at(deadline, messages.next()).await {
-                Err(_) if leased.is_empty() => return Err(self.not_answered("lease request")),
-                Err(_) | Ok(None) => return Ok(FetchEnd::Done),
+                Err(_) => {
+                    // Connected (checked first) but slow: no batch this time.
+                    tracing::debug!(
+                        n_leased = leased.len(),
+                        "A NATS lease request got no complete answer in time."
+                    );
+                    return Ok(FetchEnd::Done);
+                }
+                Ok(None) => return Ok(FetchEnd::Done),
                 Ok(Some(Ok(message))) => leased.extend(self.take_lease(message, lease)),
                 Ok(Some(Err(error))) => {
                     let text = error.to_string();
@@ -583,6 +665,9 @@ impl Spool for NatsSpool {
             // The next batch alone is larger than the bound: it goes alone.
             shared.fetch(1, None, lease, &mut leased).await?;
         }
+        if leased.is_empty() {
+            tokio::time::sleep(LEASE_IDLE_WAIT).await;
+        }
         Ok(leased)
     }
 
@@ -601,54 +686,9 @@ impl Spool for NatsSpool {
             );
             return Ok(());
         };
-        let now_ms = crate::clock::now_ms();
-        for (chunk_idx, chunk) in dead_letters.chunks(DEAD_LETTERS_IN_FLIGHT).enumerate() {
-            // Published together, then their PubAcks awaited.
-            let mut acks = Vec::with_capacity(chunk.len());
-            for (idx_in_chunk, letter) in chunk.iter().enumerate() {
-                let index = chunk_idx * DEAD_LETTERS_IN_FLIGHT + idx_in_chunk;
-                let msg_id = wire::dead_letter_msg_id(sequence, index, letter);
-                let headers = wire::dead_letter_headers(&msg_id, letter, id.0, now_ms);
-                let subject = format!(
-                    "{}.{}",
-                    shared.dead_letter_prefix,
-                    wire::token(Some(&letter.reason))
-                );
-                let sent = tokio::time::timeout(
-                    shared.options.publish_timeout,
-                    shared
-                        .publisher
-                        .publish_with_headers(subject, headers, letter.event.clone()),
-                )
-                .await;
-                match sent {
-                    Err(_) => return Err(shared.not_answered("dead-letter publish")),
-                    Ok(Err(error)) => {
-                        return Err(shared
-                            .publish_error(
-                                &shared.options.dead_letter_stream,
-                                letter.event.len(),
-                                PublishFailure::Refused(error),
-                            )
-                            .await);
-                    }
-                    Ok(Ok(ack)) => acks.push((letter.event.len(), ack)),
-                }
-            }
-            for (n_bytes, ack) in acks {
-                let failure =
-                    match tokio::time::timeout(shared.options.publish_timeout, ack.into_future())
-                        .await
-                    {
-                        Ok(Ok(_)) => continue,
-                        Ok(Err(error)) => PublishFailure::Refused(error),
-                        Err(_) => PublishFailure::TimedOut,
-                    };
-                return Err(shared
-                    .publish_error(&shared.options.dead_letter_stream, n_bytes, failure)
-                    .await);
-            }
-        }
+        shared
+            .publish_dead_letters(sequence, id, &dead_letters)
+            .await?;
         shared
             .confirmed_ack(reply, AckKind::Ack, "batch ack")
             .await?;
@@ -860,9 +900,12 @@ fn batch_stream_config(options: &NatsOptions) -> StreamConfig {
     }
 }
 
-/// The dead-letter stream's duplicate window: long enough that a batch
-/// settled again after its process died (`ack_wait` later, at least) stores
-/// its dead letters once.
+/// The dead-letter stream's duplicate window when it is created: long
+/// enough that a batch settled again after its process died (`ack_wait`
+/// later, at least) stores its dead letters once. An existing stream keeps
+/// its own (not compared: the consumer's `ack_wait` is); if `ack_wait` grew
+/// past half of it, a settlement repeated after a crash may store its dead
+/// letters twice, which [`NatsSpool::open`] warns about.
 fn dead_letter_duplicate_window(options: &NatsOptions, ack_wait: Duration) -> Duration {
     options.duplicate_window.max(ack_wait.saturating_mul(2))
 }
@@ -921,8 +964,8 @@ async fn ensure_stream(
 
 /// Whether a JetStream error says the object (stream, consumer, message)
 /// does not exist: a JetStream API error with status 404, which the client
-/// keeps in the error's kind (shown as `… (code 404, error code …)`) or
-/// its source.
+/// keeps in the error's kind (shown as `… (code 404, error code …)`), in
+/// its source, or names in the kind itself.
 fn is_not_found(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
@@ -934,8 +977,10 @@ fn is_not_found(error: &(dyn std::error::Error + 'static)) -> bool {
         }
         source = error.source();
     }
-    let text = error.to_string();
-    text.contains("(code 404,") || text.contains("no message found")
+    // Some kinds say it in words instead (`consumer not found`, `no
+    // message found`).
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("(code 404,") || text.contains("not found") || text.contains("no message found")
 }
 
 /// Checks an existing stream against the configuration's.
@@ -977,7 +1022,11 @@ fn compare_stream(found: &StreamConfig, wanted: &StreamConfig) -> Result<(), Nat
             wanted.num_replicas.to_string(),
         );
     }
-    if found.duplicate_window != wanted.duplicate_window {
+    // The dead-letter stream's window follows ack_wait (see
+    // `dead_letter_duplicate_window`), which the consumer's check covers.
+    if wanted.retention == RetentionPolicy::WorkQueue
+        && found.duplicate_window != wanted.duplicate_window
+    {
         return mismatch(
             "duplicate_window",
             format!("{:?}", found.duplicate_window),
