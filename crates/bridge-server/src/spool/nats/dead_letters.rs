@@ -195,14 +195,13 @@ impl NatsDeadLetterStore {
                     replayed.n_not_json += 1;
                 }
             }
-            if at_end || round.len() >= ENTRIES_PER_REPLAY_ROUND {
-                if let Err(error) = self
+            if (at_end || round.len() >= ENTRIES_PER_REPLAY_ROUND)
+                && let Err(error) = self
                     .replay_round(std::mem::take(&mut round), &mut replayed)
                     .await
-                {
-                    reader.finish().await;
-                    return Err(error);
-                }
+            {
+                reader.finish().await;
+                return Err(error);
             }
             if at_end {
                 break;
@@ -367,7 +366,7 @@ impl NatsDeadLetterStore {
             .map_err(|error| storage("dead-letter reader creation", &error))?;
         Ok(Reader::Consumer {
             store: self,
-            consumer: Some(consumer),
+            consumer: Some(Box::new(consumer)),
         })
     }
 }
@@ -380,8 +379,9 @@ enum Reader<'a> {
     },
     Consumer {
         store: &'a NatsDeadLetterStore,
-        /// `None` once every entry was read.
-        consumer: Option<PullConsumer>,
+        /// `None` once every entry was read (boxed: a consumer handle is
+        /// large).
+        consumer: Option<Box<PullConsumer>>,
     },
 }
 
