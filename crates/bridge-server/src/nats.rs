@@ -133,9 +133,10 @@ pub enum NatsError {
         reason: String,
     },
     /// A stream or consumer exists with settings other than the
-    /// configuration's; the bridge changes none of them on its own.
+    /// configuration's; the bridge changes none of them on its own (with
+    /// several replicas, two configurations would fight over them).
     #[error(
-        "{object} has {setting} {found}, the configuration asks for {wanted}; change the configuration or the {object_kind} (nats stream edit / nats consumer edit), never silently both"
+        "{object} has {setting} {found}, the configuration asks for {wanted}; change the configuration, or the {object_kind} with `nats {object_kind} edit`"
     )]
     Mismatch {
         /// `stream BRIDGE_BATCHES`, `consumer bridge-delivery of stream BRIDGE_BATCHES`.
@@ -383,6 +384,86 @@ mod tests {
         );
         assert!(!error.contains("pa55-word"), "{error}");
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    }
+
+    /// A directory removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("bridge-nats-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_nkey_seed_authenticates() {
+        let user = nkeys::KeyPair::new_user();
+        let config = format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+            user.public_key()
+        );
+        let Some(server) = test_server::NatsServer::start_with_config(&config) else {
+            return;
+        };
+        let mut options = NatsOptions::new(vec![server.url()]);
+        options.auth = NatsAuth::NKey(Secret::new(user.seed().unwrap()));
+        let client = connect(&options).await.unwrap();
+        client.flush().await.unwrap();
+        let stranger = nkeys::KeyPair::new_user();
+        options.auth = NatsAuth::NKey(Secret::new(stranger.seed().unwrap()));
+        let error = connect(&options).await.unwrap_err().to_string();
+        assert!(!error.contains(&stranger.seed().unwrap()), "{error}");
+    }
+
+    #[tokio::test]
+    async fn tls_trusts_the_ca_file_and_tls_required_refuses_plain_servers() {
+        let dir = TempDir::new("tls");
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        let (cert_file, key_file) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+        std::fs::write(&cert_file, certificate.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let config = format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert_file.display(),
+            key_file.display()
+        );
+        let Some(server) = test_server::NatsServer::start_with_config(&config) else {
+            return;
+        };
+        let mut options = NatsOptions::new(vec![format!("tls://127.0.0.1:{}", server.port())]);
+        options.connect_timeout = Duration::from_secs(2);
+        // The platform's roots do not know our certificate.
+        assert!(connect(&options).await.is_err());
+        options.tls_ca_file = Some(cert_file);
+        options.tls_required = true;
+        let client = connect(&options).await.unwrap();
+        client.flush().await.unwrap();
+
+        let Some(plain) = test_server::NatsServer::start() else {
+            return;
+        };
+        let mut options = NatsOptions::new(vec![plain.url()]);
+        options.connect_timeout = Duration::from_secs(2);
+        connect(&options).await.unwrap();
+        options.tls_required = true;
+        assert!(
+            connect(&options).await.is_err(),
+            "a plain server with tls_required"
+        );
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub const LEASE_IDLE_WAIT: Duration = Duration::from_millis(250);
 /// workers × 20 batches).
 const MAX_ACK_PENDING: i64 = 10_000;
 
+/// The longest `ack_wait` taken: a day (JetStream keeps it in nanoseconds).
+pub const MAX_ACK_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Dead letters published before their PubAcks are awaited.
 const DEAD_LETTERS_IN_FLIGHT: usize = 256;
 
@@ -196,8 +199,10 @@ impl NatsSpool {
         ack_wait: Duration,
     ) -> Result<NatsSpool, NatsError> {
         check_options(options)?;
-        if ack_wait.is_zero() {
-            return Err(NatsError::Invalid("ack_wait must be positive".to_owned()));
+        if ack_wait.is_zero() || ack_wait > MAX_ACK_WAIT {
+            return Err(NatsError::Invalid(format!(
+                "ack_wait (the delivery lease) must be positive and at most {MAX_ACK_WAIT:?}, not {ack_wait:?}"
+            )));
         }
         let dead_letter_prefix = dead_letter_prefix(options);
         let api = jetstream::ContextBuilder::new()
@@ -550,7 +555,7 @@ impl Shared {
             Lease {
                 reply,
                 sequence,
-                until: now + lease,
+                until: later(now, lease),
                 acked_at: now,
             },
         );
@@ -781,10 +786,12 @@ async fn keep_leases(shared: Weak<Shared>, ack_wait: Duration) {
         let now = Instant::now();
         let due: Vec<Subject> = {
             let mut leases = shared.lock_leases();
-            leases.retain(|_, lease| now < lease.acked_at + ack_wait * 2 || now < lease.until);
+            leases.retain(|_, lease| {
+                now < later(lease.acked_at, ack_wait.saturating_mul(2)) || now < lease.until
+            });
             leases
                 .values_mut()
-                .filter(|lease| lease.acked_at + ack_wait < lease.until)
+                .filter(|lease| later(lease.acked_at, ack_wait) < lease.until)
                 .map(|lease| {
                     lease.acked_at = now;
                     lease.reply.clone()
@@ -798,6 +805,15 @@ async fn keep_leases(shared: Weak<Shared>, ack_wait: Duration) {
             }
         }
     }
+}
+
+/// `instant + duration`, or a century later when that overflows (a lease of
+/// `u64::MAX` seconds).
+fn later(instant: Instant, duration: Duration) -> Instant {
+    instant
+        .checked_add(duration)
+        .or_else(|| instant.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(instant)
 }
 
 /// Whether JetStream refused a publish because the stream is at its limits
