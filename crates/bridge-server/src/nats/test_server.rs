@@ -7,8 +7,9 @@
 //! mod nats_server;`) without depending on `bridge-server`, whose only
 //! dependent is the binary.
 //!
-//! `nats-server` is found on `PATH` (Debian: `apt-get install nats-server`;
-//! 2.9.10 or later). When it is missing, [`NatsServer::start`] panics with
+//! `nats-server` is found on `PATH`, or where Debian installs it
+//! (`/usr/sbin`, which a normal user's `PATH` may lack); `apt-get install
+//! nats-server`, 2.9.10 or later. When it is missing, [`NatsServer::start`] panics with
 //! that advice inside CI (the `CI` variable is set), and elsewhere prints a
 //! notice and returns `None`, so that the test skips, as `cargo xtask ci`
 //! treats its other optional tools.
@@ -30,6 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One `nats-server` process with JetStream, on `127.0.0.1:<port>`.
 pub(crate) struct NatsServer {
+    program: PathBuf,
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
@@ -48,7 +50,7 @@ impl NatsServer {
     /// server's configuration file (`max_payload: 4MB`,
     /// `authorization { … }`).
     pub(crate) fn start_with_config(extra_config: &str) -> Option<NatsServer> {
-        if !is_installed() {
+        let Some(program) = program() else {
             let advice = format!(
                 "{PROGRAM} is not on PATH; install it (Debian/Ubuntu: apt-get install nats-server) to run the NATS tests"
             );
@@ -61,7 +63,7 @@ impl NatsServer {
                 eprintln!("skipping: {advice}");
             }
             return None;
-        }
+        };
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bridge-nats-{}-{}",
@@ -71,6 +73,7 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("store")).expect("create the nats-server directory");
         let mut server = NatsServer {
+            program,
             child: None,
             port: free_port(),
             dir,
@@ -128,7 +131,7 @@ impl NatsServer {
         )
         .expect("write nats.conf");
         let log = self.dir.join("nats.log");
-        let mut child = Command::new(PROGRAM)
+        let mut child = Command::new(&self.program)
             .arg("-c")
             .arg(&config)
             .arg("-l")
@@ -175,15 +178,27 @@ impl Drop for NatsServer {
     }
 }
 
-/// Whether `nats-server` is on `PATH`.
+/// Where Debian's package installs it, outside a normal user's `PATH`.
+const DEBIAN_PATH: &str = "/usr/sbin/nats-server";
+
+/// The `nats-server` to run: the one on `PATH`, else Debian's.
+pub(crate) fn program() -> Option<PathBuf> {
+    [PathBuf::from(PROGRAM), PathBuf::from(DEBIAN_PATH)]
+        .into_iter()
+        .find(|program| {
+            Command::new(program)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+}
+
+/// Whether `nats-server` is installed.
 pub(crate) fn is_installed() -> bool {
-    Command::new(PROGRAM)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+    program().is_some()
 }
 
 /// A loopback port nothing listens on now.

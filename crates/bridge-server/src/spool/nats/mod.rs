@@ -44,7 +44,13 @@
 //!   has no transaction over two streams: if the process dies in between,
 //!   the batch comes back and is settled again, and its dead letters are
 //!   deduplicated by the dead-letter stream, whose duplicate window is
-//!   made twice `ack_wait` at least.
+//!   made twice `ack_wait` at least when the spool creates it.
+//! - **Durability is JetStream's.** A PubAck means the stream's leader and
+//!   a quorum of its `replicas` have the batch in their files; nats-server
+//!   fsyncs those periodically (its `sync_interval`, 2 minutes by
+//!   default), not per message. A process crash loses nothing; a power
+//!   loss of a single server (1 replica) can lose what it acknowledged
+//!   since its last sync, which 3 replicas on separate machines cover.
 //! - **Release is a nak with a delay**, `-NAK {"delay": …}`, confirmed by
 //!   the server; the attempt was counted by the delivery.
 //! - **Settling or releasing a batch this spool does not hold** (its lease
@@ -307,11 +313,16 @@ impl NatsSpool {
     /// Stops accepting (every later call gets [`SpoolError::Closed`]),
     /// stops the progress acks, gives back the batches still leased (a nak
     /// without delay, so another replica takes them at once) and flushes
-    /// the connection.
+    /// the connection; while disconnected, only the first two (the leases
+    /// then run out after `ack_wait`).
     pub async fn close(&self) -> Result<(), SpoolError> {
         self.shared.closed.store(true, Ordering::Release);
         self.keeper.abort();
         let leases: Vec<(BatchId, Lease)> = self.shared.lock_leases().drain().collect();
+        if !self.shared.is_connected() {
+            // Nothing can be given back or flushed: the leases run out.
+            return Ok(());
+        }
         let n_leases = leases.len();
         for (_, lease) in leases {
             // A nak that fails leaves the batch to its ack_wait.

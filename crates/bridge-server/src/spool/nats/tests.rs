@@ -248,8 +248,9 @@ async fn progress_acks_keep_a_lease_longer_than_ack_wait_and_stop_at_its_end() {
     }
     let again = lease_once_due(&spool, since, lease).await;
     assert_eq!((again[0].id, again[0].attempts), (id, 1));
+    // Well before the hour the lease would last if progress acks went on.
     assert!(
-        since.elapsed() < lease + ACK_WAIT * 3,
+        since.elapsed() < lease + ACK_WAIT * 20,
         "the lease was kept {:?} instead of {lease:?}",
         since.elapsed()
     );
@@ -280,8 +281,9 @@ async fn batches_held_by_a_dead_process_come_back_after_ack_wait() {
         again.iter().map(|b| (b.id, b.attempts)).collect::<Vec<_>>(),
         [(ids[0], 1), (ids[1], 1)]
     );
+    // Well before the hour of their leases.
     assert!(
-        since.elapsed() < ACK_WAIT * 3,
+        since.elapsed() < ACK_WAIT * 20,
         "they came back {:?} after the process died",
         since.elapsed()
     );
@@ -382,7 +384,7 @@ async fn an_outage_fails_fast_and_the_spool_recovers_without_reopening() {
     let started = Instant::now();
     let error = spool.append(batch(2)).await.unwrap_err();
     assert!(
-        started.elapsed() <= options.publish_timeout + Duration::from_millis(500),
+        started.elapsed() <= options.publish_timeout + Duration::from_secs(2),
         "the append took {:?}",
         started.elapsed()
     );
@@ -402,7 +404,7 @@ async fn an_outage_fails_fast_and_the_spool_recovers_without_reopening() {
     ));
     assert!(matches!(spool.stats().await, Err(SpoolError::Storage(_))));
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < options.publish_timeout,
         "while disconnected, calls fail at once"
     );
 
