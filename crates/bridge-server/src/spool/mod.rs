@@ -21,8 +21,16 @@
 //!
 //! Dead letters ([`DeadLetter`]) are events that will never be delivered as
 //! they are: invalid input, records Mixpanel refused. They stay until an
-//! operator replays or purges them.
+//! operator replays or purges them, through a [`DeadLetterAdmin`] (the
+//! `dlq` command): [`sqlite::DeadLetterStore`] or
+//! [`nats::NatsDeadLetterStore`], which share [`DeadLetterEntry`],
+//! [`DeadLetterFilter`] and [`Replayed`].
+//!
+//! Two implementations: [`sqlite::SqliteSpool`], the embedded default (one
+//! process), and [`nats::NatsSpool`], a JetStream work-queue stream shared
+//! by several `serve` replicas.
 
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;
@@ -111,6 +119,129 @@ pub enum SpoolError {
     /// The storage failed (disk error, I/O error, corruption).
     #[error("spool storage failed: {0}")]
     Storage(String),
+}
+
+/// Events per replayed batch at most.
+pub const REPLAY_MAX_EVENTS_PER_BATCH: usize = 500;
+
+/// Which dead letters an operation applies to. Every field that is set must
+/// match; the default matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// The reason, exactly (`refused_by_mixpanel`, `missing_id`, …).
+    pub reason: Option<String>,
+    /// The event type, exactly (`users.messages.email.Click`).
+    pub event_type: Option<String>,
+    /// Dead-lettered at or after this time, UNIX milliseconds.
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before this time, UNIX milliseconds.
+    pub until_ms: Option<i64>,
+    /// Only these entry ids, when not empty.
+    pub ids: Vec<i64>,
+}
+
+impl DeadLetterFilter {
+    /// Whether `entry` matches: the meaning every store's queries have.
+    pub fn matches(&self, entry: &DeadLetterEntry) -> bool {
+        self.reason
+            .as_ref()
+            .is_none_or(|reason| *reason == entry.letter.reason)
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|event_type| Some(event_type) == entry.letter.event_type.as_ref())
+            && self
+                .since_ms
+                .is_none_or(|since_ms| entry.dead_lettered_at_ms >= since_ms)
+            && self
+                .until_ms
+                .is_none_or(|until_ms| entry.dead_lettered_at_ms < until_ms)
+            && (self.ids.is_empty() || self.ids.contains(&entry.id))
+    }
+
+    /// Whether it matches everything.
+    pub fn is_everything(&self) -> bool {
+        *self == DeadLetterFilter::default()
+    }
+}
+
+/// One stored dead letter: the letter as delivery wrote it, and where and
+/// when the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterEntry {
+    /// The entry's id in the store (SQLite's row id; the NATS dead-letter
+    /// stream's sequence).
+    pub id: i64,
+    /// When it was dead-lettered, UNIX milliseconds.
+    pub dead_lettered_at_ms: i64,
+    /// The spool id of the batch it came in.
+    pub batch_id: Option<i64>,
+    /// The event, its reason and details.
+    pub letter: DeadLetter,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Events moved back into the spool.
+    pub n_events: u64,
+    /// Batches they were put in.
+    pub n_batches: u64,
+    /// Matching entries left in the store because their event is not JSON
+    /// (replaying them would make the whole batch unreadable).
+    pub n_not_json: u64,
+}
+
+/// Whether `bytes` is one JSON value (a dead letter that can be replayed).
+pub(crate) fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<&serde_json::value::RawValue>(bytes).is_ok()
+}
+
+/// The body of a replayed batch: `{"events":[...]}` around `events`.
+pub(crate) fn replay_body<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
+    let mut body = Vec::from(&b"{\"events\":["[..]);
+    for (idx, event) in events.into_iter().enumerate() {
+        if idx != 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
+}
+
+/// The dead-letter administration the `dlq` command needs, whichever spool
+/// keeps them: list, show, count, replay and purge with the same
+/// [`DeadLetterFilter`] semantics, entries oldest first.
+///
+/// The SQLite store's calls block (they run inline: use it from the CLI or
+/// on `spawn_blocking`); the NATS store's are requests to the server.
+pub trait DeadLetterAdmin {
+    /// Entries matching `filter`, oldest first, at most `limit`.
+    fn list(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetterEntry>, SpoolError>>;
+
+    /// How many entries match `filter`.
+    fn count(&self, filter: &DeadLetterFilter) -> impl Future<Output = Result<u64, SpoolError>>;
+
+    /// The entry `id`, if it is stored.
+    fn get(&self, id: i64) -> impl Future<Output = Result<Option<DeadLetterEntry>, SpoolError>>;
+
+    /// Moves the entries matching `filter` back into the spool as new
+    /// batches `{"events":[...]}`, one workspace per batch and at most
+    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, oldest first; entries
+    /// whose event is not JSON stay (counted in [`Replayed::n_not_json`]).
+    fn replay(
+        &mut self,
+        filter: &DeadLetterFilter,
+    ) -> impl Future<Output = Result<Replayed, SpoolError>>;
+
+    /// Deletes the entries matching `filter`; returns how many.
+    fn purge(&mut self, filter: &DeadLetterFilter)
+    -> impl Future<Output = Result<u64, SpoolError>>;
 }
 
 /// A durable work queue of Currents batches. See the module doc for the contract.

@@ -17,56 +17,14 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::schema::{self, BatchRecord};
-use crate::spool::{DeadLetter, SpoolError};
-
-/// Events per replayed batch at most.
-pub const REPLAY_MAX_EVENTS_PER_BATCH: usize = 500;
+use crate::spool::{
+    DeadLetter, DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH,
+    Replayed, SpoolError, is_json, replay_body,
+};
 
 /// Dead letters moved per transaction by `replay` and deleted per transaction
 /// by `purge`, so the server's writer never waits long for the lock.
 const ENTRIES_PER_TRANSACTION: i64 = 5_000;
-
-/// Which dead letters an operation applies to. Every field that is set must
-/// match; the default matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeadLetterFilter {
-    /// The reason, exactly (`refused_by_mixpanel`, `missing_id`, …).
-    pub reason: Option<String>,
-    /// The event type, exactly (`users.messages.email.Click`).
-    pub event_type: Option<String>,
-    /// Dead-lettered at or after this time, UNIX milliseconds.
-    pub since_ms: Option<i64>,
-    /// Dead-lettered before this time, UNIX milliseconds.
-    pub until_ms: Option<i64>,
-    /// Only these entry ids, when not empty.
-    pub ids: Vec<i64>,
-}
-
-/// One stored dead letter: the letter as delivery wrote it, and where and
-/// when the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterEntry {
-    /// The entry's id in the store.
-    pub id: i64,
-    /// When it was dead-lettered, UNIX milliseconds.
-    pub dead_lettered_at_ms: i64,
-    /// The spool id of the batch it came in.
-    pub batch_id: Option<i64>,
-    /// The event, its reason and details.
-    pub letter: DeadLetter,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Replayed {
-    /// Events moved back into the spool.
-    pub n_events: u64,
-    /// Batches they were put in.
-    pub n_batches: u64,
-    /// Matching entries left in the store because their event is not JSON
-    /// (replaying them would make the whole batch unreadable).
-    pub n_not_json: u64,
-}
 
 /// A stored batch that was found damaged and set aside.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,16 +228,9 @@ impl DeadLetterStore {
         let now_ms = crate::clock::now_ms();
         for (workspace, entries) in by_workspace {
             for chunk in entries.chunks(REPLAY_MAX_EVENTS_PER_BATCH) {
-                let mut body = Vec::from(&b"{\"events\":["[..]);
-                for (idx, (_, event)) in chunk.iter().enumerate() {
-                    if idx != 0 {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(event);
-                }
-                body.extend_from_slice(b"]}");
+                let body = replay_body(chunk.iter().map(|(_, event)| event.as_slice()));
                 let record = BatchRecord::new(crate::spool::NewBatch {
-                    body: Bytes::from(body),
+                    body,
                     workspace: workspace.clone(),
                     received_at_ms: now_ms,
                 });
@@ -366,7 +317,30 @@ fn where_clause(filter: &DeadLetterFilter) -> (String, Vec<Value>) {
     (conditions.join(" AND "), params)
 }
 
-/// Whether `bytes` is one JSON value.
-fn is_json(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<&serde_json::value::RawValue>(bytes).is_ok()
+/// The `dlq` command's operations on the SQLite spool: the inherent calls,
+/// run inline (they block).
+impl DeadLetterAdmin for DeadLetterStore {
+    async fn list(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterEntry>, SpoolError> {
+        DeadLetterStore::list(self, filter, limit)
+    }
+
+    async fn count(&self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
+        DeadLetterStore::count(self, filter)
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<DeadLetterEntry>, SpoolError> {
+        DeadLetterStore::get(self, id)
+    }
+
+    async fn replay(&mut self, filter: &DeadLetterFilter) -> Result<Replayed, SpoolError> {
+        DeadLetterStore::replay(self, filter)
+    }
+
+    async fn purge(&mut self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
+        DeadLetterStore::purge(self, filter)
+    }
 }

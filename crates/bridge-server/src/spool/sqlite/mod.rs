@@ -93,10 +93,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use dead_letters::{
-    DeadLetterEntry, DeadLetterFilter, DeadLetterStore, QuarantineEntry,
-    REPLAY_MAX_EVENTS_PER_BATCH, Replayed,
-};
+pub use dead_letters::{DeadLetterStore, QuarantineEntry};
+// Shared with the NATS spool; re-exported where they were first defined.
+pub use crate::spool::{DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH, Replayed};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
