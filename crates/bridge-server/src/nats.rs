@@ -139,7 +139,7 @@ pub enum NatsError {
         "{object} has {setting} {found}, the configuration asks for {wanted}; change the configuration, or the {object_kind} with `nats {object_kind} edit`"
     )]
     Mismatch {
-        /// `stream BRIDGE_BATCHES`, `consumer bridge-delivery of stream BRIDGE_BATCHES`.
+        /// `stream bridge-batches`, `consumer bridge-delivery of stream bridge-batches`.
         object: String,
         /// `stream` or `consumer`.
         object_kind: &'static str,
@@ -153,7 +153,7 @@ pub enum NatsError {
     /// A JetStream API request failed.
     #[error("NATS JetStream {what} failed: {reason}")]
     JetStream {
-        /// What was asked (`stream info of BRIDGE_BATCHES`, …).
+        /// What was asked (`stream info of bridge-batches`, …).
         what: String,
         /// Why it failed.
         reason: String,

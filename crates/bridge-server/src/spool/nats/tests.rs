@@ -449,7 +449,7 @@ async fn settings_that_differ_from_the_configuration_are_named() {
     assert!(matches!(error, NatsError::Mismatch { .. }), "{error}");
     assert_eq!(
         error.to_string().split(';').next().unwrap(),
-        "stream BRIDGE_BATCHES has replicas 1, the configuration asks for 3"
+        "stream bridge-batches has replicas 1, the configuration asks for 3"
     );
 
     let mut max_bytes = options.clone();
@@ -460,7 +460,7 @@ async fn settings_that_differ_from_the_configuration_are_named() {
         .to_string();
     assert!(
         error.starts_with(&format!(
-            "stream BRIDGE_BATCHES has max_bytes {}, the configuration asks for 1048576",
+            "stream bridge-batches has max_bytes {}, the configuration asks for 1048576",
             options.max_bytes
         )),
         "{error}"
@@ -474,7 +474,7 @@ async fn settings_that_differ_from_the_configuration_are_named() {
         .to_string();
     assert!(
         error.starts_with(
-            "stream BRIDGE_BATCHES has duplicate_window 120s, the configuration asks for 30s"
+            "stream bridge-batches has duplicate_window 120s, the configuration asks for 30s"
         ),
         "{error}"
     );
@@ -484,12 +484,12 @@ async fn settings_that_differ_from_the_configuration_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.starts_with("consumer bridge-delivery of stream BRIDGE_BATCHES has ack_wait 3600s, the configuration asks for 60s"),
+        error.starts_with("consumer bridge-delivery of stream bridge-batches has ack_wait 3600s, the configuration asks for 60s"),
         "{error}"
     );
 
     let mut overlapping = options.clone();
-    overlapping.subject_prefix = "bridge_dead_letters.batches".to_owned();
+    overlapping.subject_prefix = "bridge-dead-letters.batches".to_owned();
     let error = NatsSpool::open(client, &overlapping, HOUR)
         .await
         .unwrap_err();
@@ -736,7 +736,7 @@ async fn the_dead_letter_store_needs_the_streams_serve_creates() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("BRIDGE_DEAD_LETTERS does not exist"),
+        error.contains("bridge-dead-letters does not exist"),
         "{error}"
     );
 }
