@@ -417,9 +417,7 @@ where
     assert!(outcome.replayed);
 }
 
-pub(crate) async fn a_late_page_of_an_abandoned_snapshot_changes_nothing<S: TestStore>(
-    store: &S,
-) {
+pub(crate) async fn a_late_page_of_an_abandoned_snapshot_changes_nothing<S: TestStore>(store: &S) {
     store
         .apply_page(page(PageKind::Snapshot, "a", 1, 3, &["a1"]))
         .await
@@ -590,7 +588,10 @@ pub(crate) async fn cohorts_are_listed_with_their_counts<S: TestStore>(store: &S
         .record_error(&key(), Some("Braze: down".to_owned()))
         .await
         .unwrap();
-    store.record_braze_name(&key(), "Power users").await.unwrap();
+    store
+        .record_braze_name(&key(), "Power users")
+        .await
+        .unwrap();
     let cohorts = store.cohorts().await.unwrap();
     assert_eq!(cohorts.len(), 2);
     assert_eq!(cohorts[0].cohort, key());

@@ -32,6 +32,8 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;

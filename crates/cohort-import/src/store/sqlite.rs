@@ -41,11 +41,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 
-pub use super::{CohortDeadLetter, DeadLetterSelection};
 use super::{
     ChangeOp, CohortKey, CohortStatus, MembershipPage, MembershipStore, PageKind, PageOutcome,
     PendingChange, RefusedChange, StoreError, UnmatchedMember,
 };
+pub use super::{CohortDeadLetter, DeadLetterSelection};
 use crate::braze::BrazeUser;
 use crate::clock::now_ms;
 use crate::identity::UnmatchedReason;
