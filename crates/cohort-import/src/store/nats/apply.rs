@@ -57,26 +57,16 @@ impl NatsStore {
     pub(super) async fn apply(&self, page: MembershipPage) -> Result<PageOutcome, StoreError> {
         let cohort = cohort_token(&page.cohort);
         let record = record_key(&cohort, &page);
+        let content = PageContent::of(&page);
         let existing = self.inner.pages.read(&record).await?;
         if existing.value.is_some() {
-            self.settle(&page.cohort, &cohort, &record, None).await?;
+            self.settle(&page.cohort, &cohort, &record, &content, false)
+                .await?;
             return Ok(replayed());
         }
         // The content first, under a key of this delivery's own, then the
         // record that points to it: a record always has its content.
-        let content = PageContent::of(&page);
-        let bytes = encode(&content)?;
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let chunks: Vec<(String, Bytes)> = bytes
-            .chunks(CHUNK_BYTES)
-            .zip(0..)
-            .map(|(chunk, index)| (chunk_key(&record, &nonce, index), bytes.slice_ref(chunk)))
-            .collect();
-        let n_chunks = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
-        self.inner
-            .pages
-            .put_many(chunks, self.write_window, || Ok(()))
-            .await?;
+        let (nonce, n_chunks) = self.store_content(&record, &content).await?;
         self.fault("content_stored")?;
         let entry = PageRecord {
             nonce: nonce.clone(),
@@ -93,40 +83,91 @@ impl NatsStore {
             // Another delivery of this page (a retry, a duplicate, on this
             // replica or another) recorded it first: its content counts.
             self.purge_chunks(&record, &nonce, n_chunks).await;
-            self.settle(&page.cohort, &cohort, &record, None).await?;
+            self.settle(&page.cohort, &cohort, &record, &content, false)
+                .await?;
             return Ok(replayed());
         }
         self.fault("page_recorded")?;
-        self.settle(&page.cohort, &cohort, &record, Some(content))
+        self.settle(&page.cohort, &cohort, &record, &content, true)
             .await
     }
 
+    /// Writes a page's content in chunks under a new nonce; returns the
+    /// nonce and the number of chunks.
+    async fn store_content(
+        &self,
+        record: &str,
+        content: &PageContent,
+    ) -> Result<(String, u32), StoreError> {
+        let bytes = encode(content)?;
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let chunks: Vec<(String, Bytes)> = bytes
+            .chunks(CHUNK_BYTES)
+            .zip(0..)
+            .map(|(chunk, index)| (chunk_key(record, &nonce, index), bytes.slice_ref(chunk)))
+            .collect();
+        let n_chunks = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        self.inner
+            .pages
+            .put_many(chunks, self.write_window, || Ok(()))
+            .await?;
+        Ok((nonce, n_chunks))
+    }
+
     /// Makes sure the page recorded at `record` is applied, applying it if
-    /// no one has; returns its outcome. `content` is the page as this
-    /// replica recorded it, if it did.
+    /// no one has; returns its outcome. `own` is the page as this delivery
+    /// has it, and `recorded` says whether this delivery recorded it (else
+    /// the recorded content counts, and `own` stands in only if that is
+    /// gone).
     async fn settle(
         &self,
         key: &CohortKey,
         cohort: &str,
         record: &str,
-        content: Option<PageContent>,
+        own: &PageContent,
+        recorded: bool,
     ) -> Result<PageOutcome, StoreError> {
         let lock = self.lock(cohort).await?;
         let settled = async {
             let (meta, meta_revision) = self.recover_locked(&lock, cohort).await?;
             let slot = self.inner.pages.read(record).await?;
-            let Some(entry) = decode::<PageRecord>("page record", slot.value.as_ref())? else {
+            let Some(mut entry) = decode::<PageRecord>("page record", slot.value.as_ref())? else {
                 // Forgotten (older than the page memory): nothing to do.
                 return Ok(PageOutcome::default());
             };
             if let Some(outcome) = entry.outcome {
                 return Ok(outcome.into());
             }
-            let content = match content {
+            let mut record_revision = slot.revision;
+            let loaded = if recorded {
+                None
+            } else {
+                self.load_content(record, &entry).await?
+            };
+            let content = match loaded {
                 Some(content) => content,
-                None => self.load_content(record, &entry).await?.ok_or_else(|| {
-                    StoreError::Storage(format!("the content of page {record} is missing"))
-                })?,
+                None if recorded => own.clone(),
+                None => {
+                    // Recorded, never applied, and its content expired
+                    // (the edge of the page memory): this delivery's
+                    // content takes its place, stored first so that a
+                    // crash from here on can still be finished.
+                    let (nonce, chunks) = self.store_content(record, own).await?;
+                    entry.nonce = nonce;
+                    entry.chunks = chunks;
+                    lock.check()?;
+                    record_revision = self
+                        .inner
+                        .pages
+                        .cas(record, encode(&entry)?, record_revision)
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Storage(format!(
+                                "page record {record} changed under the cohort's lock"
+                            ))
+                        })?;
+                    own.clone()
+                }
             };
             let meta0 = meta.unwrap_or_else(|| Meta::new(key, &content.cohort_name));
             let work = Work::Page {
@@ -140,7 +181,7 @@ impl NatsStore {
                     meta_revision,
                     work,
                     Input::Page(&content),
-                    Some((record, entry, slot.revision)),
+                    Some((record, entry, record_revision)),
                 )
                 .await?;
             Ok(outcome)
@@ -646,7 +687,7 @@ impl NatsStore {
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
-        let found: Vec<Option<(UserRec, MemberValue)>> =
+        let found: Vec<Option<(UserRec, MemberValue, u64)>> =
             futures_util::stream::iter(content.members.clone())
                 .map(|member| async move { self.find_leaving(cohort, &member, ordinal).await })
                 .buffered(READ_CONCURRENCY)
@@ -656,7 +697,7 @@ impl NatsStore {
         let mut journal = Vec::new();
         let mut tombstones = Vec::new();
         let mut removed = 0;
-        for (user, member) in found.into_iter().flatten() {
+        for (user, member, revision) in found.into_iter().flatten() {
             if !handled.insert(user.clone()) {
                 continue;
             }
@@ -668,6 +709,9 @@ impl NatsStore {
             }
             if member.removed {
                 // Removed by this very change before a crash.
+                cleanup
+                    .tombstones
+                    .push((member_key(cohort, &user), revision));
                 continue;
             }
             journal.push(self.journal_entry(
@@ -696,12 +740,12 @@ impl NatsStore {
         cohort: &str,
         member: &MemberContent,
         ordinal: u64,
-    ) -> Result<Option<(UserRec, MemberValue)>, StoreError> {
+    ) -> Result<Option<(UserRec, MemberValue, u64)>, StoreError> {
         if let Some(user) = &member.user
-            && let Some(found) = self.read_member(cohort, user).await?
+            && let Some((found, revision)) = self.read_member_revision(cohort, user).await?
             && found.was_member_before(ordinal)
         {
-            return Ok(Some((user.clone(), found)));
+            return Ok(Some((user.clone(), found, revision)));
         }
         if member.d.is_empty() {
             return Ok(None);
@@ -717,11 +761,11 @@ impl NatsStore {
         }
         candidates.push(UserRec::external_id(&member.d));
         for user in candidates {
-            if let Some(found) = self.read_member(cohort, &user).await?
+            if let Some((found, revision)) = self.read_member_revision(cohort, &user).await?
                 && found.was_member_before(ordinal)
                 && found.d == member.d
             {
-                return Ok(Some((user, found)));
+                return Ok(Some((user, found, revision)));
             }
         }
         Ok(None)
@@ -865,16 +909,21 @@ impl NatsStore {
         users: &[UserRec],
     ) -> Result<Vec<Option<(MemberValue, u64)>>, StoreError> {
         futures_util::stream::iter(users.to_vec())
-            .map(|user| async move {
-                let slot = self.inner.members.read(&member_key(cohort, &user)).await?;
-                Ok::<_, StoreError>(
-                    decode::<MemberValue>("member", slot.value.as_ref())?
-                        .map(|member| (member, slot.revision)),
-                )
-            })
+            .map(|user| async move { self.read_member_revision(cohort, &user).await })
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await
+    }
+
+    /// The member (or tombstone) of this user, and its revision.
+    async fn read_member_revision(
+        &self,
+        cohort: &str,
+        user: &UserRec,
+    ) -> Result<Option<(MemberValue, u64)>, StoreError> {
+        let slot = self.inner.members.read(&member_key(cohort, user)).await?;
+        Ok(decode::<MemberValue>("member", slot.value.as_ref())?
+            .map(|member| (member, slot.revision)))
     }
 
     /// The member (or tombstone) of this user.

@@ -296,8 +296,15 @@ async fn crash_then_retry(server: &TestServer, prefix: &str, fault: &'static str
     let meta = b.inner.cohorts.read(&meta_key(&cohort)).await.unwrap();
     let meta: Meta = decode("meta", meta.value.as_ref()).unwrap().unwrap();
     assert!(meta.applying.is_none());
+    assert_eq!(tombstones(&b).await, 0, "{fault} {hits}");
+}
+
+/// Tombstones left in cohort [`key`].
+async fn tombstones(store: &NatsStore) -> u32 {
+    let cohort = cohort_token(&key());
     let mut tombstones = 0;
-    b.inner
+    store
+        .inner
         .members
         .scan(&format!("m.{cohort}.>"), |_, value, _| {
             let member: MemberValue = decode("member", Some(&value)).unwrap().unwrap();
@@ -306,7 +313,7 @@ async fn crash_then_retry(server: &TestServer, prefix: &str, fault: &'static str
         })
         .await
         .unwrap();
-    assert_eq!(tombstones, 0, "{fault} {hits}");
+    tombstones
 }
 
 #[tokio::test]
@@ -346,9 +353,38 @@ async fn recover_finishes_what_a_dead_replica_left_without_waiting_for_a_retry()
     assert!(members(&b).await.is_empty());
     assert_eq!(journal(&b).await, [("a".to_owned(), ChangeOp::Remove)]);
     assert_eq!(b.recover().await.unwrap(), 0);
+    assert_eq!(tombstones(&b).await, 0);
     let retry = b.apply_page(remove).await.unwrap();
     assert!(retry.replayed);
     assert_eq!(b.cohorts().await.unwrap()[0].members, 0);
+}
+
+#[tokio::test]
+async fn a_page_whose_recorded_content_is_gone_is_applied_from_its_retry() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let (a, b) = (server.store().await, server.store().await);
+    *a.inner.faults.lock().unwrap() = Some(("page_recorded", 0));
+    let added = page(PageKind::Add, "s1", 1, 1, &["a"]);
+    assert!(a.apply_page(added.clone()).await.is_err());
+    // The content expires before the record (the edge of the page memory).
+    let record = model::record_key(&cohort_token(&key()), &added);
+    let entry: model::PageRecord = decode(
+        "record",
+        b.inner.pages.read(&record).await.unwrap().value.as_ref(),
+    )
+    .unwrap()
+    .unwrap();
+    b.inner
+        .pages
+        .purge(&model::chunk_key(&record, &entry.nonce, 0))
+        .await
+        .unwrap();
+    let retry = b.apply_page(added).await.unwrap();
+    assert!(retry.replayed);
+    assert_eq!(members(&b).await, ["a"]);
+    assert_eq!(journal(&b).await, [("a".to_owned(), ChangeOp::Add)]);
 }
 
 #[tokio::test]
