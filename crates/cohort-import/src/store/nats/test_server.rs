@@ -17,8 +17,10 @@ use async_nats::jetstream;
 use super::NatsStore;
 
 /// The lock lease of the tests' stores: short, so that a takeover after a
-/// simulated crash is quick, yet long enough for a loaded machine.
-pub(super) const TEST_LOCK_LEASE: Duration = Duration::from_secs(1);
+/// simulated crash is quick, yet long enough that a loaded machine renews
+/// in time (a holder stops writing half a lease after its last renewal,
+/// and renews every quarter lease).
+pub(super) const TEST_LOCK_LEASE: Duration = Duration::from_secs(2);
 
 /// A running server, stopped on drop.
 pub(super) struct TestServer {
