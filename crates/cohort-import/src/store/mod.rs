@@ -27,8 +27,10 @@
 //!    [`MembershipStore::dead_letter`], in the same step that stores it as
 //!    a dead letter with its reason.
 //!
-//! The embedded implementation is [`sqlite::SqliteStore`]; the trait is
-//! the seam for a distributed one.
+//! The embedded implementation is [`sqlite::SqliteStore`]; `nats::NatsStore`
+//! (feature `nats`) keeps the same state in NATS JetStream key-value
+//! buckets, shared by several processes. Both run one test suite
+//! (`conformance`).
 
 #[cfg(test)]
 mod conformance;
