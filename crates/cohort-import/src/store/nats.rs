@@ -54,11 +54,12 @@
 //!    cohort's state with `applying = {n, the page}` (compare-and-set);
 //!    write the effects (below); write the outcome into the page's record
 //!    (compare-and-set); write the state after the change with `applying`
-//!    cleared and the ordinal advanced (compare-and-set); release the lock;
-//!    clean up (tombstones, page content). Only then does `apply_page`
+//!    cleared and the ordinal advanced (compare-and-set); clean up (its
+//!    tombstones, the page's content); release the lock. Only then does `apply_page`
 //!    return, and the webhook answer `success`. A replay also returns only
 //!    once the page is applied (taking the lock and applying it if need
-//!    be).
+//!    be, from the recorded content; from its own, stored first, if the
+//!    recorded content expired before anyone applied it).
 //!
 //! The effects of change `n`, in this order, each step finished before the
 //! next: the `distinct_id` index and unmatched entries; the journal
