@@ -2,6 +2,7 @@
 //! (`tests/support/nats_servers.rs`), and tests of them.
 
 #[path = "../support/nats_servers.rs"]
+#[allow(dead_code)] // shared with xtask, which uses other parts
 mod nats_servers;
 
 pub(crate) use nats_servers::{Nats, NatsNode};

@@ -88,7 +88,9 @@ const LIBRARY_CRATES: &[(&str, &[Option<&str>])] = &[
     ("currents-model", &[None, Some("typed"), Some("synthetic")]),
     ("mixpanel-client", &[Some(""), None]),
     ("currents-mixpanel", &[None]),
-    ("cohort-import", &[None]),
+    // `nats`: the NATS cohort store, tested against a real nats-server
+    // (`.ci/run` installs Debian's).
+    ("cohort-import", &[None, Some("nats")]),
 ];
 
 /// Each library crate built and linted alone as a user gets it (the

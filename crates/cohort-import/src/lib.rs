@@ -14,7 +14,9 @@
 //! counted reason why it cannot be sent. [`store`] keeps, per (Mixpanel
 //! project, cohort), the members and a journal of the changes Braze has not
 //! yet confirmed ([`store::MembershipStore`], with SQLite as
-//! [`store::sqlite::SqliteStore`]). [`writer`] drains that journal to Braze
+//! [`store::sqlite::SqliteStore`], or NATS JetStream key-value buckets
+//! shared by several processes as `store::nats::NatsStore`, feature
+//! `nats`). [`writer`] drains that journal to Braze
 //! through [`braze::BrazeClient`]: as an array custom attribute through
 //! `/users/track` (any REST API key), or through Braze's partner cohort API.
 //! A change leaves the journal only after Braze answered for it, so a crash

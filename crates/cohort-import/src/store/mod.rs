@@ -27,9 +27,15 @@
 //!    [`MembershipStore::dead_letter`], in the same step that stores it as
 //!    a dead letter with its reason.
 //!
-//! The embedded implementation is [`sqlite::SqliteStore`]; the trait is
-//! the seam for a distributed one.
+//! The embedded implementation is [`sqlite::SqliteStore`]; `nats::NatsStore`
+//! (feature `nats`) keeps the same state in NATS JetStream key-value
+//! buckets, shared by several processes. Both run one test suite
+//! (`conformance`).
 
+#[cfg(test)]
+mod conformance;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;
@@ -180,6 +186,45 @@ pub struct UnmatchedMember {
     pub distinct_id: String,
     /// Why it cannot be sent.
     pub reason: UnmatchedReason,
+}
+
+/// A dead letter, as `dlq --cohorts` shows it (the administration of
+/// [`sqlite::SqliteStore`] and `nats::NatsStore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortDeadLetter {
+    /// Its id.
+    pub id: i64,
+    /// When it was stored, UNIX milliseconds.
+    pub at_ms: i64,
+    /// The cohort.
+    pub cohort: CohortKey,
+    /// The cohort's name then.
+    pub cohort_name: String,
+    /// The user.
+    pub user: BrazeUser,
+    /// The change.
+    pub op: ChangeOp,
+    /// The closed reason.
+    pub reason: String,
+    /// Braze's message, or what went wrong.
+    pub detail: String,
+    /// Failed attempts before it was set aside.
+    pub attempts: u32,
+}
+
+/// Which dead letters a `dlq --cohorts` command acts on; empty matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterSelection {
+    /// Only these ids.
+    pub ids: Vec<i64>,
+    /// Only this reason.
+    pub reason: Option<String>,
+    /// Only this Mixpanel cohort id.
+    pub cohort_id: Option<String>,
+    /// Stored at or after, UNIX milliseconds.
+    pub since_ms: Option<i64>,
+    /// Stored before, UNIX milliseconds.
+    pub until_ms: Option<i64>,
 }
 
 /// Why the store could not do what was asked.

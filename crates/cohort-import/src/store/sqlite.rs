@@ -45,6 +45,7 @@ use super::{
     ChangeOp, CohortKey, CohortStatus, MembershipPage, MembershipStore, PageKind, PageOutcome,
     PendingChange, RefusedChange, StoreError, UnmatchedMember,
 };
+pub use super::{CohortDeadLetter, DeadLetterSelection};
 use crate::braze::BrazeUser;
 use crate::clock::now_ms;
 use crate::identity::UnmatchedReason;
@@ -75,44 +76,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-/// A dead letter, as `dlq --cohorts` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CohortDeadLetter {
-    /// Its id.
-    pub id: i64,
-    /// When it was stored, UNIX milliseconds.
-    pub at_ms: i64,
-    /// The cohort.
-    pub cohort: CohortKey,
-    /// The cohort's name then.
-    pub cohort_name: String,
-    /// The user.
-    pub user: BrazeUser,
-    /// The change.
-    pub op: ChangeOp,
-    /// The closed reason.
-    pub reason: String,
-    /// Braze's message, or what went wrong.
-    pub detail: String,
-    /// Failed attempts before it was set aside.
-    pub attempts: u32,
-}
-
-/// Which dead letters a `dlq --cohorts` command acts on; empty matches all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeadLetterSelection {
-    /// Only these ids.
-    pub ids: Vec<i64>,
-    /// Only this reason.
-    pub reason: Option<String>,
-    /// Only this Mixpanel cohort id.
-    pub cohort_id: Option<String>,
-    /// Stored at or after, UNIX milliseconds.
-    pub since_ms: Option<i64>,
-    /// Stored before, UNIX milliseconds.
-    pub until_ms: Option<i64>,
 }
 
 impl SqliteStore {
