@@ -33,6 +33,7 @@ mod mixed;
 mod serve;
 mod serve_faults;
 mod serve_limits;
+mod serve_nats;
 mod skip_rules;
 mod storage_shape;
 mod tls;
