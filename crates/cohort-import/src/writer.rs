@@ -408,10 +408,14 @@ impl<S: MembershipStore> Writer<S> {
         let mut auth_failing = false;
         let mut lease_elsewhere = false;
         while !*stop.borrow() {
-            let wait = match self.round().await {
+            let round = self.round().await;
+            if lease_elsewhere && round.is_ok() {
+                lease_elsewhere = false;
+                tracing::info!("This writer holds the cohort journal now; it sends the changes.");
+            }
+            let wait = match round {
                 Ok(report) if report.read == 0 => {
                     failures = 0;
-                    lease_elsewhere = false;
                     self.config.idle_poll
                 }
                 Ok(report) if report.deferred > 0 && report.confirmed == 0 => {
@@ -420,7 +424,6 @@ impl<S: MembershipStore> Writer<S> {
                 }
                 Ok(_) => {
                     failures = 0;
-                    lease_elsewhere = false;
                     if auth_failing {
                         auth_failing = false;
                         tracing::info!("Braze accepts the credentials again; cohort changes flow.");
