@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bridge_server::cohorts::{destination, query_client, status_json, store_path};
-use bridge_server::config::{self, CohortWriter, Config, Env, Flags};
+use bridge_server::cohorts::{AnyStore, destination, query_client, status_json, store_path};
+use bridge_server::config::{self, CohortWriter, Config, Env, Flags, SpoolBackend};
 use cohort_import::pull::pull_cohorts;
 use cohort_import::stats::CohortStats;
 use cohort_import::store::MembershipStore as _;
@@ -165,6 +165,11 @@ async fn sync(config: &Config, ids: &[u64], dry_run: bool) -> anyhow::Result<Exi
     let client = mixpanel_client(config)?;
     let path = store_path(&config.data_dir);
     let (store, destination, _copy) = if dry_run {
+        if let SpoolBackend::Nats(_) = config.spool.backend {
+            anyhow::bail!(
+                "cohorts sync --dry-run works on a copy of the SQLite cohort store; with spool.backend = \"nats\" there is none to copy"
+            );
+        }
         // A copy, so that a dry run changes nothing, not even the journal.
         let copy = tempfile_path(&config.data_dir);
         let store = if path.is_file() {
@@ -179,9 +184,18 @@ async fn sync(config: &Config, ids: &[u64], dry_run: bool) -> anyhow::Result<Exi
                 Destination::dry_run_partner_to(stdout, partner_name)
             }
         };
-        (store, destination, Some(RemoveOnDrop(copy)))
+        (
+            AnyStore::Sqlite(store),
+            destination,
+            Some(RemoveOnDrop(copy)),
+        )
     } else {
-        (SqliteStore::open(&path)?, destination(config)?, None)
+        // On NATS, the replicas' shared state (and their writer lease).
+        (
+            AnyStore::open(config, None).await?,
+            destination(config)?,
+            None,
+        )
     };
     let store = Arc::new(store);
     let stats = CohortStats::default();

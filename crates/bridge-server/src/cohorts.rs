@@ -3,6 +3,15 @@
 //! pull schedule. The work itself lives in the `cohort-import` crate; this
 //! module builds it from the [`Config`] and runs it.
 //!
+//! The state lives in the store the configuration chose ([`AnyStore`]):
+//! SQLite in the data dir, or, with `spool.backend = "nats"`, NATS
+//! JetStream key-value buckets that every replica shares. On NATS any
+//! replica answers any page; one replica at a time drains the journal to
+//! Braze (the writer lease, never taken over from a live holder: another
+//! replica takes it when the holder stops, or its lease expires after it
+//! died); and each replica finishes, at start and every minute, the cohort
+//! changes a replica that died left half-applied.
+//!
 //! The route's layers, outermost first: sensitive headers → trace →
 //! timeout (503, so Mixpanel retries instead of pausing) → panic catcher →
 //! the handler, which checks the credentials before it reads the body and
@@ -22,7 +31,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use cohort_import::braze::{BrazeClient, PartnerCredentials};
 use cohort_import::stats::CohortStats;
-use cohort_import::store::sqlite::SqliteStore;
 use cohort_import::webhook::{WebhookConfig, WebhookReceiver};
 use cohort_import::writer::{Destination, Writer, WriterConfig};
 use mixpanel_client::Client;
@@ -32,15 +40,25 @@ use tokio::task::JoinHandle;
 use crate::body_budget::{BodyBudget, RouteBudget};
 use crate::config::{BrazeConfig, CohortWebhookConfig, CohortWriter, Config};
 
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use store::AnyStore;
+
+/// How often a replica on NATS finishes the changes others left
+/// half-applied (`NatsStore::recover`).
+const RECOVER_EVERY: Duration = Duration::from_secs(60);
+
 /// The import's parts, shared by the route, the tasks and `/status`.
 pub struct CohortImport {
     /// The membership store.
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<AnyStore>,
     /// The webhook's receiver.
-    pub receiver: Arc<WebhookReceiver<SqliteStore>>,
+    pub receiver: Arc<WebhookReceiver<AnyStore>>,
     /// The counters, for `/metrics`.
     pub stats: Arc<CohortStats>,
-    writer: Arc<Writer<SqliteStore>>,
+    writer: Arc<Writer<AnyStore>>,
     pull: Option<(Client, cohort_import::pull::Schedule)>,
     identity: cohort_import::identity::IdentityRule,
     changed: Arc<Notify>,
@@ -54,6 +72,9 @@ pub enum CohortSetupError {
     /// The store cannot be opened.
     #[error("cannot open the cohort store: {0}")]
     Store(#[from] cohort_import::store::StoreError),
+    /// NATS cannot be reached (`spool.backend = "nats"`).
+    #[error("cannot open the cohort store on NATS: {0}")]
+    Nats(#[from] crate::nats::NatsError),
     /// The Braze client or the dry-run file cannot be set up.
     #[error("cannot set up the Braze writer: {0}")]
     Writer(String),
@@ -62,7 +83,7 @@ pub enum CohortSetupError {
     Pull(String),
 }
 
-/// Where the membership store lives: `<data_dir>/cohorts/cohorts.db`.
+/// Where the SQLite membership store lives: `<data_dir>/cohorts/cohorts.db`.
 pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cohorts").join("cohorts.db")
 }
@@ -164,16 +185,19 @@ pub fn destination(config: &Config) -> Result<Destination, CohortSetupError> {
 }
 
 impl CohortImport {
-    /// Builds the import when the configuration turns it on.
-    pub fn open(
+    /// Builds the import when the configuration turns it on, over the
+    /// store it chose ([`AnyStore::open`]; `nats`: a connected client to
+    /// share, else the import connects on its own).
+    pub async fn open(
         config: &Config,
         pull_client: Option<Client>,
+        nats: Option<async_nats::Client>,
     ) -> Result<Option<CohortImport>, CohortSetupError> {
         let cohorts = &config.cohorts;
         if !cohorts.is_enabled() {
             return Ok(None);
         }
-        let store = Arc::new(SqliteStore::open(&store_path(&config.data_dir))?);
+        let store = Arc::new(AnyStore::open(config, nats).await?);
         let stats = Arc::new(CohortStats::default());
         let changed = Arc::new(Notify::new());
         let mut webhook_config = WebhookConfig::new(cohorts.identity.clone());
@@ -187,14 +211,17 @@ impl CohortImport {
                 .with_stats(Arc::clone(&stats))
                 .with_notify(Arc::clone(&changed)),
         );
+        // Replicas sharing the store never take the lease over from a live
+        // writer; the one service of a SQLite store does at start.
+        let writer_config = if store.is_shared() {
+            WriterConfig::shared()
+        } else {
+            WriterConfig::default()
+        };
         let writer = Arc::new(
-            Writer::new(
-                Arc::clone(&store),
-                destination(config)?,
-                WriterConfig::default(),
-            )
-            .with_stats(Arc::clone(&stats))
-            .with_notify(Arc::clone(&changed)),
+            Writer::new(Arc::clone(&store), destination(config)?, writer_config)
+                .with_stats(Arc::clone(&stats))
+                .with_notify(Arc::clone(&changed)),
         );
         let pull = match &cohorts.pull {
             Some(schedule) => {
@@ -214,8 +241,16 @@ impl CohortImport {
             None => None,
         };
         let destination_kind = writer.destination_kind();
+        let location = match &config.spool.backend {
+            crate::config::SpoolBackend::Sqlite => {
+                store_path(&config.data_dir).display().to_string()
+            }
+            crate::config::SpoolBackend::Nats(options) => {
+                format!("NATS key-value buckets {}-*", options.kv_bucket_prefix)
+            }
+        };
         tracing::info!(
-            store = %store.path().display(),
+            store = %location,
             webhook = cohorts.webhook.as_ref().map_or("off", |webhook| webhook.path.as_str()),
             pull_interval_secs = cohorts.pull.as_ref().map(|pull| pull.interval.as_secs()),
             identity = %cohorts.identity.as_config(),
@@ -282,10 +317,18 @@ impl CohortImport {
             .with_state(state)
     }
 
-    /// Starts the writer and the pull schedule; they stop when `stop`
-    /// turns true.
+    /// Starts the writer, the pull schedule and, on NATS, the recovery of
+    /// changes left half-applied (now, then every minute); they stop when
+    /// `stop` turns true.
     pub fn spawn(&self, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(Arc::clone(&self.writer).run(stop.clone()))];
+        if self.store.is_shared() {
+            tasks.push(tokio::spawn(recover_every(
+                Arc::clone(&self.store),
+                RECOVER_EVERY,
+                stop.clone(),
+            )));
+        }
         if let Some((client, schedule)) = &self.pull {
             tasks.push(tokio::spawn(cohort_import::pull::pull_every(
                 client.clone(),
@@ -306,6 +349,33 @@ impl CohortImport {
     }
 }
 
+/// Finishes the cohort changes that replicas left half-applied, now and
+/// then every `interval`, until `stop` turns true (a recovery cut short
+/// then is finished by the next one, on any replica).
+async fn recover_every(store: Arc<AnyStore>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let recovered = tokio::select! {
+            recovered = store.recover() => recovered,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        match recovered {
+            Ok(0) => {}
+            Ok(n_changes) => tracing::info!(
+                n_changes,
+                "Finished cohort changes that a replica left half-applied."
+            ),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "Cannot finish the cohort changes a replica left half-applied; the next change of each cohort, or the next try, finishes them."
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
 /// One cohort's state as `/status` and `cohorts status --json` show it.
 pub fn status_json(status: &cohort_import::store::CohortStatus) -> serde_json::Value {
     serde_json::json!({
@@ -323,7 +393,7 @@ pub fn status_json(status: &cohort_import::store::CohortStatus) -> serde_json::V
 }
 
 struct WebhookState {
-    receiver: Arc<WebhookReceiver<SqliteStore>>,
+    receiver: Arc<WebhookReceiver<AnyStore>>,
     max_body_bytes: usize,
     /// When the last refused call was logged, UNIX seconds.
     last_refusal_warning_secs: AtomicI64,

@@ -233,8 +233,14 @@ pub async fn serve(
         },
         Arc::clone(&metrics),
     ));
-    let cohorts =
-        CohortImport::open(&config, crate::cohorts::query_client(&config)?)?.map(Arc::new);
+    // On NATS the cohort state shares the spool's connection.
+    let nats_client = match &*spool {
+        AnySpool::Nats(spool) => Some(spool.client().clone()),
+        AnySpool::Sqlite(_) => None,
+    };
+    let cohorts = CohortImport::open(&config, crate::cohorts::query_client(&config)?, nats_client)
+        .await?
+        .map(Arc::new);
     let listener_stats = Arc::new(crate::listener::ListenerStats::default());
     let ops = Arc::new(OpsState {
         spool: Arc::clone(&spool),
@@ -399,7 +405,8 @@ fn prepare_private_files(config: &Config) -> std::io::Result<()> {
     ensure_private_dir(data_dir)?;
     ensure_private_dir(&data_dir.join("spool"))?;
     ensure_private_file(&data_dir.join("spool").join("spool.db"))?;
-    if config.cohorts.is_enabled() {
+    // On NATS the cohort state is in NATS, not in the data dir.
+    if config.cohorts.is_enabled() && config.spool.backend == SpoolBackend::Sqlite {
         let store = crate::cohorts::store_path(data_dir);
         if let Some(dir) = store.parent() {
             ensure_private_dir(dir)?;

@@ -31,6 +31,21 @@
 //! failed `max_attempts` times and is older than `max_age` is dead-lettered
 //! (`braze_unavailable`), so no retry goes on for ever. Refused credentials
 //! pause the writer: nothing is dead-lettered, one probe a minute.
+//!
+//! One writer at a time: a round runs only while its writer holds the
+//! store's writer lease ([`MembershipStore::hold_writer_lease`], for
+//! [`WriterConfig::lease`]), which it renews at the start of each round and
+//! every quarter lease while the round sends. A writer that finds its lease
+//! taken, or cannot renew it for half a lease (the store unreachable),
+//! stops sending and leaves the round's changes journaled, well before
+//! another writer can take the lease over, so that two writers never send
+//! at once and changes stay in order per user. [`Writer::run`] gives the
+//! lease back when it stops. With [`WriterConfig::take_over_at_start`] (the
+//! default, for a service that is the journal's only long-running writer)
+//! it takes the lease at start from whoever holds it; replicas sharing one
+//! store turn that off ([`WriterConfig::shared`]), so that a replica
+//! starting does not steal a live one's lease: it waits until the holder
+//! stops, or dies and its lease expires.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -53,8 +68,11 @@ use crate::store::{
 /// Failed attempts after which a change is sent in a request of its own.
 const ISOLATE_AFTER_ATTEMPTS: u32 = 2;
 
-/// How long a writer's hold on the journal lasts; renewed every round.
+/// How long a writer's hold on the journal lasts by default.
 const WRITER_LEASE: Duration = Duration::from_secs(120);
+
+/// The shortest lease a writer takes (a shorter one is raised to it).
+const MIN_LEASE: Duration = Duration::from_millis(100);
 
 /// The default attribute name.
 pub const DEFAULT_ATTRIBUTE: &str = "mixpanel_cohorts";
@@ -106,6 +124,17 @@ pub struct WriterConfig {
     pub idle_poll: Duration,
     /// How long refused credentials pause the writer before it probes.
     pub auth_pause: Duration,
+    /// How long the writer's hold on the journal lasts without renewal
+    /// (at least 100 ms): after a writer dies, another one starts sending
+    /// this long after its last renewal. Writers sharing a store should use
+    /// the same, well above the clock skew between their machines.
+    pub lease: Duration,
+    /// Whether [`Writer::run`] takes the lease at start from whoever holds
+    /// it (a `cohorts sync` that died would otherwise block it until its
+    /// lease ends). Right for the one service of a store; replicas sharing
+    /// a store must not, or a replica that starts would steal a live
+    /// writer's lease.
+    pub take_over_at_start: bool,
 }
 
 /// What one round did.
@@ -188,7 +217,26 @@ impl Default for WriterConfig {
             max_backoff: Duration::from_secs(60),
             idle_poll: Duration::from_secs(1),
             auth_pause: Duration::from_secs(60),
+            lease: WRITER_LEASE,
+            take_over_at_start: true,
         }
+    }
+}
+
+impl WriterConfig {
+    /// The defaults for one of several writers sharing a store (replicas of
+    /// a service on one NATS): the lease is never taken over, only taken
+    /// when free or expired.
+    pub fn shared() -> WriterConfig {
+        WriterConfig {
+            take_over_at_start: false,
+            ..WriterConfig::default()
+        }
+    }
+
+    /// [`WriterConfig::lease`], at least 100 ms.
+    fn lease(&self) -> Duration {
+        self.lease.max(MIN_LEASE)
     }
 }
 
@@ -341,14 +389,18 @@ impl<S: MembershipStore> Writer<S> {
 
     /// Drains the journal until `stop` turns true, waiting for changes when
     /// it is empty and backing off after failures.
+    /// Gives the lease back when it stops, so that another writer takes
+    /// over at once.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         // The service is the journal's main writer: a holder that died (a
         // crashed sync, a killed service) must not block it until its
-        // lease ends; a live sync notices at its next round and stops.
-        if let Err(error) = self
-            .store
-            .hold_writer_lease(&self.owner, WRITER_LEASE, true)
-            .await
+        // lease ends; a live sync notices at its next renewal and stops.
+        // Replicas sharing the store do not (`take_over_at_start`).
+        if self.config.take_over_at_start
+            && let Err(error) = self
+                .store
+                .hold_writer_lease(&self.owner, self.config.lease(), true)
+                .await
         {
             tracing::warn!(error = %error, "Cannot take the cohort journal's lease.");
         }
@@ -356,10 +408,14 @@ impl<S: MembershipStore> Writer<S> {
         let mut auth_failing = false;
         let mut lease_elsewhere = false;
         while !*stop.borrow() {
-            let wait = match self.round().await {
+            let round = self.round().await;
+            if lease_elsewhere && round.is_ok() {
+                lease_elsewhere = false;
+                tracing::info!("This writer holds the cohort journal now; it sends the changes.");
+            }
+            let wait = match round {
                 Ok(report) if report.read == 0 => {
                     failures = 0;
-                    lease_elsewhere = false;
                     self.config.idle_poll
                 }
                 Ok(report) if report.deferred > 0 && report.confirmed == 0 => {
@@ -368,7 +424,6 @@ impl<S: MembershipStore> Writer<S> {
                 }
                 Ok(_) => {
                     failures = 0;
-                    lease_elsewhere = false;
                     if auth_failing {
                         auth_failing = false;
                         tracing::info!("Braze accepts the credentials again; cohort changes flow.");
@@ -385,7 +440,7 @@ impl<S: MembershipStore> Writer<S> {
                 Err(WriterError::LeaseHeld) => {
                     if !lease_elsewhere {
                         tracing::info!(
-                            "Another writer holds the cohort journal (a cohorts sync?); waiting for it to finish."
+                            "Another writer holds the cohort journal (another replica, or a cohorts sync); waiting for it to stop or its lease to expire."
                         );
                         lease_elsewhere = true;
                     }
@@ -405,13 +460,23 @@ impl<S: MembershipStore> Writer<S> {
                 _ = stop.changed() => {}
             }
         }
+        // Another writer (a replica) may go on at once rather than when
+        // the lease ends.
+        if let Err(error) = self
+            .store
+            .hold_writer_lease(&self.owner, Duration::ZERO, false)
+            .await
+        {
+            tracing::warn!(error = %error, "Cannot give the cohort journal's lease back; it expires by itself.");
+        }
     }
 
     /// One round: reads up to `changes_per_round` changes and settles each.
     pub async fn round(&self) -> Result<RoundReport, WriterError> {
+        let held_at = tokio::time::Instant::now();
         if !self
             .store
-            .hold_writer_lease(&self.owner, WRITER_LEASE, false)
+            .hold_writer_lease(&self.owner, self.config.lease(), false)
             .await?
         {
             return Err(WriterError::LeaseHeld);
@@ -427,36 +492,90 @@ impl<S: MembershipStore> Writer<S> {
         if changes.is_empty() {
             return Ok(report);
         }
-        let settled = match &self.destination {
-            Destination::Attribute { client, attribute } => {
-                self.send_attributes(client, attribute, changes, &mut report)
-                    .await
-            }
-            Destination::Partner {
-                client,
-                credentials,
-            } => {
-                self.send_partner(client, credentials, changes, &mut report)
-                    .await
-            }
-            Destination::DryRun {
-                file,
-                attribute,
-                partner_name,
-            } => {
-                let text = match partner_name {
-                    Some(partner_name) => {
-                        dry_run_partner_lines(partner_name, &changes, &mut report)
+        let send = async {
+            Ok(match &self.destination {
+                Destination::Attribute { client, attribute } => {
+                    self.send_attributes(client, attribute, changes, &mut report)
+                        .await
+                }
+                Destination::Partner {
+                    client,
+                    credentials,
+                } => {
+                    self.send_partner(client, credentials, changes, &mut report)
+                        .await
+                }
+                Destination::DryRun {
+                    file,
+                    attribute,
+                    partner_name,
+                } => {
+                    let text = match partner_name {
+                        Some(partner_name) => {
+                            dry_run_partner_lines(partner_name, &changes, &mut report)
+                        }
+                        None => dry_run_track_lines(attribute, &changes, &mut report)?,
+                    };
+                    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                    file.write_all(&text).map_err(WriterError::DryRun)?;
+                    file.flush().map_err(WriterError::DryRun)?;
+                    vec![Settled::Confirmed(changes)]
+                }
+            })
+        };
+        let settled = self.holding_lease(held_at, send).await?;
+        self.settle(settled, &mut report).await
+    }
+
+    /// Runs `send` while renewing the lease (last renewed when asked at
+    /// `held_at`) every quarter lease. Stops it (its changes stay
+    /// journaled, to be sent again) when another writer took the lease
+    /// ([`WriterError::LeaseHeld`]), or when the lease could not be renewed
+    /// for half a lease: another writer may take it over once it expires,
+    /// and must find this one silent by then.
+    async fn holding_lease<T>(
+        &self,
+        held_at: tokio::time::Instant,
+        send: impl std::future::Future<Output = Result<T, WriterError>>,
+    ) -> Result<T, WriterError> {
+        let lease = self.config.lease();
+        let keep = async {
+            let mut renewed_at = held_at;
+            loop {
+                tokio::time::sleep(lease / 4).await;
+                let asked_at = tokio::time::Instant::now();
+                let give_up_at = renewed_at + lease / 2;
+                let renewal = tokio::time::timeout_at(
+                    give_up_at,
+                    self.store.hold_writer_lease(&self.owner, lease, false),
+                )
+                .await;
+                match renewal {
+                    Ok(Ok(true)) => renewed_at = asked_at,
+                    Ok(Ok(false)) => {
+                        tracing::warn!(
+                            "Another writer took the cohort journal's lease during a round; this one stops sending, the round's changes stay journaled."
+                        );
+                        return WriterError::LeaseHeld;
                     }
-                    None => dry_run_track_lines(attribute, &changes, &mut report)?,
-                };
-                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-                file.write_all(&text).map_err(WriterError::DryRun)?;
-                file.flush().map_err(WriterError::DryRun)?;
-                vec![Settled::Confirmed(changes)]
+                    Ok(Err(error)) if tokio::time::Instant::now() < give_up_at => {
+                        tracing::warn!(error = %error, "Cannot renew the cohort journal's lease; trying again.");
+                    }
+                    Ok(Err(error)) => return WriterError::Store(error),
+                    Err(_) => {
+                        return WriterError::Store(StoreError::Storage(format!(
+                            "the writer lease could not be renewed for {:?}; this writer stops sending",
+                            lease / 2
+                        )));
+                    }
+                }
             }
         };
-        self.settle(settled, &mut report).await
+        tokio::select! {
+            biased;
+            sent = send => sent,
+            error = keep => Err(error),
+        }
     }
 
     /// Records each group's fate in the store.
