@@ -281,7 +281,7 @@ fn open_sqlite(spool_dir: &Path) -> anyhow::Result<DeadLetterStore> {
 /// The dead letters of the NATS spool `options` describe: connects, checks
 /// that `serve` has created both streams (a replay publishes to the batch
 /// stream), and opens the dead-letter stream. Creates nothing.
-async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsDeadLetterStore> {
+pub(crate) async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsDeadLetterStore> {
     let client = bridge_server::nats::connect(options).await?;
     // The lease given only matters to the consumer's comparison, which is
     // not looked at here.

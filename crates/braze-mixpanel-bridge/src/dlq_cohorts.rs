@@ -103,7 +103,7 @@ fn open_sqlite(data_dir: &Path) -> anyhow::Result<SqliteStore> {
 /// The cohort state in the NATS key-value buckets `options` name: connects,
 /// checks that `serve` has created every bucket, and opens them. Creates
 /// nothing.
-async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsStore> {
+pub(crate) async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsStore> {
     let client = bridge_server::nats::connect(options).await?;
     let jetstream = async_nats::jetstream::new(client);
     let checks = NatsStore::check(&jetstream, &options.kv_bucket_prefix, options.replicas)

@@ -11,6 +11,8 @@ mod check_config_cmd;
 mod cohorts_cmd;
 mod dlq_cmd;
 mod dlq_cohorts;
+#[cfg(test)]
+mod dlq_tests;
 mod generate_cmd;
 mod import_cmd;
 mod mixpanel_args;
