@@ -38,6 +38,10 @@ pub(crate) const DETAIL_WIDTH: usize = 60;
 /// Exit code of a usage error.
 pub(crate) const USAGE: u8 = 2;
 
+/// The usage error of a `replay` with no filter, no `--id` and no `--yes`.
+pub(crate) const REPLAY_ALL_NEEDS_YES: &str =
+    "replaying every entry needs --yes (or give a filter or --id)";
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct DlqArgs {
     /// TOML configuration file, read for the data dir, spool.backend and
@@ -189,7 +193,7 @@ fn usage_error(command: &DlqCommand) -> Option<&'static str> {
         DlqCommand::Replay(Selection { filter, ids, yes })
             if !yes && filter.to_filter(ids.clone()).is_everything() =>
         {
-            Some("replaying every entry needs --yes (or give a filter or --id)")
+            Some(REPLAY_ALL_NEEDS_YES)
         }
         _ => None,
     }
@@ -215,10 +219,7 @@ pub(crate) async fn execute<S: DeadLetterAdmin>(
         DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let filter = filter.to_filter(ids);
             if !yes && filter.is_everything() {
-                return write_usage(
-                    err,
-                    "replaying every entry needs --yes (or give a filter or --id)",
-                );
+                return write_usage(err, REPLAY_ALL_NEEDS_YES);
             }
             let replayed = store.replay(&filter).await?;
             writeln!(
@@ -283,9 +284,10 @@ fn open_sqlite(spool_dir: &Path) -> anyhow::Result<DeadLetterStore> {
 /// stream), and opens the dead-letter stream. Creates nothing.
 pub(crate) async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsDeadLetterStore> {
     let client = bridge_server::nats::connect(options).await?;
-    // The lease given only matters to the consumer's comparison, which is
-    // not looked at here.
-    let checks = bridge_server::spool::nats::check(client.clone(), options, BUSY_TIMEOUT)
+    // The lease only matters to the consumer's comparison, not looked at
+    // here: any will do.
+    let any_lease = Duration::from_secs(600);
+    let checks = bridge_server::spool::nats::check(client.clone(), options, any_lease)
         .await
         .context("cannot read the NATS spool's streams")?;
     let missing: Vec<&str> = checks

@@ -25,8 +25,8 @@ use cohort_import::store::sqlite::{CohortDeadLetter, DeadLetterSelection, Sqlite
 use serde_json::{Value, json};
 
 use crate::dlq_cmd::{
-    DETAIL_WIDTH, DlqCommand, FilterArgs, Selection, format_time, runtime, shorten, usage,
-    write_table, write_usage,
+    DETAIL_WIDTH, DlqCommand, FilterArgs, REPLAY_ALL_NEEDS_YES, Selection, format_time, runtime,
+    shorten, usage, write_table, write_usage,
 };
 
 /// The cohort state's dead-letter administration, in either store.
@@ -75,7 +75,7 @@ pub(crate) fn run(command: DlqCommand, spool: &SpoolOnly) -> anyhow::Result<Exit
         && !yes
         && selection(filter, ids.clone())? == DeadLetterSelection::default()
     {
-        return usage("replaying every entry needs --yes (or give a filter or --id)");
+        return usage(REPLAY_ALL_NEEDS_YES);
     }
     let runtime = runtime()?;
     let code = runtime.block_on(async {
@@ -201,10 +201,7 @@ pub(crate) async fn execute(
         DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let selection = selection(&filter, ids)?;
             if !yes && selection == DeadLetterSelection::default() {
-                return write_usage(
-                    err,
-                    "replaying every entry needs --yes (or give a filter or --id)",
-                );
+                return write_usage(err, REPLAY_ALL_NEEDS_YES);
             }
             let replayed = store.replay(&selection).await?;
             writeln!(out, "replayed {replayed} change(s) into the cohort journal")?;
