@@ -157,6 +157,8 @@ mod tests {
     fn options(server: &NatsServer) -> NatsOptions {
         let mut options = NatsOptions::new(vec![server.url()]);
         options.connect_timeout = Duration::from_secs(2);
+        // Well below what JetStream can reserve on a small test disk.
+        options.max_bytes = 64 << 20;
         options
     }
 
