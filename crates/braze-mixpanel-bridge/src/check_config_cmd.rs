@@ -12,7 +12,7 @@
 //!   ([`bridge_server::spool::nats::check`]) and, when the cohort import is
 //!   on, its key-value buckets ([`NatsStore::check`]): each "exists,
 //!   settings match", "missing: serve will create it" or "mismatch:
-//!   <setting> is X, configuration asks Y".
+//!   \<setting\> is X, configuration asks Y".
 //! - SQLite: there is no server to connect to; it checks that the data
 //!   directory can be written (or created).
 //!

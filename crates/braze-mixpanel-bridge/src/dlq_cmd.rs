@@ -45,7 +45,7 @@ pub(crate) const REPLAY_ALL_NEEDS_YES: &str =
 #[derive(clap::Args, Debug)]
 pub(crate) struct DlqArgs {
     /// TOML configuration file, read for the data dir, spool.backend and
-    /// [nats] only (else $BRIDGE_CONFIG).
+    /// nats.* only (else $BRIDGE_CONFIG).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 

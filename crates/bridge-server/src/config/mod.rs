@@ -13,7 +13,7 @@
 //!    `cohorts_validate`); or a [`ConfigError`] naming the setting, where it
 //!    was set and what was expected.
 //!
-//! [`spool_only`] reads the data dir and the spool's backend alone, for the
+//! [`spool_only()`] reads the data dir and the spool's backend alone, for the
 //! `dlq` command, which needs no token or credentials.
 //!
 //! `keys` is the one table of key names, variables, bounds and defaults.
@@ -428,7 +428,7 @@ struct Provenance {
 /// (`--data-dir`, else `BRIDGE_DATA_DIR`, else the config file's `data_dir`,
 /// else `./bridge-data`), without validating anything else: commands that
 /// only read the data dir (`cohorts status`) need no ingest token or
-/// Mixpanel credentials. [`spool_only`] adds the spool's backend (`dlq`).
+/// Mixpanel credentials. [`spool_only()`] adds the spool's backend (`dlq`).
 /// The config file, if one is named, must still be readable valid TOML.
 pub fn data_dir_only(flags: &Flags, env: &Env) -> Result<PathBuf, ConfigError> {
     if flags.data_dir.is_none() && env.get(keys::DATA_DIR.env)?.is_none() {

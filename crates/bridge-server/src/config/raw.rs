@@ -420,7 +420,7 @@ impl RawConfig {
 
     /// Lays over the file the variables of the spool's settings alone:
     /// `BRIDGE_DATA_DIR`, `BRIDGE_SPOOL`, `BRIDGE_SPOOL_MAX_BYTES` and
-    /// `BRIDGE_NATS_*` ([`super::spool_only`] reads no other).
+    /// `BRIDGE_NATS_*` ([`super::spool_only()`] reads no other).
     pub(crate) fn overlay_spool_env(&mut self, env: &Env) -> Result<(), ConfigError> {
         set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
         set_text(&mut self.spool.backend, env, keys::SPOOL_BACKEND.env)?;
