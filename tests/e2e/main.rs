@@ -35,6 +35,7 @@ mod nats_admin;
 mod serve;
 mod serve_faults;
 mod serve_limits;
+mod serve_nats;
 mod skip_rules;
 mod storage_shape;
 mod tls;

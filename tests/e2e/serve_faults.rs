@@ -23,7 +23,7 @@ use crate::serve::{
 
 /// Fast retries, so that a fault costs seconds, not minutes. The lease rule
 /// holds: (10 + 1) × 5 + 10 × 1 = 65 ≤ 600.
-const FAST_RETRIES: [(&str, &str); 4] = [
+pub(crate) const FAST_RETRIES: [(&str, &str); 4] = [
     ("BRIDGE_DELIVERY_RETRY_INITIAL_BACKOFF_SECS", "1"),
     ("BRIDGE_DELIVERY_RETRY_MAX_BACKOFF_SECS", "1"),
     ("BRIDGE_DELIVERY_MAX_RETRIES", "10"),
@@ -65,14 +65,18 @@ fn post_raw(address: &str, body: &[u8], extra: &str) -> (u16, String, String) {
     raw(address, &post_head(body.len(), extra), body, false)
 }
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|idx| format!("{prefix}-{idx}")).collect()
 }
 
 /// `/status` once `done` holds for it: the bridge counts a delivery only
 /// after it has read Mixpanel's answer, a moment after Mixpanel recorded
 /// the request.
-async fn wait_for_status(address: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for_status(
+    address: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let (_, status) = get_async(address, "/status").await;
@@ -86,9 +90,13 @@ async fn wait_for_status(address: &str, timeout: Duration, done: impl Fn(&Value)
 }
 
 /// The insert ids Mixpanel has answered 200 for.
-type Imported = Arc<Mutex<BTreeSet<String>>>;
+pub(crate) type Imported = Arc<Mutex<BTreeSet<String>>>;
 
-async fn wait_delivered(imported: &Imported, expected: &BTreeSet<String>, timeout: Duration) {
+pub(crate) async fn wait_delivered(
+    imported: &Imported,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let missing: Vec<String> = expected
@@ -132,7 +140,7 @@ async fn mount_down_until_up(mixpanel: &MockServer) -> (Imported, Arc<AtomicBool
     (imported, up)
 }
 
-fn ok_body(request: &Request, imported: &Imported) -> ResponseTemplate {
+pub(crate) fn ok_body(request: &Request, imported: &Imported) -> ResponseTemplate {
     let events = events_in(request);
     let mut imported = imported.lock().unwrap();
     for event in &events {
@@ -147,7 +155,7 @@ fn ok_body(request: &Request, imported: &Imported) -> ResponseTemplate {
         .set_body_json(json!({"code": 200, "num_records_imported": events.len()}))
 }
 
-async fn start_async(data_dir: &Path, uri: &str, env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_async(data_dir: &Path, uri: &str, env: &[(&str, &str)]) -> Server {
     let data_dir = data_dir.to_owned();
     let uri = uri.to_owned();
     let env: Vec<(String, String)> = env
@@ -162,14 +170,14 @@ async fn start_async(data_dir: &Path, uri: &str, env: &[(&str, &str)]) -> Server
     .unwrap()
 }
 
-async fn post_async(address: &str, body: String) -> (u16, String) {
+pub(crate) async fn post_async(address: &str, body: String) -> (u16, String) {
     let address = address.to_owned();
     tokio::task::spawn_blocking(move || post_batch(&address, &body).unwrap())
         .await
         .unwrap()
 }
 
-async fn get_async(address: &str, target: &'static str) -> (u16, String) {
+pub(crate) async fn get_async(address: &str, target: &'static str) -> (u16, String) {
     let address = address.to_owned();
     tokio::task::spawn_blocking(move || get(&address, target).unwrap())
         .await

@@ -59,6 +59,15 @@ pub struct Metrics {
     /// `bridge_spool_quarantined_batches`: stored batches found damaged and
     /// set aside (never delivered; kept for recovery).
     pub spool_quarantined_batches: Gauge,
+    /// `bridge_spool_consumer_pending_batches`: with NATS, batches not yet
+    /// handed to any replica (0 with SQLite); set at scrape time.
+    pub spool_consumer_pending_batches: Gauge,
+    /// `bridge_spool_consumer_ack_pending_batches`: with NATS, batches handed
+    /// to a replica and not yet settled or released.
+    pub spool_consumer_ack_pending_batches: Gauge,
+    /// `bridge_spool_consumer_redelivered_batches`: with NATS, batches handed
+    /// out more than once and not yet settled (a replica died, or a release).
+    pub spool_consumer_redelivered_batches: Gauge,
     /// `bridge_dead_letters`: entries in the dead-letter store.
     pub dead_letters: Gauge,
     /// `bridge_ready`: 1 when `/readyz` would answer 200 (accepting, and the
@@ -131,6 +140,9 @@ impl Metrics {
             spool_oldest_age_seconds: Gauge::default(),
             spool_max_bytes: Gauge::default(),
             spool_quarantined_batches: Gauge::default(),
+            spool_consumer_pending_batches: Gauge::default(),
+            spool_consumer_ack_pending_batches: Gauge::default(),
+            spool_consumer_redelivered_batches: Gauge::default(),
             dead_letters: Gauge::default(),
             ready: Gauge::default(),
             project_paused: Family::default(),
@@ -231,6 +243,21 @@ impl Metrics {
             "spool_quarantined_batches",
             "Stored batches found damaged and set aside",
             metrics.spool_quarantined_batches.clone(),
+        );
+        registry.register(
+            "spool_consumer_pending_batches",
+            "With NATS, batches not yet handed to any replica",
+            metrics.spool_consumer_pending_batches.clone(),
+        );
+        registry.register(
+            "spool_consumer_ack_pending_batches",
+            "With NATS, batches handed to a replica and not yet settled or released",
+            metrics.spool_consumer_ack_pending_batches.clone(),
+        );
+        registry.register(
+            "spool_consumer_redelivered_batches",
+            "With NATS, batches handed out more than once and not yet settled",
+            metrics.spool_consumer_redelivered_batches.clone(),
         );
         registry.register(
             "dead_letters",

@@ -79,6 +79,19 @@ async fn metrics<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         });
         metrics.spool_oldest_age_seconds.set(age_ms / 1000);
     }
+    if let Some(Ok(consumer)) = state.spool.consumer_stats().await {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let metrics = &state.metrics;
+        metrics
+            .spool_consumer_pending_batches
+            .set(gauge(consumer.n_pending));
+        metrics
+            .spool_consumer_ack_pending_batches
+            .set(gauge(consumer.n_ack_pending));
+        metrics
+            .spool_consumer_redelivered_batches
+            .set(gauge(consumer.n_redelivered));
+    }
     state.metrics.refresh_listener(&state.listener);
     state
         .metrics
@@ -111,6 +124,16 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         }),
         Err(error) => json!({ "error": error.to_string() }),
     };
+    let consumer = match state.spool.consumer_stats().await {
+        None => serde_json::Value::Null,
+        Some(Ok(consumer)) => json!({
+            "pending": consumer.n_pending,
+            "ack_pending": consumer.n_ack_pending,
+            "redelivered": consumer.n_redelivered,
+            "waiting": consumer.n_waiting,
+        }),
+        Some(Err(error)) => json!({ "error": error.to_string() }),
+    };
     let delivery = &state.delivery;
     let skipped: serde_json::Map<String, serde_json::Value> = SkipReason::ALL
         .iter()
@@ -132,6 +155,7 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
         "accepting": state.ingest.is_accepting(),
         "cohorts": cohorts,
         "spool": spool,
+        "consumer": consumer,
         "delivered_events": delivery.delivered.load(Relaxed),
         "skipped_events": skipped,
         "dead_lettered_events": delivery.dead_lettered.load(Relaxed),

@@ -24,10 +24,13 @@ use mixpanel_client::Client;
 
 use crate::body_budget::BodyBudget;
 use crate::cohorts::CohortImport;
+use crate::config::SpoolBackend;
 use crate::config::{Config, OpsListener};
 use crate::delivery::{Delivery, DeliveryOptions, DryRunFile, ProjectTarget, Router, Sink};
 use crate::ingest::{IngestOptions, IngestState};
 use crate::ops::OpsState;
+use crate::spool::any::AnySpool;
+use crate::spool::nats::NatsSpool;
 use crate::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
 use currents_mixpanel::Mapper;
 
@@ -38,6 +41,10 @@ pub enum ServeError {
     /// The spool cannot be opened.
     #[error("cannot open the spool")]
     Spool(#[source] crate::spool::SpoolError),
+    /// NATS could not be reached, or its streams differ from the
+    /// configuration.
+    #[error("cannot open the NATS spool")]
+    Nats(#[source] crate::nats::NatsError),
     /// The spool's storage failed for good while serving; restarting runs
     /// the spool's recovery.
     #[error("the spool's storage failed while serving; restart the bridge")]
@@ -94,6 +101,46 @@ const OPS_MAX_CONNECTIONS: usize = 64;
 /// How many events Braze's Custom HTTP connector puts in one batch, at most.
 const BRAZE_EVENTS_PER_BATCH: usize = 100;
 
+/// How long a NATS replica may go silent before its leased batches go to
+/// another replica. Shorter than `delivery.lease_secs` on purpose: progress
+/// acks keep a long delivery's lease, and a replica that died hands its
+/// batches over within this time rather than the whole lease.
+const NATS_ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// The spool the configuration chose: SQLite in the data dir, or NATS.
+async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
+    match &config.spool.backend {
+        SpoolBackend::Sqlite => {
+            let options =
+                SqliteSpoolOptions::new(config.data_dir.join("spool"), config.spool.max_bytes);
+            let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(options))
+                .await
+                .map_err(|error| {
+                    ServeError::Spool(crate::spool::SpoolError::Storage(error.to_string()))
+                })?
+                .map_err(ServeError::Spool)?;
+            Ok(AnySpool::Sqlite(spool))
+        }
+        SpoolBackend::Nats(options) => {
+            let client = crate::nats::connect(options)
+                .await
+                .map_err(ServeError::Nats)?;
+            let ack_wait = NATS_ACK_WAIT.min(config.delivery.lease);
+            let spool = NatsSpool::open(client, options, ack_wait)
+                .await
+                .map_err(ServeError::Nats)?;
+            tracing::info!(
+                servers = ?options.servers,
+                stream = %options.stream,
+                consumer = %options.consumer,
+                replicas = options.replicas,
+                "The spool is NATS JetStream."
+            );
+            Ok(AnySpool::Nats(spool))
+        }
+    }
+}
+
 /// Runs the service until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -130,13 +177,7 @@ pub async fn serve(
         ),
         OpsListener::IngestListener => None,
     };
-    let spool_config =
-        SqliteSpoolOptions::new(config.data_dir.join("spool"), config.spool.max_bytes);
-    let spool = tokio::task::spawn_blocking(move || SqliteSpool::open(spool_config))
-        .await
-        .map_err(|error| ServeError::Spool(crate::spool::SpoolError::Storage(error.to_string())))?
-        .map_err(ServeError::Spool)?;
-    let spool = Arc::new(spool);
+    let spool = Arc::new(open_spool(&config).await?);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     metrics

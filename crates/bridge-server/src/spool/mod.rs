@@ -30,6 +30,7 @@
 //! process), and [`nats::NatsSpool`], a JetStream work-queue stream shared
 //! by several `serve` replicas.
 
+pub mod any;
 pub mod nats;
 pub mod sqlite;
 
@@ -274,4 +275,12 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Current size and age.
     fn stats(&self) -> impl Future<Output = Result<SpoolStats, SpoolError>> + Send;
+
+    /// The figures of the consumer that replicas share (NATS), for
+    /// `/status` and `/metrics`; `None` for a spool owned by one process.
+    fn consumer_stats(
+        &self,
+    ) -> impl Future<Output = Option<Result<nats::NatsConsumerStats, SpoolError>>> + Send {
+        async { None }
+    }
 }
