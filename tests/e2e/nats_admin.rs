@@ -5,7 +5,7 @@
 //! clearly before `serve` created anything, `dlq --cohorts` on cohort dead
 //! letters in NATS key-value buckets printing what it prints on SQLite, and
 //! `dlq list|show|replay|purge` on dead letters a NATS-backed `serve`
-//! stored (ignored until `serve` runs on NATS).
+//! stored, while it runs and after it was killed.
 //!
 //! JetStream objects are made here only to differ from the configuration
 //! (through async-nats) or, for the cohort state, by the library `serve`
@@ -223,7 +223,7 @@ fn check_config_connect_reports_missing_matching_and_differing_objects() {
     let lines = report(&run);
     assert_eq!(
         lines[3],
-        "consumer bridge-delivery of stream bridge-batches: mismatch: ack_wait is 30s, configuration asks 600s (the delivery lease)"
+        "consumer bridge-delivery of stream bridge-batches: mismatch: ack_wait is 30s, configuration asks 60s (the delivery lease)"
     );
     assert_eq!(
         lines[4],
@@ -564,11 +564,7 @@ fn dlq_ok(args: &[&str], vars: &[(&str, &str)]) -> Run {
     run
 }
 
-// `serve` does not run on NATS yet (its wiring is being written): until
-// it does, `spool.backend = "nats"` makes it use SQLite, and no dead
-// letter reaches NATS. Remove the `ignore` once `serve` runs on NATS.
 #[test]
-#[ignore = "needs serve's NATS wiring"]
 fn dlq_lists_shows_replays_and_purges_what_serve_dead_lettered_in_nats() {
     let dir = TempDir::new("nats-dlq-serve");
     let Some(nats) = Nats::single(&dir.join("nats")) else {

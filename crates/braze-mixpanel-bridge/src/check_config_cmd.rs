@@ -22,6 +22,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use bridge_server::config::{Config, SpoolBackend};
@@ -35,6 +36,14 @@ use crate::server_args::ServerArgs;
 /// (`Nats-Msg-Id`, the workspace, up to 256 bytes percent-encoded, and the
 /// time received) with room to spare.
 pub(crate) const HEADER_ALLOWANCE: usize = 1024;
+
+/// The NATS consumer's `ack_wait` that `serve` asks for: the delivery
+/// lease, at most 60 s (`bridge_server::serve`'s `NATS_ACK_WAIT`; progress
+/// acks keep longer deliveries). Kept in step with `serve` by the e2e test
+/// that runs `check-config --connect` after `serve`.
+fn serve_ack_wait(config: &Config) -> Duration {
+    Duration::from_secs(60).min(config.delivery.lease)
+}
 
 /// `check-config`'s arguments: the service's, and `--connect`.
 #[derive(clap::Args, Debug)]
@@ -199,7 +208,7 @@ pub(crate) async fn check_nats(config: &Config, options: &NatsOptions) -> anyhow
         ));
     }
     let checks =
-        bridge_server::spool::nats::check(client.clone(), options, config.delivery.lease).await?;
+        bridge_server::spool::nats::check(client.clone(), options, serve_ack_wait(config)).await?;
     for check in &checks {
         report.object(&check.object, Found::from(&check.state));
     }

@@ -1371,25 +1371,6 @@ fn spool_only_reads_the_backend_without_token_or_credentials() {
 }
 
 #[test]
-fn the_lease_is_at_most_a_day_on_nats() {
-    let nats = [
-        ("BRIDGE_SPOOL", "nats"),
-        ("BRIDGE_NATS_URLS", "nats://127.0.0.1:4222"),
-    ];
-    let mut vars = nats.to_vec();
-    vars.push(("BRIDGE_DELIVERY_LEASE_SECS", "86400"));
-    assert_eq!(ok("", &vars).delivery.lease, Duration::from_secs(86_400));
-    vars.push(("BRIDGE_DELIVERY_LEASE_SECS", "86401"));
-    let message = error("", &with_minimal(&vars));
-    assert!(
-        message.contains("BRIDGE_DELIVERY_LEASE_SECS") && message.contains("at most 86400"),
-        "{message}"
-    );
-    // SQLite has no such bound.
-    ok("", &[("BRIDGE_DELIVERY_LEASE_SECS", "86401")]);
-}
-
-#[test]
 fn spool_only_errors_name_the_setting() {
     let message = |toml: &str, vars: &[(&str, &str)]| {
         spool_only::spool_only_from_sources(Some(&file(toml)), &env(vars), &Flags::default())

@@ -126,8 +126,7 @@ pub(super) fn validate(
         max_bytes: spool_max_bytes.value,
         backend,
     };
-    let on_nats = matches!(spool.backend, super::SpoolBackend::Nats(_));
-    let delivery = validate_delivery(&mut cx, raw.delivery, on_nats)?;
+    let delivery = validate_delivery(&mut cx, raw.delivery)?;
     let type_filter = validate_mapping(&mut cx, raw.mapping)?;
 
     let default_project = projects::validate_default_project(&mut cx, raw.mixpanel, dry_run)?;
@@ -638,12 +637,9 @@ fn check_token(
     Ok(())
 }
 
-/// `on_nats`: the spool is NATS, whose consumer's `ack_wait` is the lease
-/// (a day at most).
 fn validate_delivery(
     cx: &mut Context<'_>,
     raw: raw::RawDelivery,
-    on_nats: bool,
 ) -> Result<DeliveryConfig, ConfigError> {
     let workers = cx.int(&keys::WORKERS, raw.workers)?.value;
     let concurrency = cx.int(&keys::CONCURRENCY, raw.concurrency)?.value;
@@ -684,18 +680,6 @@ fn validate_delivery(
             lease_secs.origin.as_ref(),
             &format!(
                 "at least {worst_case_secs}, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs"
-            ),
-            lease_secs.value.to_string(),
-        ));
-    }
-
-    let max_ack_wait_secs = crate::spool::nats::MAX_ACK_WAIT.as_secs();
-    if on_nats && lease_secs.value > max_ack_wait_secs {
-        return Err(cx.invalid(
-            keys::LEASE_SECS.key,
-            lease_secs.origin.as_ref(),
-            &format!(
-                "at most {max_ack_wait_secs} with spool.backend = \"nats\" (the lease is the NATS consumer's ack_wait)"
             ),
             lease_secs.value.to_string(),
         ));
