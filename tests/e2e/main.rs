@@ -17,6 +17,7 @@
 //! - `serve_limits`: slow and idle clients, the connection cap, SIGTERM with a trickling client, one serve per data dir;
 //! - `tls`: serve terminating TLS, and a renewed certificate taken up without a restart;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
+//! - `nats_admin`: `check-config --connect` and `dlq` (`--cohorts` too) on the NATS backend against real nats-servers, `dlq` on what a NATS-backed `serve` dead-lettered;
 //! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
 mod harness;
@@ -30,6 +31,7 @@ mod import;
 mod input_formats;
 mod invalid_events;
 mod mixed;
+mod nats_admin;
 mod serve;
 mod serve_faults;
 mod serve_limits;

@@ -1,20 +1,291 @@
 //! `check-config`: validates the service's configuration and prints it,
 //! secrets redacted, each value with where it came from; or fails with the
 //! first mistake, naming the setting.
+//!
+//! With `--connect` it then looks at what `serve` would use, creating and
+//! changing nothing, and appends one line per thing checked to the output
+//! as TOML comments (so the output stays a configuration file):
+//! - NATS (`spool.backend = "nats"`): connects as `serve` does, compares
+//!   the server's `max_payload` with `ingest.max_body_bytes` (a batch that
+//!   does not fit in one message would be refused with 503 forever), and
+//!   checks the batch stream, its consumer, the dead-letter stream
+//!   ([`bridge_server::spool::nats::check`]) and, when the cohort import is
+//!   on, its key-value buckets ([`NatsStore::check`]): each "exists,
+//!   settings match", "missing: serve will create it" or "mismatch:
+//!   \<setting\> is X, configuration asks Y".
+//! - SQLite: there is no server to connect to; it checks that the data
+//!   directory can be written (or created).
+//!
+//! An unreachable server, a mismatch or a body cap over `max_payload`
+//! fails (exit 1); missing objects do not, since `serve` creates them.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_server::config::{Config, SpoolBackend};
+use bridge_server::nats::NatsOptions;
+use bridge_server::spool::nats::ObjectState;
+use cohort_import::store::nats::{BucketState, NatsStore};
 
 use crate::server_args::ServerArgs;
 
-pub(crate) fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let config = args.load_config()?;
+/// What a batch message carries besides its body: the NATS headers
+/// (`Nats-Msg-Id`, the workspace, up to 256 bytes percent-encoded, and the
+/// time received) with room to spare.
+pub(crate) const HEADER_ALLOWANCE: usize = 1024;
+
+/// The NATS consumer's `ack_wait` that `serve` asks for: the delivery
+/// lease, at most 60 s (`bridge_server::serve`'s `NATS_ACK_WAIT`; progress
+/// acks keep longer deliveries). Kept in step with `serve` by the e2e test
+/// that runs `check-config --connect` after `serve`.
+fn serve_ack_wait(config: &Config) -> Duration {
+    Duration::from_secs(60).min(config.delivery.lease)
+}
+
+/// `check-config`'s arguments: the service's, and `--connect`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CheckConfigArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Also check what serve would use, creating nothing: with
+    /// spool.backend = "nats", connect and check the server's max_payload,
+    /// the streams, the consumer and the cohort buckets against the
+    /// configuration; with SQLite, that the data directory is writable.
+    #[arg(long)]
+    connect: bool,
+}
+
+pub(crate) fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = args.server.load_config()?;
     let mut stderr = io::stderr().lock();
     for warning in config.warnings() {
         writeln!(stderr, "braze-mixpanel-bridge: warning: {warning}")?;
     }
-    let mut stdout = io::stdout().lock();
+    drop(stderr);
+    let mut stdout = io::stdout();
     stdout.write_all(config.to_redacted_toml().as_bytes())?;
     stdout.flush()?;
-    Ok(ExitCode::SUCCESS)
+    if !args.connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = match &config.spool.backend {
+        SpoolBackend::Sqlite => check_data_dir(&config.data_dir),
+        SpoolBackend::Nats(options) => crate::dlq_cmd::runtime()?
+            .block_on(check_nats(&config, options))
+            .context("check-config --connect")?,
+    };
+    let mut text = String::from("\n");
+    for line in &report.lines {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    match report.n_problems {
+        0 => Ok(ExitCode::SUCCESS),
+        n_problems => anyhow::bail!(
+            "{n_problems} problem(s) found by --connect (above): serve would not run as configured"
+        ),
+    }
+}
+
+/// What `--connect` found: one line per thing checked, and how many would
+/// stop `serve` or make it fail.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub(crate) lines: Vec<String>,
+    pub(crate) n_problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, line: String) {
+        self.lines.push(line);
+    }
+
+    fn problem(&mut self, line: String) {
+        self.lines.push(line);
+        self.n_problems += 1;
+    }
+
+    /// One object's line: `<object>: exists, settings match`, `…: missing:
+    /// serve will create it` or `…: mismatch: <setting> is X, configuration
+    /// asks Y` (a problem).
+    fn object(&mut self, object: &str, state: Found<'_>) {
+        match state {
+            Found::Matches => self.ok(format!("{object}: exists, settings match")),
+            Found::Missing => self.ok(format!("{object}: missing: serve will create it")),
+            Found::Mismatch {
+                setting,
+                found,
+                wanted,
+            } => self.problem(format!(
+                "{object}: mismatch: {setting} is {found}, configuration asks {wanted}"
+            )),
+        }
+    }
+}
+
+/// A stream's, consumer's or bucket's state, whoever reported it.
+enum Found<'a> {
+    Matches,
+    Missing,
+    Mismatch {
+        setting: &'a str,
+        found: &'a str,
+        wanted: &'a str,
+    },
+}
+
+impl<'a> From<&'a ObjectState> for Found<'a> {
+    fn from(state: &'a ObjectState) -> Found<'a> {
+        match state {
+            ObjectState::Matches => Found::Matches,
+            ObjectState::Missing => Found::Missing,
+            ObjectState::Mismatch {
+                setting,
+                found,
+                wanted,
+            } => Found::Mismatch {
+                setting,
+                found,
+                wanted,
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a BucketState> for Found<'a> {
+    fn from(state: &'a BucketState) -> Found<'a> {
+        match state {
+            BucketState::Matches => Found::Matches,
+            BucketState::Missing => Found::Missing,
+            BucketState::Mismatch {
+                setting,
+                found,
+                wanted,
+            } => Found::Mismatch {
+                setting,
+                found,
+                wanted,
+            },
+        }
+    }
+}
+
+/// Connects to NATS and compares what it has with what `serve` would
+/// create or check. Fails when NATS cannot be reached or a request fails.
+pub(crate) async fn check_nats(config: &Config, options: &NatsOptions) -> anyhow::Result<Report> {
+    let client = bridge_server::nats::connect(options).await?;
+    let info = client.server_info();
+    let mut report = Report::default();
+    report.ok(format!(
+        "NATS: connected to nats-server {} ({}){}",
+        info.version,
+        info.server_name,
+        if info.jetstream {
+            ""
+        } else {
+            ", JetStream not enabled on this server"
+        }
+    ));
+    let max_body_bytes = config.ingest.max_body_bytes;
+    let needed = max_body_bytes.saturating_add(HEADER_ALLOWANCE);
+    if needed <= info.max_payload {
+        report.ok(format!(
+            "max_payload: {} bytes, room for ingest.max_body_bytes ({max_body_bytes}) and {HEADER_ALLOWANCE} bytes of headers",
+            info.max_payload
+        ));
+    } else {
+        report.problem(format!(
+            "max_payload: mismatch: the server's max_payload is {} bytes, ingest.max_body_bytes asks {max_body_bytes} (plus {HEADER_ALLOWANCE} bytes of headers): a larger batch would be refused with 503 forever; raise max_payload on every NATS server (up to 64MB) or lower ingest.max_body_bytes to {}",
+            info.max_payload,
+            info.max_payload.saturating_sub(HEADER_ALLOWANCE)
+        ));
+    }
+    let checks =
+        bridge_server::spool::nats::check(client.clone(), options, serve_ack_wait(config)).await?;
+    for check in &checks {
+        report.object(&check.object, Found::from(&check.state));
+    }
+    if config.cohorts.is_enabled() {
+        let jetstream = async_nats::jetstream::ContextBuilder::new()
+            .timeout(options.connect_timeout)
+            .build(client);
+        let buckets =
+            NatsStore::check(&jetstream, &options.kv_bucket_prefix, options.replicas).await?;
+        for bucket in &buckets {
+            report.object(
+                &format!("key-value bucket {}", bucket.name),
+                Found::from(&bucket.state),
+            );
+        }
+    } else {
+        report.ok(format!(
+            "key-value buckets {}-*: not used (the cohort import is off)",
+            options.kv_bucket_prefix
+        ));
+    }
+    Ok(report)
+}
+
+/// With SQLite there is nothing to connect to: checks that the data dir
+/// can be written, or created by `serve` (its closest existing parent can
+/// be written). Creates nothing that it does not remove.
+pub(crate) fn check_data_dir(data_dir: &Path) -> Report {
+    let mut report = Report::default();
+    report.ok("spool.backend is sqlite: no server to connect to".to_owned());
+    let shown = data_dir.display();
+    if data_dir.is_dir() {
+        match probe_writable(data_dir) {
+            Ok(()) => report.ok(format!("data dir {shown}: exists and is writable")),
+            Err(error) => {
+                report.problem(format!(
+                    "data dir {shown}: exists but is not writable: {error}"
+                ));
+            }
+        }
+        return report;
+    }
+    if data_dir.exists() {
+        report.problem(format!("data dir {shown}: exists but is not a directory"));
+        return report;
+    }
+    let parent = data_dir
+        .ancestors()
+        .skip(1)
+        .find(|ancestor| ancestor.as_os_str().is_empty() || ancestor.is_dir());
+    let parent = match parent {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => {
+            report.problem(format!("data dir {shown}: missing, and no parent exists"));
+            return report;
+        }
+    };
+    match probe_writable(parent) {
+        Ok(()) => report.ok(format!(
+            "data dir {shown}: missing: serve will create it (in {}, writable)",
+            parent.display()
+        )),
+        Err(error) => report.problem(format!(
+            "data dir {shown}: missing, and {} is not writable: {error}",
+            parent.display()
+        )),
+    }
+    report
+}
+
+/// Creates and removes a file in `dir`.
+fn probe_writable(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(".check-config-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }

@@ -1,12 +1,20 @@
-//! `dlq`: the dead letters of the spool in the data directory: `list`,
-//! `show`, `replay` (back into delivery) and `purge`.
+//! `dlq`: the dead letters of the spool: `list`, `show`, `replay` (back
+//! into delivery) and `purge`, on whichever spool the configuration names
+//! (`spool.backend`), with the same filters and the same output.
 //!
-//! It opens the spool's database with its own connection
-//! ([`DeadLetterStore`]), so it works whether `serve` runs or not: SQLite's
-//! locks serialize it with the server's writer (waiting up to
-//! [`BUSY_TIMEOUT`]) and every change is one transaction. Only the data
-//! directory is read from the configuration, never the tokens or the
-//! Mixpanel credentials.
+//! With the SQLite spool it opens the spool's database in the data
+//! directory with its own connection ([`DeadLetterStore`]), so it works
+//! whether `serve` runs or not: SQLite's locks serialize it with the
+//! server's writer (waiting up to [`BUSY_TIMEOUT`]) and every change is one
+//! transaction. With NATS it connects as `serve` does
+//! ([`bridge_server::nats::connect`]) and works on the dead-letter stream
+//! ([`NatsDeadLetterStore`]); both streams must exist (`serve` creates
+//! them), and nothing is created here. Both are a [`DeadLetterAdmin`]: one
+//! generic [`execute`] prints, filters, replays and purges.
+//!
+//! Only the spool's settings are read from the configuration
+//! ([`config::spool_only`]: the data dir, `spool.backend`, `[nats]`), never
+//! the tokens or the Mixpanel credentials.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +22,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bridge_server::config::{self, Env, Flags};
+use bridge_server::config::{self, Env, Flags, SpoolBackend, SpoolOnly};
+use bridge_server::nats::NatsOptions;
+use bridge_server::spool::DeadLetterAdmin;
+use bridge_server::spool::nats::{NatsDeadLetterStore, ObjectState};
 use bridge_server::spool::sqlite::{DeadLetterEntry, DeadLetterFilter, DeadLetterStore};
 use serde_json::{Value, json};
 
@@ -27,13 +38,18 @@ pub(crate) const DETAIL_WIDTH: usize = 60;
 /// Exit code of a usage error.
 pub(crate) const USAGE: u8 = 2;
 
+/// The usage error of a `replay` with no filter, no `--id` and no `--yes`.
+pub(crate) const REPLAY_ALL_NEEDS_YES: &str =
+    "replaying every entry needs --yes (or give a filter or --id)";
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct DlqArgs {
-    /// TOML configuration file, read for `data_dir` only (else $BRIDGE_CONFIG).
+    /// TOML configuration file, read for the data dir, spool.backend and
+    /// nats.* only (else $BRIDGE_CONFIG).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
-    /// Directory of the spool and dead letters [env: BRIDGE_DATA_DIR]
+    /// Directory of the SQLite spool and cohort store [env: BRIDGE_DATA_DIR]
     /// [default: the config file's data_dir, else ./bridge-data].
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
@@ -89,7 +105,7 @@ pub(crate) struct Selection {
 
 /// The filters `list`, `replay` and `purge` share. TIME is RFC 3339
 /// (`2026-11-28T10:00:00Z`) or a duration ago (`30m`, `2h`, `7d`).
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub(crate) struct FilterArgs {
     /// Only this reason (missing_event_type, refused_by_mixpanel, …).
     #[arg(long, value_name = "R")]
@@ -126,78 +142,133 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir.clone(),
         ..Flags::default()
     };
-    let data_dir =
-        config::data_dir_only(&flags, &Env::from_process()).context("invalid configuration")?;
+    let spool =
+        config::spool_only(&flags, &Env::from_process()).context("invalid configuration")?;
     if args.cohorts {
-        return crate::dlq_cohorts::run(args.command, &data_dir);
+        return crate::dlq_cohorts::run(args.command, &spool);
     }
-    let spool_dir = data_dir.join("spool");
-    let filter_cohort = match &args.command {
+    if let Some(message) = usage_error(&args.command) {
+        return usage(message);
+    }
+    let runtime = runtime()?;
+    let (mut stdout, mut stderr) = (io::stdout(), io::stderr());
+    let code = match &spool {
+        SpoolOnly {
+            backend: SpoolBackend::Sqlite,
+            data_dir,
+        } => {
+            let mut store = open_sqlite(&data_dir.join("spool"))?;
+            runtime.block_on(execute(&mut store, args.command, &mut stdout, &mut stderr))?
+        }
+        SpoolOnly {
+            backend: SpoolBackend::Nats(options),
+            ..
+        } => runtime.block_on(async {
+            let mut store = open_nats(options).await?;
+            execute(&mut store, args.command, &mut stdout, &mut stderr).await
+        })?,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// The runtime the NATS stores' calls need (the SQLite store's are ready at
+/// once): one thread, as the command does one thing at a time.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A mistake in the command itself, found before any store is opened.
+fn usage_error(command: &DlqCommand) -> Option<&'static str> {
+    match command {
         DlqCommand::List { filter, .. }
         | DlqCommand::Replay(Selection { filter, .. })
-        | DlqCommand::Purge(Selection { filter, .. }) => filter.cohort.is_some(),
-        DlqCommand::Show { .. } => false,
-    };
-    if filter_cohort {
-        return usage("--cohort filters the cohort import's dead letters: add --cohorts");
+        | DlqCommand::Purge(Selection { filter, .. })
+            if filter.cohort.is_some() =>
+        {
+            Some("--cohort filters the cohort import's dead letters: add --cohorts")
+        }
+        DlqCommand::Replay(Selection { filter, ids, yes })
+            if !yes && filter.to_filter(ids.clone()).is_everything() =>
+        {
+            Some(REPLAY_ALL_NEEDS_YES)
+        }
+        _ => None,
     }
-    match args.command {
+}
+
+/// Runs `command` on `store`, writing what it shows to `out` and counts,
+/// notes and usage errors to `err`; returns the exit code. The same for
+/// every [`DeadLetterAdmin`], so that the output is the same whichever
+/// spool keeps the dead letters.
+pub(crate) async fn execute<S: DeadLetterAdmin>(
+    store: &mut S,
+    command: DlqCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    match command {
         DlqCommand::List {
             filter,
             limit,
             json,
-        } => {
-            let store = open(&spool_dir)?;
-            list(&store, &filter.to_filter(Vec::new()), limit, json)
-        }
-        DlqCommand::Show { ids } => {
-            let store = open(&spool_dir)?;
-            show(&store, &ids)
-        }
+        } => list(store, &filter.to_filter(Vec::new()), limit, json, out, err).await,
+        DlqCommand::Show { ids } => show(store, &ids, out, err).await,
         DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let filter = filter.to_filter(ids);
-            if !yes && filter == DeadLetterFilter::default() {
-                return usage("replaying every entry needs --yes (or give a filter or --id)");
+            if !yes && filter.is_everything() {
+                return write_usage(err, REPLAY_ALL_NEEDS_YES);
             }
-            let mut store = open(&spool_dir)?;
-            let replayed = store.replay(&filter)?;
-            let mut stdout = io::stdout().lock();
+            let replayed = store.replay(&filter).await?;
             writeln!(
-                stdout,
+                out,
                 "replayed {} event(s) in {} batch(es) into the spool",
                 replayed.n_events, replayed.n_batches
             )?;
             if replayed.n_not_json != 0 {
                 writeln!(
-                    stdout,
+                    out,
                     "left {} entry(ies) in the dead letters: their event is not JSON",
                     replayed.n_not_json
                 )?;
             }
-            Ok(ExitCode::SUCCESS)
+            out.flush()?;
+            Ok(0)
         }
         DlqCommand::Purge(Selection { filter, ids, yes }) => {
             let filter = filter.to_filter(ids);
-            let mut store = open(&spool_dir)?;
             if !yes {
-                let n_matching = store.count(&filter)?;
-                return usage(&format!(
-                    "purging deletes {n_matching} matching entry(ies) for good: pass --yes"
-                ));
+                let n_matching = store.count(&filter).await?;
+                return write_usage(
+                    err,
+                    &format!(
+                        "purging deletes {n_matching} matching entry(ies) for good: pass --yes"
+                    ),
+                );
             }
-            let n_purged = store.purge(&filter)?;
-            writeln!(io::stdout().lock(), "purged {n_purged} entry(ies)")?;
-            Ok(ExitCode::SUCCESS)
+            let n_purged = store.purge(&filter).await?;
+            writeln!(out, "purged {n_purged} entry(ies)")?;
+            out.flush()?;
+            Ok(0)
         }
     }
 }
 
 pub(crate) fn usage(message: &str) -> anyhow::Result<ExitCode> {
-    writeln!(io::stderr().lock(), "braze-mixpanel-bridge: {message}")?;
-    Ok(ExitCode::from(USAGE))
+    let code = write_usage(&mut io::stderr(), message)?;
+    Ok(ExitCode::from(code))
 }
 
-fn open(spool_dir: &Path) -> anyhow::Result<DeadLetterStore> {
+/// Writes a usage error to `err`; returns [`USAGE`].
+pub(crate) fn write_usage(err: &mut dyn Write, message: &str) -> anyhow::Result<u8> {
+    writeln!(err, "braze-mixpanel-bridge: {message}")?;
+    err.flush()?;
+    Ok(USAGE)
+}
+
+fn open_sqlite(spool_dir: &Path) -> anyhow::Result<DeadLetterStore> {
     if !spool_dir.is_dir() {
         anyhow::bail!(
             "no spool at {}: is the data dir right?",
@@ -208,24 +279,50 @@ fn open(spool_dir: &Path) -> anyhow::Result<DeadLetterStore> {
         .with_context(|| format!("cannot open the spool at {}", spool_dir.display()))
 }
 
-fn list(
-    store: &DeadLetterStore,
+/// The dead letters of the NATS spool `options` describe: connects, checks
+/// that `serve` has created both streams (a replay publishes to the batch
+/// stream), and opens the dead-letter stream. Creates nothing.
+pub(crate) async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsDeadLetterStore> {
+    let client = bridge_server::nats::connect(options).await?;
+    // The lease only matters to the consumer's comparison, not looked at
+    // here: any will do.
+    let any_lease = Duration::from_secs(600);
+    let checks = bridge_server::spool::nats::check(client.clone(), options, any_lease)
+        .await
+        .context("cannot read the NATS spool's streams")?;
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|check| check.state == ObjectState::Missing && check.object.starts_with("stream "))
+        .map(|check| check.object.as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the NATS spool has no {} yet: start `serve` once with this configuration to create it (or check nats.stream and nats.dead_letter_stream)",
+            missing.join(" and no ")
+        );
+    }
+    Ok(NatsDeadLetterStore::open(client, options).await?)
+}
+
+async fn list<S: DeadLetterAdmin>(
+    store: &S,
     filter: &DeadLetterFilter,
     limit: usize,
     json: bool,
-) -> anyhow::Result<ExitCode> {
-    let entries = store.list(filter, limit)?;
-    let n_matching = store.count(filter)?;
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let entries = store.list(filter, limit).await?;
+    let n_matching = store.count(filter).await?;
     let footer = format!("{} shown of {n_matching} matching", entries.len());
-    let mut stdout = io::stdout().lock();
     if json {
         for entry in &entries {
-            serde_json::to_writer(&mut stdout, &entry_json(entry))?;
-            stdout.write_all(b"\n")?;
+            serde_json::to_writer(&mut *out, &entry_json(entry))?;
+            out.write_all(b"\n")?;
         }
-        stdout.flush()?;
-        writeln!(io::stderr().lock(), "{footer}")?;
-        return Ok(ExitCode::SUCCESS);
+        out.flush()?;
+        writeln!(err, "{footer}")?;
+        return Ok(0);
     }
     let header = [
         "ID",
@@ -258,15 +355,16 @@ fn list(
             ]
         })
         .collect();
-    write_table(&mut stdout, &header, &rows)?;
-    writeln!(stdout, "{footer}")?;
-    Ok(ExitCode::SUCCESS)
+    write_table(out, &header, &rows)?;
+    writeln!(out, "{footer}")?;
+    out.flush()?;
+    Ok(0)
 }
 
 /// Writes rows under a header, columns padded to their widest cell, the
 /// last column unpadded.
 pub(crate) fn write_table(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     header: &[&str],
     rows: &[Vec<String>],
 ) -> io::Result<()> {
@@ -291,30 +389,27 @@ pub(crate) fn write_table(
     Ok(())
 }
 
-fn show(store: &DeadLetterStore, ids: &[i64]) -> anyhow::Result<ExitCode> {
-    let mut stdout = io::stdout().lock();
+async fn show<S: DeadLetterAdmin>(
+    store: &S,
+    ids: &[i64],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let mut n_missing = 0;
     for &id in ids {
-        match store.get(id)? {
+        match store.get(id).await? {
             Some(entry) => {
-                serde_json::to_writer_pretty(&mut stdout, &entry_json(&entry))?;
-                stdout.write_all(b"\n")?;
+                serde_json::to_writer_pretty(&mut *out, &entry_json(&entry))?;
+                out.write_all(b"\n")?;
             }
             None => {
                 n_missing += 1;
-                writeln!(
-                    io::stderr().lock(),
-                    "braze-mixpanel-bridge: no dead letter {id}"
-                )?;
+                writeln!(err, "braze-mixpanel-bridge: no dead letter {id}")?;
             }
         }
     }
-    stdout.flush()?;
-    Ok(if n_missing == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    out.flush()?;
+    Ok(if n_missing == 0 { 0 } else { 1 })
 }
 
 /// An entry as JSON, the event as JSON itself when it is; an event that is

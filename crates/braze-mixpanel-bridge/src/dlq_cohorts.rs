@@ -1,8 +1,14 @@
 //! `dlq --cohorts`: the cohort import's dead letters, the membership
 //! changes Braze refused (or that failed for longer than the writer's
 //! limits): `list`, `show`, `replay` (back into the journal, as the
-//! cohort's current state for that user) and `purge`. It opens the cohort
-//! store with its own connection, so it works beside a running `serve`.
+//! cohort's current state for that user) and `purge`, with the same output
+//! whichever store keeps the cohort state.
+//!
+//! With the SQLite spool it opens the cohort store in the data directory
+//! with its own connection ([`SqliteStore`]), so it works beside a running
+//! `serve`. With NATS it connects as `serve` does and opens the key-value
+//! buckets ([`NatsStore`]), once they exist (`serve` creates them; nothing
+//! is created here).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -10,15 +16,79 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bridge_server::cohorts::store_path;
+use bridge_server::config::{SpoolBackend, SpoolOnly};
+use bridge_server::nats::NatsOptions;
 use cohort_import::braze::BrazeUser;
+use cohort_import::store::StoreError;
+use cohort_import::store::nats::{BucketState, NatsStore};
 use cohort_import::store::sqlite::{CohortDeadLetter, DeadLetterSelection, SqliteStore};
 use serde_json::{Value, json};
 
 use crate::dlq_cmd::{
-    DETAIL_WIDTH, DlqCommand, FilterArgs, Selection, format_time, shorten, usage, write_table,
+    DETAIL_WIDTH, DlqCommand, FilterArgs, REPLAY_ALL_NEEDS_YES, Selection, format_time, runtime,
+    shorten, usage, write_table, write_usage,
 };
 
-pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCode> {
+/// The cohort state's dead-letter administration, in either store.
+pub(crate) enum CohortStore {
+    /// The SQLite cohort store in the data directory.
+    Sqlite(SqliteStore),
+    /// The NATS key-value buckets.
+    Nats(NatsStore),
+}
+
+impl CohortStore {
+    async fn dead_letters(
+        &self,
+        selection: &DeadLetterSelection,
+        limit: usize,
+    ) -> Result<Vec<CohortDeadLetter>, StoreError> {
+        match self {
+            CohortStore::Sqlite(store) => store.dead_letters(selection, limit),
+            CohortStore::Nats(store) => store.dead_letters(selection, limit).await,
+        }
+    }
+
+    async fn replay(&self, selection: &DeadLetterSelection) -> Result<u64, StoreError> {
+        match self {
+            CohortStore::Sqlite(store) => store.replay_dead_letters(selection),
+            CohortStore::Nats(store) => store.replay_dead_letters(selection).await,
+        }
+    }
+
+    async fn purge(&self, selection: &DeadLetterSelection) -> Result<u64, StoreError> {
+        match self {
+            CohortStore::Sqlite(store) => store.purge_dead_letters(selection),
+            CohortStore::Nats(store) => store.purge_dead_letters(selection).await,
+        }
+    }
+}
+
+pub(crate) fn run(command: DlqCommand, spool: &SpoolOnly) -> anyhow::Result<ExitCode> {
+    if let DlqCommand::List { filter, .. }
+    | DlqCommand::Replay(Selection { filter, .. })
+    | DlqCommand::Purge(Selection { filter, .. }) = &command
+    {
+        selection(filter, Vec::new())?;
+    }
+    if let DlqCommand::Replay(Selection { filter, ids, yes }) = &command
+        && !yes
+        && selection(filter, ids.clone())? == DeadLetterSelection::default()
+    {
+        return usage(REPLAY_ALL_NEEDS_YES);
+    }
+    let runtime = runtime()?;
+    let code = runtime.block_on(async {
+        let store = match &spool.backend {
+            SpoolBackend::Sqlite => CohortStore::Sqlite(open_sqlite(&spool.data_dir)?),
+            SpoolBackend::Nats(options) => CohortStore::Nats(open_nats(options).await?),
+        };
+        execute(&store, command, &mut io::stdout(), &mut io::stderr()).await
+    })?;
+    Ok(ExitCode::from(code))
+}
+
+fn open_sqlite(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     let path = store_path(data_dir);
     if !path.is_file() {
         anyhow::bail!(
@@ -26,8 +96,44 @@ pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCo
             path.display()
         );
     }
-    let store = SqliteStore::open(&path)
-        .with_context(|| format!("cannot open the cohort store at {}", path.display()))?;
+    SqliteStore::open(&path)
+        .with_context(|| format!("cannot open the cohort store at {}", path.display()))
+}
+
+/// The cohort state in the NATS key-value buckets `options` name: connects,
+/// checks that `serve` has created every bucket, and opens them. Creates
+/// nothing.
+pub(crate) async fn open_nats(options: &NatsOptions) -> anyhow::Result<NatsStore> {
+    let client = bridge_server::nats::connect(options).await?;
+    let jetstream = async_nats::jetstream::new(client);
+    let checks = NatsStore::check(&jetstream, &options.kv_bucket_prefix, options.replicas)
+        .await
+        .context("cannot read the cohort state's NATS key-value buckets")?;
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|check| check.state == BucketState::Missing)
+        .map(|check| check.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the cohort state has no NATS key-value bucket {} yet: `serve` creates them when it runs the cohort import on NATS (or check nats.kv_bucket_prefix)",
+            missing.join(", ")
+        );
+    }
+    NatsStore::open(jetstream, &options.kv_bucket_prefix, options.replicas)
+        .await
+        .context("cannot open the cohort state's NATS key-value buckets")
+}
+
+/// Runs `command` on `store`, writing what it shows to `out` and counts,
+/// notes and usage errors to `err`; returns the exit code. The same for
+/// both stores, so that the output is the same.
+pub(crate) async fn execute(
+    store: &CohortStore,
+    command: DlqCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u8> {
     match command {
         DlqCommand::List {
             filter,
@@ -35,16 +141,15 @@ pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCo
             json,
         } => {
             let selection = selection(&filter, Vec::new())?;
-            let letters = store.dead_letters(&selection, limit)?;
-            let mut stdout = io::stdout().lock();
+            let letters = store.dead_letters(&selection, limit).await?;
             if json {
                 for letter in &letters {
-                    serde_json::to_writer(&mut stdout, &letter_json(letter))?;
-                    stdout.write_all(b"\n")?;
+                    serde_json::to_writer(&mut *out, &letter_json(letter))?;
+                    out.write_all(b"\n")?;
                 }
-                stdout.flush()?;
-                writeln!(io::stderr().lock(), "{} shown", letters.len())?;
-                return Ok(ExitCode::SUCCESS);
+                out.flush()?;
+                writeln!(err, "{} shown", letters.len())?;
+                return Ok(0);
             }
             let rows: Vec<Vec<String>> = letters
                 .iter()
@@ -62,60 +167,62 @@ pub(crate) fn run(command: DlqCommand, data_dir: &Path) -> anyhow::Result<ExitCo
                 })
                 .collect();
             write_table(
-                &mut stdout,
+                out,
                 &[
                     "ID", "TIME", "REASON", "COHORT", "CHANGE", "USER", "ATTEMPTS", "DETAIL",
                 ],
                 &rows,
             )?;
-            writeln!(stdout, "{} shown", letters.len())?;
-            Ok(ExitCode::SUCCESS)
+            writeln!(out, "{} shown", letters.len())?;
+            out.flush()?;
+            Ok(0)
         }
         DlqCommand::Show { ids } => {
             let selection = DeadLetterSelection {
                 ids: ids.clone(),
                 ..DeadLetterSelection::default()
             };
-            let letters = store.dead_letters(&selection, usize::MAX)?;
-            let mut stdout = io::stdout().lock();
+            let letters = store.dead_letters(&selection, usize::MAX).await?;
             for letter in &letters {
-                serde_json::to_writer_pretty(&mut stdout, &letter_json(letter))?;
-                stdout.write_all(b"\n")?;
+                serde_json::to_writer_pretty(&mut *out, &letter_json(letter))?;
+                out.write_all(b"\n")?;
             }
-            stdout.flush()?;
+            out.flush()?;
             let n_missing = ids.len() - letters.len();
             if n_missing > 0 {
                 writeln!(
-                    io::stderr().lock(),
+                    err,
                     "braze-mixpanel-bridge: {n_missing} id(s) name no cohort dead letter"
                 )?;
-                return Ok(ExitCode::FAILURE);
+                return Ok(1);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         DlqCommand::Replay(Selection { filter, ids, yes }) => {
             let selection = selection(&filter, ids)?;
             if !yes && selection == DeadLetterSelection::default() {
-                return usage("replaying every entry needs --yes (or give a filter or --id)");
+                return write_usage(err, REPLAY_ALL_NEEDS_YES);
             }
-            let replayed = store.replay_dead_letters(&selection)?;
-            writeln!(
-                io::stdout().lock(),
-                "replayed {replayed} change(s) into the cohort journal"
-            )?;
-            Ok(ExitCode::SUCCESS)
+            let replayed = store.replay(&selection).await?;
+            writeln!(out, "replayed {replayed} change(s) into the cohort journal")?;
+            out.flush()?;
+            Ok(0)
         }
         DlqCommand::Purge(Selection { filter, ids, yes }) => {
             let selection = selection(&filter, ids)?;
             if !yes {
-                let n_matching = store.dead_letters(&selection, usize::MAX)?.len();
-                return usage(&format!(
-                    "purging deletes {n_matching} matching entry(ies) for good: pass --yes"
-                ));
+                let n_matching = store.dead_letters(&selection, usize::MAX).await?.len();
+                return write_usage(
+                    err,
+                    &format!(
+                        "purging deletes {n_matching} matching entry(ies) for good: pass --yes"
+                    ),
+                );
             }
-            let n_purged = store.purge_dead_letters(&selection)?;
-            writeln!(io::stdout().lock(), "purged {n_purged} entry(ies)")?;
-            Ok(ExitCode::SUCCESS)
+            let n_purged = store.purge(&selection).await?;
+            writeln!(out, "purged {n_purged} entry(ies)")?;
+            out.flush()?;
+            Ok(0)
         }
     }
 }

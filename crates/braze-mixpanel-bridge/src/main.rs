@@ -11,6 +11,8 @@ mod check_config_cmd;
 mod cohorts_cmd;
 mod dlq_cmd;
 mod dlq_cohorts;
+#[cfg(test)]
+mod dlq_tests;
 mod generate_cmd;
 mod import_cmd;
 mod mixpanel_args;
@@ -43,9 +45,9 @@ enum Command {
     Import(import_cmd::ImportArgs),
     /// Run the service: receive Braze Currents, spool them, deliver them to Mixpanel.
     Serve(server_args::ServerArgs),
-    /// Check the service configuration and print it, secrets redacted (see docs/configuration.md).
-    CheckConfig(server_args::ServerArgs),
-    /// Inspect the dead letters: list, show, replay into delivery, purge (also while serve runs).
+    /// Check the service configuration and print it, secrets redacted; --connect also checks NATS (docs/configuration.md).
+    CheckConfig(check_config_cmd::CheckConfigArgs),
+    /// Inspect the dead letters (SQLite or NATS): list, show, replay into delivery, purge (also while serve runs).
     Dlq(dlq_cmd::DlqArgs),
     /// Mixpanel cohorts into Braze: list, sync (one pull), status.
     Cohorts(cohorts_cmd::CohortsArgs),

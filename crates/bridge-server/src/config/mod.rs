@@ -13,6 +13,9 @@
 //!    `cohorts_validate`); or a [`ConfigError`] naming the setting, where it
 //!    was set and what was expected.
 //!
+//! [`spool_only()`] reads the data dir and the spool's backend alone, for the
+//! `dlq` command, which needs no token or credentials.
+//!
 //! `keys` is the one table of key names, variables, bounds and defaults.
 //! The environment is passed in as an [`Env`], never read behind the
 //! caller's back, so tests bring their own. `docs/configuration.md` lists
@@ -26,6 +29,7 @@ mod nats_validate;
 mod projects;
 mod raw;
 mod render;
+mod spool_only;
 mod validate;
 
 #[cfg(test)]
@@ -42,6 +46,7 @@ use mixpanel_client::{BatchLimits, Credentials, Region, RetryParams, Secret};
 use currents_mixpanel::{MappingConfig, TypeFilter};
 
 pub use cohorts::{BrazeConfig, CohortWebhookConfig, CohortWriter, CohortsConfig, PullSchedule};
+pub use spool_only::{SpoolOnly, spool_only};
 
 /// The validated configuration of the bridge service.
 ///
@@ -422,7 +427,8 @@ struct Provenance {
 /// The data directory alone, from the same sources as [`Config::load`]
 /// (`--data-dir`, else `BRIDGE_DATA_DIR`, else the config file's `data_dir`,
 /// else `./bridge-data`), without validating anything else: commands that
-/// only read the spool (`dlq`) need no ingest token or Mixpanel credentials.
+/// only read the data dir (`cohorts status`) need no ingest token or
+/// Mixpanel credentials. [`spool_only()`] adds the spool's backend (`dlq`).
 /// The config file, if one is named, must still be readable valid TOML.
 pub fn data_dir_only(flags: &Flags, env: &Env) -> Result<PathBuf, ConfigError> {
     if flags.data_dir.is_none() && env.get(keys::DATA_DIR.env)?.is_none() {

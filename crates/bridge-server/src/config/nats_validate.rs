@@ -5,6 +5,11 @@
 //! (`nats://`, `tls://`, `ws://` or `wss://`), at most one way to
 //! authenticate, JetStream names that NATS accepts, an odd replica count,
 //! and a warning when credentials would cross the network in clear text.
+//!
+//! What only the servers know is not checked here: their `max_payload`
+//! (which a batch of `ingest.max_body_bytes` must fit) and the streams,
+//! consumer and buckets they already hold are compared with the
+//! configuration by `check-config --connect`.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -331,7 +331,6 @@ impl RawConfig {
             env,
             keys::OPS_ON_INGEST_LISTENER.env,
         )?;
-        set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
         set_bool(&mut self.dry_run, env, keys::DRY_RUN.env)?;
         set_text(&mut self.log_format, env, keys::LOG_FORMAT.env)?;
 
@@ -374,9 +373,7 @@ impl RawConfig {
             &keys::SHUTDOWN_GRACE_SECS,
         )?;
 
-        set_text(&mut self.spool.backend, env, keys::SPOOL_BACKEND.env)?;
-        set_int(&mut self.spool.max_bytes, env, &keys::SPOOL_MAX_BYTES)?;
-        self.nats.overlay_env(env)?;
+        self.overlay_spool_env(env)?;
 
         let delivery = &mut self.delivery;
         set_int(&mut delivery.workers, env, &keys::WORKERS)?;
@@ -419,6 +416,16 @@ impl RawConfig {
         self.cohorts.overlay_env(env)?;
         self.braze.overlay_env(env)?;
         Ok(unknown_variables(env))
+    }
+
+    /// Lays over the file the variables of the spool's settings alone:
+    /// `BRIDGE_DATA_DIR`, `BRIDGE_SPOOL`, `BRIDGE_SPOOL_MAX_BYTES` and
+    /// `BRIDGE_NATS_*` ([`super::spool_only()`] reads no other).
+    pub(crate) fn overlay_spool_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        set_path(&mut self.data_dir, env, keys::DATA_DIR.env)?;
+        set_text(&mut self.spool.backend, env, keys::SPOOL_BACKEND.env)?;
+        set_int(&mut self.spool.max_bytes, env, &keys::SPOOL_MAX_BYTES)?;
+        self.nats.overlay_env(env)
     }
 
     /// `BRIDGE_PROJECT_<NAME>_<KEY>`: each must name a `[[projects]]` entry

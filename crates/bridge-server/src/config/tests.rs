@@ -1317,6 +1317,78 @@ fn data_dir_only_rejects_an_empty_path_and_bad_toml() {
     );
 }
 
+#[test]
+fn spool_only_reads_the_backend_without_token_or_credentials() {
+    // No ingest token and no Mixpanel credentials: `load` refuses this.
+    let toml = file(
+        "data_dir = \"/var/lib/bridge\"\n[spool]\nbackend = \"nats\"\nmax_bytes = 5000000\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\nstream = \"acme-batches\"\n",
+    );
+    assert!(Config::from_sources(Some(&toml), &Env::default(), &Flags::default()).is_err());
+    let spool =
+        spool_only::spool_only_from_sources(Some(&toml), &Env::default(), &Flags::default())
+            .expect("the spool's settings");
+    assert_eq!(spool.data_dir, Path::new("/var/lib/bridge"));
+    let SpoolBackend::Nats(nats) = &spool.backend else {
+        panic!("{spool:?}");
+    };
+    assert_eq!(nats.servers, ["nats://127.0.0.1:4222"]);
+    assert_eq!(nats.stream, "acme-batches");
+    assert_eq!(nats.dead_letter_stream, "bridge-dead-letters");
+    assert_eq!(nats.max_bytes, 5_000_000);
+
+    // The environment and the flag override the file, as for `load`.
+    let vars = env(&[
+        ("BRIDGE_SPOOL", "sqlite"),
+        ("BRIDGE_DATA_DIR", "from-env"),
+        // Variables of other settings are not read: not even a bad one.
+        ("BRIDGE_DELIVERY_WORKERS", "many"),
+    ]);
+    let spool = spool_only::spool_only_from_sources(Some(&toml), &vars, &Flags::default())
+        .expect("the spool's settings");
+    assert_eq!(spool.backend, SpoolBackend::Sqlite);
+    assert_eq!(spool.data_dir, Path::new("from-env"));
+    let flags = Flags {
+        data_dir: Some(PathBuf::from("from-flag")),
+        ..Flags::default()
+    };
+    let spool = spool_only::spool_only_from_sources(None, &vars, &flags).unwrap();
+    assert_eq!(spool.data_dir, Path::new("from-flag"));
+    let spool =
+        spool_only::spool_only_from_sources(None, &Env::default(), &Flags::default()).unwrap();
+    assert_eq!(spool.data_dir, Path::new("./bridge-data"));
+    assert_eq!(spool.backend, SpoolBackend::Sqlite);
+
+    let nats_env = env(&[
+        ("BRIDGE_SPOOL", "nats"),
+        ("BRIDGE_NATS_URLS", "nats://10.0.0.1:4222"),
+        ("BRIDGE_NATS_DEAD_LETTER_STREAM", "acme-dead"),
+    ]);
+    let spool = spool_only::spool_only_from_sources(None, &nats_env, &Flags::default()).unwrap();
+    let SpoolBackend::Nats(nats) = &spool.backend else {
+        panic!("{spool:?}");
+    };
+    assert_eq!(nats.dead_letter_stream, "acme-dead");
+}
+
+#[test]
+fn spool_only_errors_name_the_setting() {
+    let message = |toml: &str, vars: &[(&str, &str)]| {
+        spool_only::spool_only_from_sources(Some(&file(toml)), &env(vars), &Flags::default())
+            .expect_err("an error")
+            .to_string()
+    };
+    assert_eq!(
+        message("\n data_dir = \"\"\n", &[]),
+        "bridge.toml:2: data_dir: expected a directory, found an empty path"
+    );
+    assert!(message("data_dri = \"x\"\n", &[]).starts_with("bridge.toml:1:1: unknown field"));
+    assert!(
+        message("", &[("BRIDGE_SPOOL", "nats")]).contains("BRIDGE_NATS_URLS (or nats.servers)")
+    );
+    assert!(message("", &[("BRIDGE_SPOOL", "kafka")]).contains("sqlite or nats"));
+    assert!(message("", &[("BRIDGE_SPOOL_MAX_BYTES", "0")]).contains("BRIDGE_SPOOL_MAX_BYTES"));
+}
+
 /// A Braze REST API key: with [`MINIMAL`], the least that turns the cohort
 /// import on outside dry run.
 const BRAZE_KEY: (&str, &str) = ("BRAZE_REST_API_KEY", "braze-rest-key-1");

@@ -202,6 +202,53 @@ const BUCKETS: [&str; 6] = [
     "dead-letters",
 ];
 
+/// What the server has of one of the store's buckets ([`NatsStore::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketState {
+    /// It exists with the settings the store needs.
+    Matches,
+    /// It does not exist; [`NatsStore::open`] creates it.
+    Missing,
+    /// It exists with another value of a setting (`replicas`, or `history`:
+    /// values kept per key); [`NatsStore::open`] refuses it.
+    Mismatch {
+        /// The setting.
+        setting: String,
+        /// Its value on the server.
+        found: String,
+        /// The value the store needs.
+        wanted: String,
+    },
+}
+
+/// One bucket and what the server has of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketCheck {
+    /// The bucket's name (`bridge-cohorts-pages`); its stream is `KV_<name>`.
+    pub name: String,
+    /// Whether it matches.
+    pub state: BucketState,
+}
+
+/// Refuses a prefix no bucket name can be made of, and no replica.
+fn check_settings(bucket_prefix: &str, replicas: usize) -> Result<(), StoreError> {
+    if bucket_prefix.is_empty()
+        || !bucket_prefix
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    {
+        return Err(StoreError::Storage(format!(
+            "{bucket_prefix:?} cannot prefix NATS key-value bucket names: use letters, digits, - and _"
+        )));
+    }
+    if replicas == 0 {
+        return Err(StoreError::Storage(
+            "a NATS key-value bucket needs at least 1 replica".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The [`MembershipStore`] in NATS JetStream key-value buckets; the module
 /// doc has the design. Cloning is cheap and shares the buckets.
 #[derive(Clone)]
@@ -252,20 +299,7 @@ impl NatsStore {
         bucket_prefix: &str,
         replicas: usize,
     ) -> Result<NatsStore, StoreError> {
-        if bucket_prefix.is_empty()
-            || !bucket_prefix
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-        {
-            return Err(StoreError::Storage(format!(
-                "{bucket_prefix:?} cannot prefix NATS key-value bucket names: use letters, digits, - and _"
-            )));
-        }
-        if replicas == 0 {
-            return Err(StoreError::Storage(
-                "a NATS key-value bucket needs at least 1 replica".to_owned(),
-            ));
-        }
+        check_settings(bucket_prefix, replicas)?;
         let names = NatsStore::bucket_names(bucket_prefix);
         let open = |name: &str| {
             let max_age = if name.ends_with("-pages") {
@@ -313,6 +347,47 @@ impl NatsStore {
             .iter()
             .map(|suffix| format!("{bucket_prefix}-{suffix}"))
             .collect()
+    }
+
+    /// Compares the buckets a store with this prefix and `replicas` uses
+    /// with what the server has, as [`NatsStore::open`] would, without
+    /// creating or changing anything (`check-config --connect`): one
+    /// [`BucketCheck`] per bucket, in [`NatsStore::bucket_names`]'s order.
+    /// Fails only when a request fails.
+    pub async fn check(
+        jetstream: &async_nats::jetstream::Context,
+        bucket_prefix: &str,
+        replicas: usize,
+    ) -> Result<Vec<BucketCheck>, StoreError> {
+        use async_nats::jetstream::context::GetStreamErrorKind;
+
+        check_settings(bucket_prefix, replicas)?;
+        let mut checks = Vec::with_capacity(BUCKETS.len());
+        for name in NatsStore::bucket_names(bucket_prefix) {
+            let state = match jetstream.get_stream(format!("KV_{name}")).await {
+                Ok(stream) => match bucket::mismatch(&stream.cached_info().config, replicas) {
+                    None => BucketState::Matches,
+                    Some((setting, found, wanted)) => BucketState::Mismatch {
+                        setting: setting.to_owned(),
+                        found,
+                        wanted,
+                    },
+                },
+                Err(error)
+                    if matches!(error.kind(), GetStreamErrorKind::JetStream(ref jetstream_error)
+                        if jetstream_error.code() == 404) =>
+                {
+                    BucketState::Missing
+                }
+                Err(error) => {
+                    return Err(StoreError::Storage(format!(
+                        "cannot read the NATS key-value bucket {name}: {error}"
+                    )));
+                }
+            };
+            checks.push(BucketCheck { name, state });
+        }
+        Ok(checks)
     }
 
     /// How long a cohort's lock lasts without renewal

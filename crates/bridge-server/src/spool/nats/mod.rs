@@ -72,12 +72,14 @@
 //! values. The bridge never edits them itself: with several replicas, two
 //! configurations would fight.
 
+mod check;
 mod dead_letters;
 mod wire;
 
 #[cfg(test)]
 mod tests;
 
+pub use check::{ObjectCheck, ObjectState, check};
 pub use dead_letters::NatsDeadLetterStore;
 
 use std::collections::HashMap;

@@ -38,6 +38,28 @@ pub(super) struct Bucket {
     name: String,
 }
 
+/// The first setting of an existing bucket's stream that is not what the
+/// store needs, as (setting, found, wanted): `replicas` (the configured
+/// count), then `history` (one value per key). [`Bucket::open`] refuses
+/// such a bucket; `NatsStore::check` reports it.
+pub(super) fn mismatch(
+    config: &stream::Config,
+    replicas: usize,
+) -> Option<(&'static str, String, String)> {
+    let actual = config.num_replicas.max(1);
+    if actual != replicas {
+        return Some(("replicas", actual.to_string(), replicas.to_string()));
+    }
+    if config.max_messages_per_subject != 1 {
+        return Some((
+            "history",
+            config.max_messages_per_subject.to_string(),
+            "1".to_owned(),
+        ));
+    }
+    None
+}
+
 impl Bucket {
     /// Opens the bucket `name`, creating it (file storage, one value per
     /// key, values older than `max_age` dropped unless it is zero) if it
@@ -91,19 +113,19 @@ impl Bucket {
                 }
             }
         };
-        let config = &kv.stream.cached_info().config;
-        let actual = config.num_replicas.max(1);
-        if actual != replicas {
-            return Err(StoreError::Storage(format!(
-                "the NATS key-value bucket {name} has {actual} replica(s), but {replicas} are configured: \
-                 change the setting, or the bucket's stream (KV_{name})"
-            )));
-        }
-        if config.max_messages_per_subject != 1 {
-            return Err(StoreError::Storage(format!(
-                "the NATS key-value bucket {name} keeps {} values per key, not 1: it was not made by this bridge",
-                config.max_messages_per_subject
-            )));
+        match mismatch(&kv.stream.cached_info().config, replicas) {
+            None => {}
+            Some(("replicas", actual, _)) => {
+                return Err(StoreError::Storage(format!(
+                    "the NATS key-value bucket {name} has {actual} replica(s), but {replicas} are configured: \
+                     change the setting, or the bucket's stream (KV_{name})"
+                )));
+            }
+            Some((_, history, _)) => {
+                return Err(StoreError::Storage(format!(
+                    "the NATS key-value bucket {name} keeps {history} values per key, not 1: it was not made by this bridge"
+                )));
+            }
         }
         Ok(Bucket {
             kv,

@@ -537,6 +537,76 @@ async fn open_names_a_bucket_whose_replicas_differ() {
 }
 
 #[tokio::test]
+async fn check_reports_missing_matching_and_differing_buckets_and_creates_none() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let jetstream = server.jetstream().await;
+    let states = |checks: Vec<BucketCheck>| -> Vec<(String, BucketState)> {
+        checks
+            .into_iter()
+            .map(|check| (check.name, check.state))
+            .collect()
+    };
+    let missing = states(NatsStore::check(&jetstream, "chk", 1).await.unwrap());
+    assert_eq!(missing.len(), 6);
+    assert!(
+        missing
+            .iter()
+            .all(|(_, state)| *state == BucketState::Missing),
+        "{missing:?}"
+    );
+    assert_eq!(missing[0].0, "chk-pages");
+    // Checking created nothing.
+    let again = states(NatsStore::check(&jetstream, "chk", 1).await.unwrap());
+    assert_eq!(again, missing);
+
+    NatsStore::open(jetstream.clone(), "chk", 1).await.unwrap();
+    let checks = NatsStore::check(&jetstream, "chk", 1).await.unwrap();
+    assert!(
+        checks
+            .iter()
+            .all(|check| check.state == BucketState::Matches),
+        "{checks:?}"
+    );
+    let checks = NatsStore::check(&jetstream, "chk", 3).await.unwrap();
+    assert_eq!(
+        checks[5].state,
+        BucketState::Mismatch {
+            setting: "replicas".to_owned(),
+            found: "1".to_owned(),
+            wanted: "3".to_owned(),
+        }
+    );
+
+    // A bucket that keeps history, not made by the bridge.
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_hist-journal".to_owned(),
+            subjects: vec!["$KV.hist-journal.>".to_owned()],
+            max_messages_per_subject: 5,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let checks = states(NatsStore::check(&jetstream, "hist", 1).await.unwrap());
+    assert_eq!(checks[2], ("hist-members".to_owned(), BucketState::Missing));
+    assert_eq!(
+        checks[3],
+        (
+            "hist-journal".to_owned(),
+            BucketState::Mismatch {
+                setting: "history".to_owned(),
+                found: "5".to_owned(),
+                wanted: "1".to_owned(),
+            }
+        )
+    );
+    assert!(NatsStore::check(&jetstream, "a.b", 1).await.is_err());
+}
+
+#[tokio::test]
 async fn a_lock_is_taken_over_only_after_its_holder_stopped_renewing() {
     let Some(server) = TestServer::start() else {
         return;
