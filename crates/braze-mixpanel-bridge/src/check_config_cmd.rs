@@ -22,7 +22,6 @@
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use bridge_server::config::{Config, SpoolBackend};
@@ -36,14 +35,6 @@ use crate::server_args::ServerArgs;
 /// (`Nats-Msg-Id`, the workspace, up to 256 bytes percent-encoded, and the
 /// time received) with room to spare.
 pub(crate) const HEADER_ALLOWANCE: usize = 1024;
-
-/// The NATS consumer's `ack_wait` that `serve` asks for: the delivery
-/// lease, at most 60 s (`bridge_server::serve`'s `NATS_ACK_WAIT`; progress
-/// acks keep longer deliveries). Kept in step with `serve` by the e2e test
-/// that runs `check-config --connect` after `serve`.
-fn serve_ack_wait(config: &Config) -> Duration {
-    Duration::from_secs(60).min(config.delivery.lease)
-}
 
 /// `check-config`'s arguments: the service's, and `--connect`.
 #[derive(clap::Args, Debug)]
@@ -207,8 +198,12 @@ pub(crate) async fn check_nats(config: &Config, options: &NatsOptions) -> anyhow
             info.max_payload.saturating_sub(HEADER_ALLOWANCE)
         ));
     }
-    let checks =
-        bridge_server::spool::nats::check(client.clone(), options, serve_ack_wait(config)).await?;
+    let checks = bridge_server::spool::nats::check(
+        client.clone(),
+        options,
+        bridge_server::serve::nats_ack_wait(config.delivery.lease),
+    )
+    .await?;
     for check in &checks {
         report.object(&check.object, Found::from(&check.state));
     }

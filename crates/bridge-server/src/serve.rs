@@ -102,10 +102,13 @@ const OPS_MAX_CONNECTIONS: usize = 64;
 const BRAZE_EVENTS_PER_BATCH: usize = 100;
 
 /// How long a NATS replica may go silent before its leased batches go to
-/// another replica. Shorter than `delivery.lease_secs` on purpose: progress
-/// acks keep a long delivery's lease, and a replica that died hands its
-/// batches over within this time rather than the whole lease.
-const NATS_ACK_WAIT: Duration = Duration::from_secs(60);
+/// another replica: `delivery.lease_secs`, at most 60 s. Shorter than the
+/// lease on purpose: progress acks keep a long delivery's lease, and a
+/// replica that died hands its batches over within this time rather than
+/// the whole lease. `check-config --connect` compares the consumer with it.
+pub fn nats_ack_wait(delivery_lease: Duration) -> Duration {
+    Duration::from_secs(60).min(delivery_lease)
+}
 
 /// The spool the configuration chose: SQLite in the data dir, or NATS.
 async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
@@ -125,10 +128,17 @@ async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
             let client = crate::nats::connect(options)
                 .await
                 .map_err(ServeError::Nats)?;
-            let ack_wait = NATS_ACK_WAIT.min(config.delivery.lease);
+            let ack_wait = nats_ack_wait(config.delivery.lease);
             let spool = NatsSpool::open(client, options, ack_wait)
                 .await
                 .map_err(ServeError::Nats)?;
+            if spool.max_payload() < config.ingest.max_body_bytes {
+                tracing::warn!(
+                    max_payload = spool.max_payload(),
+                    max_body_bytes = config.ingest.max_body_bytes,
+                    "NATS refuses messages larger than its max_payload: a batch over it gets 503 for ever. Lower ingest.max_body_bytes or raise the server's max_payload."
+                );
+            }
             tracing::info!(
                 servers = ?options.servers,
                 stream = %options.stream,

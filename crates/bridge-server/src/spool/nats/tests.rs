@@ -27,6 +27,9 @@ const EVENTUALLY: Duration = Duration::from_secs(30);
 
 fn options(server: &NatsServer) -> NatsOptions {
     let mut options = NatsOptions::new(vec![server.url()]);
+    // JetStream reserves a stream's max_bytes on disk: keep it small, so
+    // that parallel tests fit any test machine's disk.
+    options.max_bytes = 64 << 20;
     options.publish_timeout = Duration::from_secs(2);
     options.connect_timeout = Duration::from_secs(2);
     options
