@@ -68,6 +68,9 @@ fn replica_env(nats_urls: &str, nats_replicas: &str) -> Vec<(String, String)> {
         ("BRIDGE_NATS_URLS", nats_urls),
         ("BRIDGE_NATS_REPLICAS", nats_replicas),
         ("BRIDGE_NATS_PUBLISH_TIMEOUT_MS", "2000"),
+        // JetStream reserves a stream's size on disk: small, so that the
+        // tests' servers fit any test machine's disk together.
+        ("BRIDGE_SPOOL_MAX_BYTES", "67108864"),
     ]
     .map(|(key, value)| (key.to_owned(), value.to_owned()))
     .to_vec()
@@ -117,16 +120,41 @@ async fn post(address: &str, body: String) -> std::io::Result<(u16, String)> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_one_nats_and_deliver_every_batch() {
-    let dir = TempDir::new("nats-two-replicas");
-    let Some(nats) = Nats::single(&dir.join("nats")) else {
-        return;
-    };
+/// Two replicas on one fresh NATS server, delivering to a counting
+/// Mixpanel; `None` when nats-server is missing outside CI.
+struct TwoReplicas {
+    _dir: TempDir,
+    _nats: Nats,
+    _mixpanel: MockServer,
+    counted: Counted,
+    first: Server,
+    second: Server,
+}
+
+async fn two_replicas(label: &str) -> Option<TwoReplicas> {
+    let dir = TempDir::new(label);
+    let nats = Nats::single(&dir.join("nats"))?;
     let (mixpanel, counted) = counting_mixpanel().await;
     let env = replica_env(&nats.urls(), "1");
     let first = start_replica(&dir, "a", &mixpanel.uri(), &env).await;
     let second = start_replica(&dir, "b", &mixpanel.uri(), &env).await;
+    Some(TwoReplicas {
+        _dir: dir,
+        _nats: nats,
+        _mixpanel: mixpanel,
+        counted,
+        first,
+        second,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_nats_and_deliver_every_batch() {
+    // Bound whole: a pattern with `..` would drop NATS and Mixpanel here.
+    let Some(replicas) = two_replicas("nats-two-replicas").await else {
+        return;
+    };
+    let (counted, first, second) = (&replicas.counted, &replicas.first, &replicas.second);
 
     let mut sent = BTreeSet::new();
     for batch_idx in 0..20 {
@@ -137,7 +165,7 @@ async fn two_replicas_share_one_nats_and_deliver_every_batch() {
         sent.extend(batch_ids);
     }
     let n_events = sent.len();
-    let imported = wait_imported(&counted, &sent, Duration::from_secs(60)).await;
+    let imported = wait_imported(counted, &sent, Duration::from_secs(60)).await;
     assert_eq!(imported.len(), n_events);
     // Both replicas delivered, and /status shows the shared consumer.
     let mut delivered = 0;
@@ -159,14 +187,11 @@ async fn two_replicas_share_one_nats_and_deliver_every_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_batch_posted_to_both_replicas_is_delivered_once() {
-    let dir = TempDir::new("nats-dedup");
-    let Some(nats) = Nats::single(&dir.join("nats")) else {
+    // Bound whole: a pattern with `..` would drop NATS and Mixpanel here.
+    let Some(replicas) = two_replicas("nats-dedup").await else {
         return;
     };
-    let (mixpanel, counted) = counting_mixpanel().await;
-    let env = replica_env(&nats.urls(), "1");
-    let first = start_replica(&dir, "a", &mixpanel.uri(), &env).await;
-    let second = start_replica(&dir, "b", &mixpanel.uri(), &env).await;
+    let (counted, first, second) = (&replicas.counted, &replicas.first, &replicas.second);
 
     let batch_ids = ids("dedup", 25);
     let body = batch(&batch_ids);
@@ -175,7 +200,7 @@ async fn the_same_batch_posted_to_both_replicas_is_delivered_once() {
         assert_eq!(status, 200, "{answer}");
     }
     let expected: BTreeSet<String> = batch_ids.into_iter().collect();
-    let imported = wait_imported(&counted, &expected, Duration::from_secs(30)).await;
+    let imported = wait_imported(counted, &expected, Duration::from_secs(30)).await;
     // Give a second copy every chance to arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let imported_again = counted.lock().unwrap().clone();
