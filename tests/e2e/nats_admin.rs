@@ -1,6 +1,6 @@
 //! The administration commands on the NATS backend, against real
 //! `nats-server`s: `check-config --connect` (what is missing, what matches,
-//! what differs, a body cap over the server's `max_payload`, an unreachable
+//! what differs, a body cap set over the server's `max_payload`, an unreachable
 //! server; and the SQLite data dir), `dlq` and `dlq --cohorts` failing
 //! clearly before `serve` created anything, `dlq --cohorts` on cohort dead
 //! letters in NATS key-value buckets printing what it prints on SQLite, and
@@ -250,30 +250,40 @@ fn check_config_connect_reports_missing_matching_and_differing_objects() {
 }
 
 #[test]
-fn check_config_connect_refuses_a_body_cap_over_the_servers_max_payload() {
+fn check_config_connect_fits_the_body_cap_to_the_servers_max_payload() {
     let dir = TempDir::new("nats-max-payload");
     let Some(nats) = Nats::single(&dir.join("nats")) else {
         return;
     };
     let url = nats.urls();
-    // The default ingest.max_body_bytes (16 MiB) over nats-server's
+    // Left at its default (16 MiB), the body cap follows nats-server's
     // default max_payload (1 MiB).
     let run = bridge(&["check-config", "--connect"], &nats_vars(&url, &[]));
-    assert_eq!(run.code(), 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr);
     let lines = report(&run);
     assert_eq!(
         lines[1],
-        "max_payload: mismatch: the server's max_payload is 1048576 bytes, ingest.max_body_bytes asks 16777216 (plus 1024 bytes of headers): a larger batch would be refused with 503 forever; raise max_payload on every NATS server (up to 64MB) or lower ingest.max_body_bytes to 1047552"
-    );
-    assert!(
-        run.stderr.contains("1 problem(s) found by --connect"),
-        "{}",
-        run.stderr
+        "max_payload: 1048576 bytes; ingest.max_body_bytes is not set, so the body cap follows it: 1047552 bytes (1024 bytes kept for headers)"
     );
     // Without the cohort import its buckets are not looked at.
     assert_eq!(
         lines.last().unwrap(),
         "key-value buckets bridge-cohorts-*: not used (the cohort import is off)"
+    );
+    // Set above it, the setting cannot be honoured: a problem.
+    let run = bridge(
+        &["check-config", "--connect"],
+        &nats_vars(&url, &[("BRIDGE_MAX_BODY_BYTES", "16777216")]),
+    );
+    assert_eq!(run.code(), 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        report(&run)[1],
+        "max_payload: mismatch: the server's max_payload is 1048576 bytes, room for a body of 1047552 with 1024 bytes of headers; ingest.max_body_bytes asks 16777216: serve lowers the cap to 1047552 (larger batches get 413 and Braze splits them); raise max_payload on every NATS server (up to 64MB) or set ingest.max_body_bytes to 1047552 at most"
+    );
+    assert!(
+        run.stderr.contains("1 problem(s) found by --connect"),
+        "{}",
+        run.stderr
     );
     // Exactly what fits passes.
     let run = bridge(
@@ -281,6 +291,10 @@ fn check_config_connect_refuses_a_body_cap_over_the_servers_max_payload() {
         &nats_vars(&url, &[("BRIDGE_MAX_BODY_BYTES", "1047552")]),
     );
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        report(&run)[1],
+        "max_payload: 1048576 bytes, room for ingest.max_body_bytes (1047552) and 1024 bytes of headers"
+    );
 }
 
 #[test]

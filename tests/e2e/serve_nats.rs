@@ -383,3 +383,35 @@ async fn one_nats_node_of_three_killed_under_load_loses_nothing_acknowledged() {
     .await;
     assert!(status["accepting"].as_bool().unwrap(), "{status}");
 }
+
+/// One event whose campaign name pads the batch to about `n_bytes`.
+fn padded_batch(id: &str, n_bytes: usize) -> String {
+    let mut event = crate::serve::event(id);
+    event["properties"]["campaign_name"] = Value::String("x".repeat(n_bytes));
+    json!({ "events": [event] }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_cap_follows_the_servers_max_payload() {
+    let dir = TempDir::new("nats-body-cap");
+    let Some(nats) = Nats::single(&dir.join("nats")) else {
+        return;
+    };
+    let (mixpanel, counted) = counting_mixpanel().await;
+    // ingest.max_body_bytes left at its default (16 MiB); nats-server's
+    // default max_payload is 1 MiB, of which 1 KiB is kept for headers.
+    let replica = start_replica(&dir, "a", &mixpanel.uri(), &replica_env(&nats.urls(), "1")).await;
+
+    let too_large = padded_batch("too-large", 1_048_576);
+    let (status, answer) = post(&replica.address, too_large).await.unwrap();
+    assert_eq!(status, 413, "Braze splits on 413; {answer}");
+    assert!(answer.contains("1047552"), "{answer}");
+
+    let fits = padded_batch("fits", 900_000);
+    assert!(fits.len() <= 1_047_552);
+    let (status, answer) = post(&replica.address, fits).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let expected = BTreeSet::from(["fits".to_owned()]);
+    let imported = wait_imported(&counted, &expected, Duration::from_secs(30)).await;
+    assert_eq!(imported.len(), 1, "{imported:?}");
+}

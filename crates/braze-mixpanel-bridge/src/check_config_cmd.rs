@@ -6,8 +6,9 @@
 //! changing nothing, and appends one line per thing checked to the output
 //! as TOML comments (so the output stays a configuration file):
 //! - NATS (`spool.backend = "nats"`): connects as `serve` does, compares
-//!   the server's `max_payload` with `ingest.max_body_bytes` (a batch that
-//!   does not fit in one message would be refused with 503 forever), and
+//!   the server's `max_payload` with `ingest.max_body_bytes` (when the
+//!   setting is left at its default, the body cap follows `max_payload`;
+//!   when it is set higher, `serve` lowers it, and this is a problem), and
 //!   checks the batch stream, its consumer, the dead-letter stream
 //!   ([`bridge_server::spool::nats::check`]) and, when the cohort import is
 //!   on, its key-value buckets ([`NatsStore::check`]): each "exists,
@@ -16,8 +17,8 @@
 //! - SQLite: there is no server to connect to; it checks that the data
 //!   directory can be written (or created).
 //!
-//! An unreachable server, a mismatch or a body cap over `max_payload`
-//! fails (exit 1); missing objects do not, since `serve` creates them.
+//! An unreachable server, a mismatch or an `ingest.max_body_bytes` set
+//! over what `max_payload` holds fails (exit 1); missing objects do not, since `serve` creates them.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -26,15 +27,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bridge_server::config::{Config, SpoolBackend};
 use bridge_server::nats::NatsOptions;
-use bridge_server::spool::nats::ObjectState;
+use bridge_server::spool::nats::{HEADER_ALLOWANCE, ObjectState, body_room};
 use cohort_import::store::nats::{BucketState, NatsStore};
 
 use crate::server_args::ServerArgs;
-
-/// What a batch message carries besides its body: the NATS headers
-/// (`Nats-Msg-Id`, the workspace, up to 256 bytes percent-encoded, and the
-/// time received) with room to spare.
-pub(crate) const HEADER_ALLOWANCE: usize = 1024;
 
 /// `check-config`'s arguments: the service's, and `--connect`.
 #[derive(clap::Args, Debug)]
@@ -101,6 +97,29 @@ impl Report {
     fn problem(&mut self, line: String) {
         self.lines.push(line);
         self.n_problems += 1;
+    }
+
+    /// How the body cap fits the server's `max_payload`: room for
+    /// `ingest.max_body_bytes`, the cap following `max_payload` (the
+    /// setting left at its default), or a setting `serve` must lower (a
+    /// problem).
+    fn body_cap(&mut self, config: &Config, max_payload: usize) {
+        let room = body_room(max_payload);
+        let cap = config.ingest_body_cap(Some(room));
+        let configured = config.ingest.max_body_bytes;
+        if cap.lowered_from_setting {
+            self.problem(format!(
+                "max_payload: mismatch: the server's max_payload is {max_payload} bytes, room for a body of {room} with {HEADER_ALLOWANCE} bytes of headers; ingest.max_body_bytes asks {configured}: serve lowers the cap to {room} (larger batches get 413 and Braze splits them); raise max_payload on every NATS server (up to 64MB) or set ingest.max_body_bytes to {room} at most"
+            ));
+        } else if cap.bytes < configured {
+            self.ok(format!(
+                "max_payload: {max_payload} bytes; ingest.max_body_bytes is not set, so the body cap follows it: {room} bytes ({HEADER_ALLOWANCE} bytes kept for headers)"
+            ));
+        } else {
+            self.ok(format!(
+                "max_payload: {max_payload} bytes, room for ingest.max_body_bytes ({configured}) and {HEADER_ALLOWANCE} bytes of headers"
+            ));
+        }
     }
 
     /// One object's line: `<object>: exists, settings match`, `…: missing:
@@ -184,20 +203,7 @@ pub(crate) async fn check_nats(config: &Config, options: &NatsOptions) -> anyhow
             ", JetStream not enabled on this server"
         }
     ));
-    let max_body_bytes = config.ingest.max_body_bytes;
-    let needed = max_body_bytes.saturating_add(HEADER_ALLOWANCE);
-    if needed <= info.max_payload {
-        report.ok(format!(
-            "max_payload: {} bytes, room for ingest.max_body_bytes ({max_body_bytes}) and {HEADER_ALLOWANCE} bytes of headers",
-            info.max_payload
-        ));
-    } else {
-        report.problem(format!(
-            "max_payload: mismatch: the server's max_payload is {} bytes, ingest.max_body_bytes asks {max_body_bytes} (plus {HEADER_ALLOWANCE} bytes of headers): a larger batch would be refused with 503 forever; raise max_payload on every NATS server (up to 64MB) or lower ingest.max_body_bytes to {}",
-            info.max_payload,
-            info.max_payload.saturating_sub(HEADER_ALLOWANCE)
-        ));
-    }
+    report.body_cap(config, info.max_payload);
     let checks = bridge_server::spool::nats::check(
         client.clone(),
         options,

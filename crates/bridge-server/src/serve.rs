@@ -132,13 +132,6 @@ async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
             let spool = NatsSpool::open(client, options, ack_wait)
                 .await
                 .map_err(ServeError::Nats)?;
-            if spool.max_payload() < config.ingest.max_body_bytes {
-                tracing::warn!(
-                    max_payload = spool.max_payload(),
-                    max_body_bytes = config.ingest.max_body_bytes,
-                    "NATS refuses messages larger than its max_payload: a batch over it gets 503 for ever. Lower ingest.max_body_bytes or raise the server's max_payload."
-                );
-            }
             tracing::info!(
                 servers = ?options.servers,
                 stream = %options.stream,
@@ -149,6 +142,30 @@ async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
             Ok(AnySpool::Nats(spool))
         }
     }
+}
+
+/// The largest batch body ingest takes: `ingest.max_body_bytes`, lowered
+/// on NATS to what the servers' `max_payload` holds (a larger batch gets
+/// 413 and Braze splits it; NATS would refuse it for ever).
+fn ingest_body_cap(config: &Config, spool: &AnySpool) -> usize {
+    let room = match spool {
+        AnySpool::Nats(spool) => Some(spool.max_body_bytes()),
+        AnySpool::Sqlite(_) => None,
+    };
+    let cap = config.ingest_body_cap(room);
+    if cap.lowered_from_setting {
+        tracing::warn!(
+            max_body_bytes = config.ingest.max_body_bytes,
+            body_cap = cap.bytes,
+            "ingest.max_body_bytes is above what the NATS servers' max_payload holds: larger batches get 413 (Braze splits them). Raise max_payload on the servers to take them whole."
+        );
+    } else if cap.bytes < config.ingest.max_body_bytes {
+        tracing::info!(
+            body_cap = cap.bytes,
+            "The body cap follows the NATS servers' max_payload."
+        );
+    }
+    cap.bytes
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -227,6 +244,7 @@ pub async fn serve(
         Arc::clone(&metrics),
     ));
 
+    let body_cap = ingest_body_cap(&config, &spool);
     let tokens = config.ingest.auth.bearer_tokens();
     let body_budget = BodyBudget::new(
         config.ingest.max_inflight_body_bytes,
@@ -236,7 +254,7 @@ pub async fn serve(
         Arc::clone(&spool),
         IngestOptions {
             tokens,
-            max_body_bytes: config.ingest.max_body_bytes,
+            max_body_bytes: body_cap,
             request_timeout: config.ingest.request_timeout,
             max_events_per_batch: config.ingest.max_events_per_batch,
             body_budget: body_budget.clone(),

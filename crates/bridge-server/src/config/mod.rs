@@ -139,12 +139,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// The body cap ingest applies ([`Config::ingest_body_cap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyCap {
+    /// The largest body accepted, after gzip inflation.
+    pub bytes: usize,
+    /// `ingest.max_body_bytes` was set above what the spool can store, and
+    /// `bytes` is the lower figure.
+    pub lowered_from_setting: bool,
+}
+
 /// The `POST /currents` endpoint.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Which bearer tokens Braze may present.
     pub auth: IngestAuth,
     /// The largest request body accepted, counted after gzip inflation.
+    /// On NATS, `serve` lowers it to what the servers' `max_payload` holds
+    /// ([`Config::ingest_body_cap`]).
     pub max_body_bytes: usize,
     /// How long one request may take, body and spooling included.
     pub request_timeout: Duration,
@@ -553,6 +565,31 @@ impl Config {
         self.data_dir
             .join("dry-run")
             .join(format!("{}.ndjson", project.name))
+    }
+
+    /// Whether `ingest.max_body_bytes` was set (file, environment), not
+    /// left at its default.
+    pub fn max_body_bytes_is_set(&self) -> bool {
+        self.provenance.notes.contains_key(keys::MAX_BODY_BYTES.key)
+    }
+
+    /// The body cap ingest applies, given the largest body the spool can
+    /// store (`None`: no limit of its own, SQLite): `ingest.max_body_bytes`
+    /// when it fits; else, when it was left at its default, the spool's
+    /// room (the cap follows the NATS servers' `max_payload`); else the
+    /// spool's room too, and a warning that the setting cannot be honoured.
+    pub fn ingest_body_cap(&self, spool_room: Option<usize>) -> BodyCap {
+        let configured = self.ingest.max_body_bytes;
+        match spool_room {
+            Some(room) if room < configured => BodyCap {
+                bytes: room,
+                lowered_from_setting: self.max_body_bytes_is_set(),
+            },
+            _ => BodyCap {
+                bytes: configured,
+                lowered_from_setting: false,
+            },
+        }
     }
 
     /// The config file read, if any.

@@ -2455,3 +2455,45 @@ fn nats_credentials_in_clear_text_are_warned_about() {
     );
     assert!(loopback.warnings().is_empty(), "{:?}", loopback.warnings());
 }
+
+#[test]
+fn the_body_cap_follows_the_spools_room_unless_set() {
+    use super::BodyCap;
+    let default = ok("", &[]);
+    assert!(!default.max_body_bytes_is_set());
+    // SQLite has no room of its own: the setting (here its default) holds.
+    assert_eq!(
+        default.ingest_body_cap(None),
+        BodyCap {
+            bytes: 16 * 1024 * 1024,
+            lowered_from_setting: false
+        }
+    );
+    // NATS with 1 MiB of max_payload: the default follows it, quietly.
+    assert_eq!(
+        default.ingest_body_cap(Some(1_047_552)),
+        BodyCap {
+            bytes: 1_047_552,
+            lowered_from_setting: false
+        }
+    );
+    // Set above the room: lowered, and said so.
+    let set = ok("[ingest]\nmax_body_bytes = 4000000\n", &[]);
+    assert!(set.max_body_bytes_is_set());
+    assert_eq!(
+        set.ingest_body_cap(Some(1_047_552)),
+        BodyCap {
+            bytes: 1_047_552,
+            lowered_from_setting: true
+        }
+    );
+    // Set below it: the setting.
+    let small = ok("", &[("BRIDGE_MAX_BODY_BYTES", "500000")]);
+    assert_eq!(
+        small.ingest_body_cap(Some(1_047_552)),
+        BodyCap {
+            bytes: 500_000,
+            lowered_from_setting: false
+        }
+    );
+}

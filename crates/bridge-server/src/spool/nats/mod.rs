@@ -101,6 +101,16 @@ use futures_util::StreamExt as _;
 use crate::nats::{NatsError, NatsOptions, error_chain, redacted_servers};
 use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
 
+/// Room kept in each message for the headers the spool adds
+/// (`Nats-Msg-Id` and the route): a batch body may take the rest of the
+/// server's `max_payload`.
+pub const HEADER_ALLOWANCE: usize = 1024;
+
+/// The largest batch body a server with this `max_payload` can store.
+pub fn body_room(max_payload: usize) -> usize {
+    max_payload.saturating_sub(HEADER_ALLOWANCE)
+}
+
 /// The most message bytes one lease hands out (one batch at least,
 /// whatever its size), as the SQLite spool bounds a lease.
 pub const LEASE_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -277,11 +287,17 @@ impl NatsSpool {
         &self.shared.client
     }
 
-    /// The largest message the connected server accepts, headers included:
-    /// a batch body must stay a few hundred bytes below it (ingest's
-    /// `max_body_bytes` should not exceed it).
+    /// The largest message the connected server accepts, headers included.
     pub fn max_payload(&self) -> usize {
         self.shared.client.server_info().max_payload
+    }
+
+    /// The largest batch body this server can store: its `max_payload`
+    /// less [`HEADER_ALLOWANCE`]. Ingest caps bodies at this (or lower), so
+    /// that a batch too large for NATS gets 413, which Braze answers by
+    /// splitting it, not a 503 it would retry for ever.
+    pub fn max_body_bytes(&self) -> usize {
+        body_room(self.max_payload())
     }
 
     /// The consumer's counts, from the server: batches waiting for a first
@@ -460,7 +476,7 @@ impl Shared {
                 "no NATS JetStream stream answered for stream {stream} (no responders): is JetStream down, or the stream deleted?"
             )),
             PublishErrorKind::MaxPayloadExceeded => SpoolError::Storage(format!(
-                "a message of {n_bytes} bytes and its headers exceeds the NATS server's max_payload of {} bytes; raise max_payload on the servers or lower ingest.max_body_bytes",
+                "a message of {n_bytes} bytes and its headers exceeds the NATS server's max_payload of {} bytes (did the servers' max_payload shrink since the bridge connected?)",
                 self.client.server_info().max_payload
             )),
             _ if is_stream_full(&error) => {
