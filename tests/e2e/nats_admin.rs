@@ -3,7 +3,8 @@
 //! what differs, a body cap set over the server's `max_payload`, an unreachable
 //! server; and the SQLite data dir), `dlq` and `dlq --cohorts` failing
 //! clearly before `serve` created anything, `dlq --cohorts` on cohort dead
-//! letters in NATS key-value buckets printing what it prints on SQLite, and
+//! letters (and `cohorts status`) in NATS key-value buckets printing what
+//! it prints on SQLite, and
 //! `dlq list|show|replay|purge` on dead letters a NATS-backed `serve`
 //! stored, while it runs and after it was killed.
 //!
@@ -444,14 +445,18 @@ async fn cohort_dead_letters<S: MembershipStore>(store: &S) {
 }
 
 /// `text` with the times of `dlq` output blanked: RFC 3339 times
-/// (`2026-11-28T10:00:00Z`, `…00.123Z`) and `"dead_lettered_at_ms"`'s
-/// digits.
+/// (`2026-11-28T10:00:00Z`, `…00.123Z`) and the digits of
+/// `"dead_lettered_at_ms"` and `"last_sync_ms"`.
 fn without_times(text: &str) -> String {
     let mut kept = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if let Some(after) = rest.strip_prefix("\"dead_lettered_at_ms\":") {
-            kept.push_str("\"dead_lettered_at_ms\": <ms>");
+        if let Some((key, after)) = ["\"dead_lettered_at_ms\":", "\"last_sync_ms\":"]
+            .iter()
+            .find_map(|key| Some((key, rest.strip_prefix(key)?)))
+        {
+            kept.push_str(key);
+            kept.push_str(" <ms>");
             rest = after
                 .trim_start_matches(' ')
                 .trim_start_matches(|c: char| c.is_ascii_digit());
@@ -515,22 +520,43 @@ fn dlq_cohorts_on_nats_prints_what_it_prints_on_sqlite() {
         ("BRIDGE_DATA_DIR", "/nonexistent"),
     ];
     let script: &[&[&str]] = &[
-        &["list"],
-        &["list", "--json"],
-        &["list", "--reason", "refused_by_braze", "--cohort", "42"],
-        &["show", "2", "99"],
-        &["purge", "--reason", "unsupported_identity"],
-        &["replay", "--reason", "unsupported_identity"],
-        &["list", "--json"],
-        &["purge", "--since", "1d", "--yes"],
-        &["list"],
+        &["cohorts", "status"],
+        &["dlq", "--cohorts", "list"],
+        &["dlq", "--cohorts", "list", "--json"],
+        &[
+            "dlq",
+            "--cohorts",
+            "list",
+            "--reason",
+            "refused_by_braze",
+            "--cohort",
+            "42",
+        ],
+        &["dlq", "--cohorts", "show", "2", "99"],
+        &[
+            "dlq",
+            "--cohorts",
+            "purge",
+            "--reason",
+            "unsupported_identity",
+        ],
+        &[
+            "dlq",
+            "--cohorts",
+            "replay",
+            "--reason",
+            "unsupported_identity",
+        ],
+        &["dlq", "--cohorts", "list", "--json"],
+        &["cohorts", "status", "--json", "--unmatched", "5"],
+        &["dlq", "--cohorts", "purge", "--since", "1d", "--yes"],
+        &["dlq", "--cohorts", "list"],
+        &["cohorts", "status"],
     ];
     let transcript = |vars: &[(&str, &str)]| -> String {
         let mut text = String::new();
-        for args in script {
-            let mut all = vec!["dlq", "--cohorts"];
-            all.extend_from_slice(args);
-            let run = bridge(&all, vars);
+        for all in script {
+            let run = bridge(all, vars);
             text.push_str(&format!(
                 "$ {}\n[exit {}]\n{}\n[stderr]\n{}\n",
                 all.join(" "),
@@ -549,6 +575,8 @@ fn dlq_cohorts_on_nats_prints_what_it_prints_on_sqlite() {
         "braze-mixpanel-bridge: purging deletes 1 matching entry(ies) for good: pass --yes",
         "replayed 1 change(s) into the cohort journal",
         "purged 2 entry(ies)",
+        "$ cohorts status\n[exit 0]\nCOHORT ",
+        "\"dead_letters\":2,",
     ] {
         assert!(sqlite.contains(needle), "{needle:?} in:\n{sqlite}");
     }

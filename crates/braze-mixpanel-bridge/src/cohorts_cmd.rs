@@ -6,7 +6,9 @@
 //!   `--dry-run`, the pull runs against a copy of the store and the Braze
 //!   requests it would send are printed as NDJSON; nothing is changed.
 //! - `status`: each cohort's members, last sync, pending changes, unmatched
-//!   members and last error, from the store alone (no credentials needed).
+//!   members and last error, from the store alone (no credentials needed):
+//!   the SQLite file in the data dir, or on NATS the key-value buckets
+//!   the replicas share.
 //!
 //! The configuration is the service's (`--config`, `BRIDGE_*`,
 //! `MIXPANEL_*`, `BRAZE_*`), without the need for a Currents token.
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bridge_server::cohorts::{AnyStore, destination, query_client, status_json, store_path};
-use bridge_server::config::{self, CohortWriter, Config, Env, Flags, SpoolBackend};
+use bridge_server::config::{self, CohortWriter, Config, Env, Flags, SpoolBackend, SpoolOnly};
 use cohort_import::pull::pull_cohorts;
 use cohort_import::stats::CohortStats;
 use cohort_import::store::MembershipStore as _;
@@ -93,9 +95,9 @@ pub(crate) fn run(args: CohortsArgs) -> anyhow::Result<ExitCode> {
             runtime.block_on(sync(&config, &cohorts, dry_run))
         }
         CohortsCommand::Status { json, unmatched } => {
-            let data_dir = config::data_dir_only(&flags, &Env::from_process())
+            let spool = config::spool_only(&flags, &Env::from_process())
                 .context("invalid configuration")?;
-            runtime.block_on(status(&data_dir, json, unmatched))
+            runtime.block_on(status(&spool, json, unmatched))
         }
     }
 }
@@ -255,19 +257,32 @@ async fn sync(config: &Config, ids: &[u64], dry_run: bool) -> anyhow::Result<Exi
     })
 }
 
+/// The store `status` reads: the SQLite file in the data dir, or the
+/// NATS buckets the replicas share. Creates neither.
+async fn open_for_status(spool: &SpoolOnly) -> anyhow::Result<AnyStore> {
+    match &spool.backend {
+        SpoolBackend::Sqlite => {
+            let path = store_path(&spool.data_dir);
+            if !path.is_file() {
+                anyhow::bail!(
+                    "no cohort store at {}: the cohort import has not run with this data dir",
+                    path.display()
+                );
+            }
+            Ok(AnyStore::Sqlite(SqliteStore::open(&path)?))
+        }
+        SpoolBackend::Nats(options) => Ok(AnyStore::Nats(
+            crate::dlq_cohorts::open_nats(options).await?,
+        )),
+    }
+}
+
 async fn status(
-    data_dir: &std::path::Path,
+    spool: &SpoolOnly,
     json: bool,
     unmatched: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    let path = store_path(data_dir);
-    if !path.is_file() {
-        anyhow::bail!(
-            "no cohort store at {}: the cohort import has not run with this data dir",
-            path.display()
-        );
-    }
-    let store = SqliteStore::open(&path)?;
+    let store = open_for_status(spool).await?;
     let cohorts = store.cohorts().await?;
     let mut stdout = io::stdout().lock();
     if json {

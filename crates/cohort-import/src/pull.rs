@@ -211,8 +211,18 @@ pub async fn pull_cohort<S: MembershipStore>(
 }
 
 /// Pulls on a schedule until `stop` turns true: every
-/// `schedule.interval`, the cohorts `schedule.ids` (all when empty). Failures are logged and noted on each
-/// cohort; the next round tries again.
+/// `schedule.interval`, the cohorts `schedule.ids` (all when empty).
+/// Failures are logged and noted on each cohort; the next round tries
+/// again.
+///
+/// Processes that share a store (replicas on NATS) take turns through the
+/// store's pull lease ([`MembershipStore::hold_pull_lease`]): a round runs
+/// where the lease is taken, the lease is renewed while it runs, and it is
+/// then held for `interval` more, so that the next round is due an
+/// interval after this one ended, wherever it runs. The others look again
+/// every [`PULL_LEASE_CHECK`] at most; one that sees the lease lapse (its
+/// holder died or stopped) takes the next round. A pull that loses the
+/// lease midway stops: a cut-short pull removes no one.
 pub async fn pull_every<S: MembershipStore>(
     client: Client,
     store: Arc<S>,
@@ -222,20 +232,78 @@ pub async fn pull_every<S: MembershipStore>(
     changed: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let owner = format!("pid-{}-{:016x}", std::process::id(), rand::random::<u64>());
+    let check_every = schedule.interval.min(PULL_LEASE_CHECK);
     while !*stop.borrow() {
-        let pulled = tokio::select! {
-            pulled = pull_cohorts(&client, &*store, &identity, &schedule.ids, &stats) => pulled,
-            _ = stop.changed() => return,
-        };
-        match pulled {
-            Ok(_) => changed.notify_one(),
-            Err(error) => {
-                tracing::warn!(error = %error, "Cannot list Mixpanel cohorts for the scheduled pull.")
+        let wait = match store.hold_pull_lease(&owner, schedule.interval).await {
+            Ok(true) => {
+                let pulled = tokio::select! {
+                    pulled = pull_holding_lease(&client, &*store, &identity, &schedule, &stats, &owner) => pulled,
+                    _ = stop.changed() => return,
+                };
+                match pulled {
+                    Ok(()) => changed.notify_one(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "The scheduled cohort pull did not finish.")
+                    }
+                }
+                // The next round is due an interval from now, here or on
+                // another replica.
+                if let Err(error) = store.hold_pull_lease(&owner, schedule.interval).await {
+                    tracing::warn!(error = %error, "Cannot renew the cohort pull lease.");
+                }
+                schedule.interval
             }
-        }
+            Ok(false) => check_every,
+            Err(error) => {
+                tracing::warn!(error = %error, "Cannot take the cohort pull lease.");
+                check_every
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(schedule.interval) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// The longest a process waits before it looks at the pull lease again
+/// when another holds it.
+pub const PULL_LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a scheduled round stopped short.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("cannot list Mixpanel cohorts: {0}")]
+    Pull(#[from] PullError),
+    #[error("another process took the pull lease")]
+    LeaseLost,
+    #[error("cannot renew the pull lease: {0}")]
+    Lease(#[from] StoreError),
+}
+
+/// One round of the schedule, renewing the pull lease every third of the
+/// interval; ends when the lease is lost.
+async fn pull_holding_lease<S: MembershipStore>(
+    client: &Client,
+    store: &S,
+    identity: &IdentityRule,
+    schedule: &Schedule,
+    stats: &CohortStats,
+    owner: &str,
+) -> Result<(), RoundError> {
+    let pull = pull_cohorts(client, store, identity, &schedule.ids, stats);
+    let mut pull = std::pin::pin!(pull);
+    let mut renew = tokio::time::interval(schedule.interval / 3);
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            pulled = &mut pull => return pulled.map(drop).map_err(RoundError::from),
+            _ = renew.tick() => {
+                if !store.hold_pull_lease(owner, schedule.interval).await? {
+                    return Err(RoundError::LeaseLost);
+                }
+            }
         }
     }
 }

@@ -200,6 +200,14 @@ impl MembershipStore for AnyStore {
         delegate!(self, store => store.hold_writer_lease(owner, lease, take_over).await)
     }
 
+    async fn hold_pull_lease(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, store => store.hold_pull_lease(owner, lease).await)
+    }
+
     async fn dead_letter(&self, refused: Vec<RefusedChange>) -> Result<(), StoreError> {
         delegate!(self, store => store.dead_letter(refused).await)
     }

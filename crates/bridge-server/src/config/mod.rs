@@ -436,62 +436,6 @@ struct Provenance {
     credentials_file: Option<PathBuf>,
 }
 
-/// The data directory alone, from the same sources as [`Config::load`]
-/// (`--data-dir`, else `BRIDGE_DATA_DIR`, else the config file's `data_dir`,
-/// else `./bridge-data`), without validating anything else: commands that
-/// only read the data dir (`cohorts status`) need no ingest token or
-/// Mixpanel credentials. [`spool_only()`] adds the spool's backend (`dlq`).
-/// The config file, if one is named, must still be readable valid TOML.
-pub fn data_dir_only(flags: &Flags, env: &Env) -> Result<PathBuf, ConfigError> {
-    if flags.data_dir.is_none() && env.get(keys::DATA_DIR.env)?.is_none() {
-        let path = match &flags.config {
-            Some(path) => Some(path.clone()),
-            None => env.get(keys::CONFIG_VAR)?.map(PathBuf::from),
-        };
-        let file = path.map(|path| ConfigFile::read(&path)).transpose()?;
-        return data_dir_from_sources(file.as_ref(), env, flags);
-    }
-    data_dir_from_sources(None, env, flags)
-}
-
-/// [`data_dir_only`] from a file already read (or none).
-fn data_dir_from_sources(
-    file: Option<&ConfigFile>,
-    env: &Env,
-    flags: &Flags,
-) -> Result<PathBuf, ConfigError> {
-    let (data_dir, setting) = if let Some(data_dir) = &flags.data_dir {
-        (data_dir.clone(), "--data-dir".to_owned())
-    } else if let Some(value) = env.get(keys::DATA_DIR.env)? {
-        (PathBuf::from(value), keys::DATA_DIR.env.to_owned())
-    } else if let Some(file) = file {
-        let raw =
-            raw::RawConfig::from_toml(&file.text).map_err(|error| toml_error(file, &error))?;
-        match raw.data_dir {
-            Some(data_dir) => {
-                let setting = match data_dir.origin {
-                    raw::Origin::File { offset } => {
-                        format!("{}: {}", file.location(offset), keys::DATA_DIR.key)
-                    }
-                    _ => keys::DATA_DIR.key.to_owned(),
-                };
-                (data_dir.value, setting)
-            }
-            None => return Ok(PathBuf::from(keys::DEFAULT_DATA_DIR)),
-        }
-    } else {
-        return Ok(PathBuf::from(keys::DEFAULT_DATA_DIR));
-    };
-    if data_dir.as_os_str().is_empty() {
-        return Err(ConfigError::Invalid {
-            setting,
-            expected: "a directory".to_owned(),
-            found: "an empty path".to_owned(),
-        });
-    }
-    Ok(data_dir)
-}
-
 impl Config {
     /// Reads the config file named by `flags.config` or `BRIDGE_CONFIG` (if
     /// any), lays `env` and `flags` over it and validates the result.

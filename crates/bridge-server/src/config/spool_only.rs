@@ -1,7 +1,7 @@
 //! The spool's settings alone ([`spool_only`]): where the dead letters are
 //! kept (the data dir, `spool.backend`, `spool.max_bytes` and `[nats]`),
 //! read from the same sources and with the same checks as [`Config::load`]
-//! but without the rest, so that the `dlq` command needs no ingest token
+//! but without the rest, so that `dlq` and `cohorts status` need no ingest token
 //! and no Mixpanel credentials.
 //!
 //! Only `BRIDGE_DATA_DIR`, `BRIDGE_SPOOL`, `BRIDGE_SPOOL_MAX_BYTES` and

@@ -1252,8 +1252,17 @@ fn the_example_in_the_docs_is_the_example_file() {
     assert_eq!(example, EXAMPLE);
 }
 
+/// The data dir [`spool_only`](super::spool_only) finds.
+fn data_dir_from_sources(
+    file: Option<&ConfigFile>,
+    env: &Env,
+    flags: &Flags,
+) -> Result<PathBuf, ConfigError> {
+    spool_only::spool_only_from_sources(file, env, flags).map(|spool| spool.data_dir)
+}
+
 #[test]
-fn data_dir_only_takes_the_flag_then_the_variable_then_the_file_then_the_default() {
+fn spool_only_data_dir_takes_the_flag_then_the_variable_then_the_file_then_the_default() {
     let toml = file("data_dir = \"from-file\"\n");
     let flags = Flags {
         data_dir: Some(PathBuf::from("from-flag")),
@@ -1283,7 +1292,7 @@ fn data_dir_only_takes_the_flag_then_the_variable_then_the_file_then_the_default
 }
 
 #[test]
-fn data_dir_only_needs_no_token_or_credentials() {
+fn spool_only_data_dir_needs_no_token_or_credentials() {
     // No ingest token and no Mixpanel credentials: `load` refuses this.
     let toml = file("data_dir = \"/var/lib/bridge\"\n[ingest]\nmax_body_bytes = 1000000\n");
     assert!(Config::from_sources(Some(&toml), &Env::default(), &Flags::default()).is_err());
@@ -1294,7 +1303,7 @@ fn data_dir_only_needs_no_token_or_credentials() {
 }
 
 #[test]
-fn data_dir_only_rejects_an_empty_path_and_bad_toml() {
+fn spool_only_data_dir_rejects_an_empty_path_and_bad_toml() {
     let message = |toml: &str| {
         data_dir_from_sources(Some(&file(toml)), &Env::default(), &Flags::default())
             .expect_err("an error")

@@ -289,6 +289,17 @@ pub trait MembershipStore: Send + Sync + 'static {
         take_over: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Takes or renews the right to run the scheduled pull for `lease`,
+    /// unless another `owner` holds it; returns whether `owner` holds it
+    /// now. Several processes pulling on one schedule take turns this way,
+    /// so that each round runs once ([`crate::pull::pull_every`]). A store
+    /// only one process uses may always answer yes.
+    fn hold_pull_lease(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// These changes will not be sent as they are: store them as dead
     /// letters and take them out of the journal, atomically.
     fn dead_letter(

@@ -129,6 +129,8 @@
 //!   compare-and-set loop over `writer-lease`: two replicas asking at once
 //!   cannot both win. Its expiry is wall-clock time, as in SQLite: replicas'
 //!   clocks must agree to well within the lease (120 s for the writer).
+//!   The scheduled pull's lease (`pull-lease`) works the same way, so that
+//!   one replica pulls per round.
 //! - **Dead-letter replays** journal the cohort's current state for the
 //!   user under the cohort's lock, then delete the letter: a crash in
 //!   between journals it again, harmlessly.
@@ -169,8 +171,8 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use self::bucket::Bucket;
 use self::model::{
     DeadLetterValue, Deferral, JournalValue, LEASE_KEY, LeaseValue, MemberValue, Meta,
-    PAGE_MEMORY_MS, StatusValue, UserRec, cohort_token, dead_letter_key, decode, encode,
-    journal_key, meta_key, op_code, op_from_code, status_key,
+    PAGE_MEMORY_MS, PULL_LEASE_KEY, StatusValue, UserRec, cohort_token, dead_letter_key, decode,
+    encode, journal_key, meta_key, op_code, op_from_code, status_key,
 };
 use super::{
     CohortDeadLetter, CohortKey, CohortStatus, DeadLetterSelection, MembershipPage,
@@ -289,6 +291,44 @@ impl std::fmt::Debug for NatsStore {
 }
 
 impl NatsStore {
+    /// Takes or renews the lease under `key` (compare and set, so two
+    /// replicas asking at once cannot both win): free when unset, expired,
+    /// held by `owner`, or with `take_over`.
+    async fn hold_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+        take_over: bool,
+    ) -> Result<bool, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let slot = self.inner.cohorts.read(key).await?;
+            let now = now_ms();
+            let current: Option<LeaseValue> = decode("lease", slot.value.as_ref())?;
+            let free = current.as_ref().is_none_or(|current| {
+                take_over || current.owner == owner || current.expires_ms <= now
+            });
+            if !free {
+                return Ok(false);
+            }
+            let mine = LeaseValue {
+                owner: owner.to_owned(),
+                expires_ms: now.saturating_add(lease_ms),
+            };
+            if self
+                .inner
+                .cohorts
+                .cas(key, encode(&mine)?, slot.revision)
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            // Someone else wrote it meanwhile: judge again.
+        }
+    }
+
     /// Opens the store in the buckets `<bucket_prefix>-pages`, `-cohorts`,
     /// `-members`, `-journal`, `-deferred` and `-dead-letters`, creating
     /// those that do not exist with `replicas` replicas (1, or 3 on a
@@ -875,32 +915,11 @@ impl MembershipStore for NatsStore {
         lease: Duration,
         take_over: bool,
     ) -> Result<bool, StoreError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        loop {
-            let slot = self.inner.cohorts.read(LEASE_KEY).await?;
-            let now = now_ms();
-            let current: Option<LeaseValue> = decode("writer lease", slot.value.as_ref())?;
-            let free = current.as_ref().is_none_or(|current| {
-                take_over || current.owner == owner || current.expires_ms <= now
-            });
-            if !free {
-                return Ok(false);
-            }
-            let mine = LeaseValue {
-                owner: owner.to_owned(),
-                expires_ms: now.saturating_add(lease_ms),
-            };
-            if self
-                .inner
-                .cohorts
-                .cas(LEASE_KEY, encode(&mine)?, slot.revision)
-                .await?
-                .is_some()
-            {
-                return Ok(true);
-            }
-            // Someone else wrote it meanwhile: judge again.
-        }
+        self.hold_lease(LEASE_KEY, owner, lease, take_over).await
+    }
+
+    async fn hold_pull_lease(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        self.hold_lease(PULL_LEASE_KEY, owner, lease, false).await
     }
 
     async fn dead_letter(&self, refused: Vec<RefusedChange>) -> Result<(), StoreError> {

@@ -390,6 +390,12 @@ impl MembershipStore for SqliteStore {
         .await
     }
 
+    /// Always held: one `serve` at a time has a data dir (its lock), so
+    /// one process pulls on the schedule.
+    async fn hold_pull_lease(&self, _owner: &str, _lease: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     async fn dead_letter(&self, refused: Vec<RefusedChange>) -> Result<(), StoreError> {
         self.transact(move |tx| {
             let now = now_ms();

@@ -21,6 +21,9 @@ pub(super) const PAGE_MEMORY_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The writer lease's key in the cohorts bucket.
 pub(super) const LEASE_KEY: &str = "writer-lease";
 
+/// The scheduled pull's lease's key in the cohorts bucket.
+pub(super) const PULL_LEASE_KEY: &str = "pull-lease";
+
 /// A key token for these parts: 32 hex digits.
 fn token(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
@@ -430,7 +433,7 @@ pub(super) struct LockValue {
     pub(super) held: bool,
 }
 
-/// The writer lease ([`LEASE_KEY`]).
+/// A lease: the writer's ([`LEASE_KEY`]) or the pull's ([`PULL_LEASE_KEY`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct LeaseValue {
     pub(super) owner: String,

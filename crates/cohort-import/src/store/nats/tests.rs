@@ -625,3 +625,113 @@ async fn a_lock_is_taken_over_only_after_its_holder_stopped_renewing() {
     assert!(started.elapsed() >= TEST_LOCK_LEASE);
     taken.release().await;
 }
+
+/// A Mixpanel stand-in with one cohort of two members; counts how many
+/// times the cohorts were listed (once per pull round).
+async fn mixpanel_counting_rounds() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/cohorts/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+            {"id": 77, "name": "Power users", "count": 2, "is_visible": 1},
+        ])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/query/engage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "page": 0, "page_size": 1000, "session_id": "sess", "status": "ok",
+            "results": [
+                {"$distinct_id": "u1", "$properties": {}},
+                {"$distinct_id": "u2", "$properties": {}},
+            ],
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn rounds(server: &wiremock::MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|request| request.url.path() == "/api/query/cohorts/list")
+        .count()
+}
+
+/// One replica's pull schedule on its own connection to the store.
+fn spawn_schedule(
+    store: NatsStore,
+    mixpanel: &wiremock::MockServer,
+    interval: Duration,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let client = mixpanel_client::Client::builder(mixpanel_client::Credentials::service_account(
+        "svc", "secret", "42",
+    ))
+    .base_url(mixpanel.uri())
+    .retry(mixpanel_client::RetryParams::for_test())
+    .build()
+    .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(crate::pull::pull_every(
+        client,
+        std::sync::Arc::new(store),
+        crate::identity::IdentityRule::default(),
+        crate::pull::Schedule {
+            ids: Vec::new(),
+            interval,
+        },
+        std::sync::Arc::default(),
+        std::sync::Arc::default(),
+        stopped,
+    ));
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_turns_at_the_pull_schedule() {
+    let Some(server) = TestServer::start() else {
+        return;
+    };
+    let mixpanel = mixpanel_counting_rounds().await;
+    let interval = Duration::from_secs(1);
+    let (stop_first, first) = spawn_schedule(server.store().await, &mixpanel, interval);
+    // The first replica takes the lease with its first round.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (stop_second, second) = spawn_schedule(server.store().await, &mixpanel, interval);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // One round per interval, not one per replica: 1 at the start, then
+    // about 1 a second (each round ends a little after it starts).
+    let together = rounds(&mixpanel).await;
+    assert!((3..=5).contains(&together), "{together} rounds in 3.5 s");
+
+    // The holder stops (as if it died): the other takes over once the
+    // lease lapses, within an interval and a look.
+    stop_first.send(true).unwrap();
+    first.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let after = rounds(&mixpanel).await;
+    assert!(
+        after >= together + 2,
+        "the second replica took over: {together} then {after}"
+    );
+    stop_second.send(true).unwrap();
+    second.await.unwrap();
+    let members = server
+        .store()
+        .await
+        .members(&CohortKey {
+            project_id: "42".to_owned(),
+            cohort_id: "77".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2);
+}
