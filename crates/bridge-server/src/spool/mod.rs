@@ -243,6 +243,10 @@ pub trait DeadLetterAdmin {
     /// Deletes the entries matching `filter`; returns how many.
     fn purge(&mut self, filter: &DeadLetterFilter)
     -> impl Future<Output = Result<u64, SpoolError>>;
+
+    /// Stores letters that came from outside the spool (no batch: the
+    /// refusals of a `backfill`), durably, before returning how many.
+    fn add(&mut self, letters: &[DeadLetter]) -> impl Future<Output = Result<u64, SpoolError>>;
 }
 
 /// A durable work queue of Currents batches. See the module doc for the contract.

@@ -29,8 +29,8 @@ use futures_util::StreamExt as _;
 use super::{dead_letter_prefix, is_not_found, is_stream_full, unix_ms, wire};
 use crate::nats::{NatsError, NatsOptions, error_chain};
 use crate::spool::{
-    DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH, Replayed,
-    SpoolError, is_json, replay_body,
+    DeadLetter, DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH,
+    Replayed, SpoolError, is_json, replay_body,
 };
 
 /// Entries read per request.
@@ -222,6 +222,30 @@ impl NatsDeadLetterStore {
         Ok(replayed)
     }
 
+    /// Stores letters that came in no batch (a backfill's refusals), one
+    /// after another, each once its PubAck is back; returns how many. The
+    /// same letter added again within the stream's duplicate window is
+    /// stored once ([`wire::added_letter_msg_id`]).
+    pub async fn add(&mut self, letters: &[DeadLetter]) -> Result<u64, SpoolError> {
+        let now_ms = crate::clock::now_ms();
+        let prefix = dead_letter_prefix(&self.options);
+        for letter in letters {
+            let msg_id = wire::added_letter_msg_id(letter);
+            let headers = wire::dead_letter_headers(&msg_id, letter, None, now_ms);
+            let subject = format!("{prefix}.{}", wire::token(Some(&letter.reason)));
+            let stream = self.options.dead_letter_stream.clone();
+            self.publish(
+                &stream,
+                "a dead letter",
+                subject,
+                headers,
+                letter.event.clone(),
+            )
+            .await?;
+        }
+        Ok(letters.len() as u64)
+    }
+
     /// Deletes the entries matching `filter`; returns how many.
     pub async fn purge(&mut self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
         if filter.is_everything() {
@@ -272,7 +296,14 @@ impl NatsDeadLetterStore {
                     self.options.subject_prefix,
                     wire::token(workspace.as_deref())
                 );
-                self.publish_batch(subject, headers, body).await?;
+                self.publish(
+                    &self.options.stream,
+                    "a replayed batch",
+                    subject,
+                    headers,
+                    body,
+                )
+                .await?;
                 for id in ids {
                     self.delete(id).await?;
                 }
@@ -284,8 +315,13 @@ impl NatsDeadLetterStore {
     }
 
     /// Publishes a replayed batch to the batch stream and awaits its PubAck.
-    async fn publish_batch(
+    /// Publishes one message to `stream` (a replayed batch to the batch
+    /// stream, an added letter to the dead-letter stream) and awaits its
+    /// PubAck; `what` names it in errors.
+    async fn publish(
         &self,
+        stream: &str,
+        what: &str,
         subject: String,
         headers: async_nats::HeaderMap,
         body: bytes::Bytes,
@@ -302,7 +338,7 @@ impl NatsDeadLetterStore {
             Ok(Err(error)) => error,
             Err(_) => {
                 return Err(SpoolError::Storage(format!(
-                    "NATS did not acknowledge a replayed batch within {:?}",
+                    "NATS did not acknowledge {what} within {:?}",
                     self.options.publish_timeout
                 )));
             }
@@ -311,7 +347,7 @@ impl NatsDeadLetterStore {
             return Err(SpoolError::Full {
                 n_bytes: self
                     .api
-                    .get_stream(&self.options.stream)
+                    .get_stream(stream)
                     .await
                     .map_or(self.options.max_bytes, |stream| {
                         stream.cached_info().state.bytes
@@ -321,10 +357,10 @@ impl NatsDeadLetterStore {
         }
         if error.kind() == PublishErrorKind::MaxPayloadExceeded {
             return Err(SpoolError::Storage(format!(
-                "a replayed batch of {n_bytes} bytes exceeds the NATS server's max_payload"
+                "{what} of {n_bytes} bytes exceeds the NATS server's max_payload"
             )));
         }
-        Err(storage("publish of a replayed batch", &error))
+        Err(storage(&format!("publish of {what}"), &error))
     }
 
     /// Deletes the entry `id`; false when it was already gone.
@@ -480,6 +516,10 @@ impl DeadLetterAdmin for NatsDeadLetterStore {
 
     async fn purge(&mut self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
         NatsDeadLetterStore::purge(self, filter).await
+    }
+
+    async fn add(&mut self, letters: &[DeadLetter]) -> Result<u64, SpoolError> {
+        NatsDeadLetterStore::add(self, letters).await
     }
 }
 

@@ -513,7 +513,7 @@ impl Shared {
             for (idx_in_chunk, letter) in chunk.iter().enumerate() {
                 let index = chunk_idx * DEAD_LETTERS_IN_FLIGHT + idx_in_chunk;
                 let msg_id = wire::dead_letter_msg_id(sequence, index, letter);
-                let headers = wire::dead_letter_headers(&msg_id, letter, id.0, now_ms);
+                let headers = wire::dead_letter_headers(&msg_id, letter, Some(id.0), now_ms);
                 let subject = format!(
                     "{}.{}",
                     shared.dead_letter_prefix,

@@ -777,3 +777,30 @@ async fn connect_uses_the_credentials_and_never_prints_them() {
     let error = connect(&options).await.unwrap_err().to_string();
     assert!(!error.contains("wr0ng-t0ken"), "{error}");
 }
+
+#[tokio::test]
+async fn letters_added_from_outside_a_batch_are_stored_once_and_replayed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let options = options(&server);
+    let spool = open_with(&options, HOUR).await;
+    let letters: Vec<DeadLetter> = (0..3)
+        .map(|seq| dead_letter("refused_by_mixpanel", "t", "brand-a", seq))
+        .collect();
+    let client = connect(&options).await.unwrap();
+    let mut store = NatsDeadLetterStore::open(client, &options).await.unwrap();
+    assert_eq!(DeadLetterAdmin::add(&mut store, &letters).await.unwrap(), 3);
+    // Added again (a backfill run twice): stored once.
+    assert_eq!(DeadLetterAdmin::add(&mut store, &letters).await.unwrap(), 3);
+    let entries = store
+        .list(&DeadLetterFilter::default(), usize::MAX)
+        .await
+        .unwrap();
+    let stored: Vec<&DeadLetter> = entries.iter().map(|entry| &entry.letter).collect();
+    assert_eq!(stored, letters.iter().collect::<Vec<_>>());
+    assert!(entries.iter().all(|entry| entry.batch_id.is_none()));
+    let replayed = store.replay(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!((replayed.n_events, replayed.n_batches), (3, 1));
+    assert_eq!(spool.lease(10, HOUR).await.unwrap().len(), 1);
+}

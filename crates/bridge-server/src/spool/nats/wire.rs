@@ -110,6 +110,19 @@ pub(crate) fn dead_letter_msg_id(batch_sequence: u64, index: usize, letter: &Dea
     format!("dl-{batch_sequence}-{index}-{}", hex(&digest[..8]))
 }
 
+/// The `Nats-Msg-Id` of a letter added from outside the spool (a
+/// backfill's refusal): a hash of its reason, detail and event, so that the
+/// same letter added twice within the duplicate window is stored once.
+pub(crate) fn added_letter_msg_id(letter: &DeadLetter) -> String {
+    let mut hasher = Sha256::new();
+    for part in [letter.reason.as_bytes(), letter.detail.as_bytes()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(&letter.event);
+    format!("dl-added-{}", hex(&hasher.finalize()[..16]))
+}
+
 /// The `Nats-Msg-Id` of a replayed batch: the dead-letter entries it holds,
 /// so that a replay run again after a crash between publishing and deleting
 /// (within the duplicate window) stores the batch once.
@@ -140,7 +153,7 @@ pub(crate) fn batch_headers(
 pub(crate) fn dead_letter_headers(
     msg_id: &str,
     letter: &DeadLetter,
-    batch_id: i64,
+    batch_id: Option<i64>,
     dead_lettered_at_ms: i64,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -160,7 +173,9 @@ pub(crate) fn dead_letter_headers(
         }
     }
     headers.insert(ATTEMPTS, letter.attempts.to_string().as_str());
-    headers.insert(BATCH_ID, batch_id.to_string().as_str());
+    if let Some(batch_id) = batch_id {
+        headers.insert(BATCH_ID, batch_id.to_string().as_str());
+    }
     headers.insert(
         DEAD_LETTERED_AT_MS,
         dead_lettered_at_ms.to_string().as_str(),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
-use super::schema::{self, BatchRecord};
+use super::schema::{self, BatchRecord, DeadLetterRecord};
 use crate::spool::{
     DeadLetter, DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH,
     Replayed, SpoolError, is_json, replay_body,
@@ -135,6 +135,26 @@ impl DeadLetterStore {
             "Replayed dead letters into the spool."
         );
         Ok(replayed)
+    }
+
+    /// Stores letters that came in no batch (a backfill's refusals), in
+    /// one transaction; returns how many.
+    pub fn add(&mut self, letters: &[DeadLetter]) -> Result<u64, SpoolError> {
+        let now_ms = crate::clock::now_ms();
+        let insert = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for dead_letter in letters {
+                DeadLetterRecord {
+                    dead_lettered_at_ms: now_ms,
+                    batch_id: None,
+                    dead_letter,
+                }
+                .insert(&txn)?;
+            }
+            txn.commit()
+        };
+        insert(&mut self.conn).map_err(|error| self.error(&error))?;
+        Ok(letters.len() as u64)
     }
 
     /// Deletes the entries matching `filter`; returns how many.
@@ -342,5 +362,9 @@ impl DeadLetterAdmin for DeadLetterStore {
 
     async fn purge(&mut self, filter: &DeadLetterFilter) -> Result<u64, SpoolError> {
         DeadLetterStore::purge(self, filter)
+    }
+
+    async fn add(&mut self, letters: &[DeadLetter]) -> Result<u64, SpoolError> {
+        DeadLetterStore::add(self, letters)
     }
 }

@@ -1312,3 +1312,23 @@ proptest! {
         runtime.block_on(check_against_model(ops));
     }
 }
+
+#[tokio::test]
+async fn letters_added_from_outside_a_batch_are_listed_and_replayed() {
+    let dir = TempDir::new("dlq-add");
+    let spool = open(&dir);
+    let mut store = DeadLetterStore::open(dir.path(), Duration::from_secs(5)).unwrap();
+    let letters: Vec<DeadLetter> = (0..3)
+        .map(|seq| dead_letter("refused_by_mixpanel", "t", "brand-a", seq))
+        .collect();
+    assert_eq!(store.add(&letters).unwrap(), 3);
+    assert_eq!(spool.stats().await.unwrap().n_dead_letters, 3);
+    let entries = store.list(&DeadLetterFilter::default(), 10).unwrap();
+    let stored: Vec<&DeadLetter> = entries.iter().map(|entry| &entry.letter).collect();
+    assert_eq!(stored, letters.iter().collect::<Vec<_>>());
+    assert!(entries.iter().all(|entry| entry.batch_id.is_none()));
+    let replayed = store.replay(&DeadLetterFilter::default()).unwrap();
+    assert_eq!((replayed.n_events, replayed.n_batches), (3, 1));
+    assert_eq!(spool.stats().await.unwrap().n_dead_letters, 0);
+    spool.close().await.unwrap();
+}
