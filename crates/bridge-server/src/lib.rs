@@ -3,6 +3,7 @@
 //! Mixpanel through the mapping of `currents-mixpanel`, the cohort webhook
 //! and sync, and the operations endpoints. `serve` wires them together.
 
+pub mod backfill;
 pub mod body_budget;
 pub mod clock;
 pub mod cohorts;

@@ -94,6 +94,11 @@ mod writer;
 mod tests;
 
 pub use dead_letters::{DeadLetterStore, QuarantineEntry};
+
+/// The spool's database file in `dir`.
+pub fn file_path(dir: &Path) -> PathBuf {
+    dir.join(schema::FILE_NAME)
+}
 // Shared with the NATS spool; re-exported where they were first defined.
 pub use crate::spool::{DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH, Replayed};
 

@@ -1,0 +1,95 @@
+//! `backfill`: Braze Currents storage archives (Avro files in S3, Google
+//! Cloud Storage, Azure Blob or a directory) into Mixpanel through the same
+//! mapping as `serve`, resumable from per-file checkpoints.
+//!
+//! Readers (one per core) take whole files, decode and map their records
+//! and hand chunks of at most one `/import` request each, with the records
+//! they cover, through a bounded channel to the sender ([`send`]), which
+//! imports a few at a time, stores refusals as dead letters and advances
+//! the checkpoints ([`checkpoint`]) over the records settled without a gap
+//! ([`tracker`]). Memory is bounded by the chunks in the channel and in
+//! flight, whatever the archive's size.
+
+pub mod checkpoint;
+pub mod letters;
+mod output;
+pub mod send;
+mod tracker;
+
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+use currents_mixpanel::OutcomeCounts;
+use mixpanel_client::ImportBatch;
+
+use crate::spool::{DeadLetter, SpoolError};
+
+/// Mapped events of consecutive records of one file.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// The file's index in the run.
+    pub(crate) file: usize,
+    /// The records it settles (mapped, skipped or dead-lettered).
+    pub(crate) records: Range<u64>,
+    /// The mapped events, within Mixpanel's request limits.
+    pub(crate) batch: ImportBatch,
+    /// Each mapped event's Currents JSON as the archive held it, in batch
+    /// order: a record Mixpanel refuses is dead-lettered as this.
+    pub(crate) originals: Vec<Bytes>,
+    /// Records that could not be mapped (invalid, too large).
+    pub(crate) dead_letters: Vec<DeadLetter>,
+    /// The records' outcomes.
+    pub(crate) counts: OutcomeCounts,
+}
+
+/// What the readers tell the sender.
+#[derive(Debug)]
+pub(crate) enum FromReaders {
+    /// Some records of a file, mapped.
+    Chunk(Chunk),
+    /// A file's reader got to its end: it holds `total` records.
+    End {
+        /// The file's index.
+        file: usize,
+        /// Its record count.
+        total: u64,
+    },
+    /// A file could not be read (to its end): after the chunks of the
+    /// records before the damage, why.
+    Failed {
+        /// The file's index.
+        file: usize,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Why a backfill could not run (or go on).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillError {
+    /// A local file could not be written or read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The checkpoints could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// The dead-letter store failed.
+    #[error("the dead-letter store: {0}")]
+    DeadLetters(#[from] SpoolError),
+}
+
+impl BackfillError {
+    pub(crate) fn io(path: &Path, error: &std::io::Error) -> BackfillError {
+        BackfillError::Io {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
