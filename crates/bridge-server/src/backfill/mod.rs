@@ -93,3 +93,4 @@ impl BackfillError {
         }
     }
 }
+mod read;

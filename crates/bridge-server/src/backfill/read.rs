@@ -1,0 +1,211 @@
+//! The reading half of a backfill, run on every core: one archive file at a
+//! time per worker, fetched whole, its records decoded and mapped, and
+//! handed on as chunks of at most one `/import` request each.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use currents_archive::{ArchiveObject, ArchiveStore, FileEvents};
+use currents_mixpanel::{Mapper, Outcome, OutcomeCounts};
+use currents_model::{Event, InvalidEvent};
+use mixpanel_client::{BatchLimits, Batcher, ImportBatch};
+
+use super::send::Totals;
+use super::{Chunk, FromReaders};
+use crate::delivery::EVENT_TOO_LARGE;
+use crate::spool::DeadLetter;
+
+/// Records a chunk covers at most, even when few of them map (a file of
+/// skipped events still moves its checkpoint along).
+const MAX_RECORDS_PER_CHUNK: u64 = 20_000;
+
+/// One file to read, from its checkpoint on.
+#[derive(Debug, Clone)]
+pub(crate) struct FileUnit {
+    /// Its index in the run.
+    pub(crate) file: usize,
+    /// The store it is in.
+    pub(crate) store: Arc<ArchiveStore>,
+    /// The object.
+    pub(crate) object: ArchiveObject,
+    /// Records already settled by an earlier run.
+    pub(crate) start: u64,
+}
+
+/// What every reader shares.
+pub(crate) struct ReadContext {
+    pub(crate) mapper: Mapper,
+    pub(crate) limits: BatchLimits,
+    pub(crate) totals: Arc<Totals>,
+    /// The runtime the object stores' requests run on.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl ReadContext {
+    /// Reads, decodes and maps one file, emitting its chunks, then its end
+    /// (or why it could not be read to its end).
+    pub(crate) fn read_file(&self, unit: FileUnit, emit: &mut dyn FnMut(FromReaders)) {
+        let bytes = match self.runtime.block_on(unit.store.get(&unit.object)) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                emit(FromReaders::Failed {
+                    file: unit.file,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
+        Totals::add(&self.totals.bytes, bytes.len() as u64);
+        let events = match FileEvents::open(&unit.object, &bytes) {
+            Ok(events) => events,
+            Err(error) => {
+                emit(FromReaders::Failed {
+                    file: unit.file,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
+        let mut chunker = Chunker::new(unit.file, unit.start, self.limits);
+        for (record, event) in (0u64..).zip(events) {
+            let text = match event {
+                Ok(text) => text,
+                Err(error) => {
+                    chunker.flush(emit);
+                    emit(FromReaders::Failed {
+                        file: unit.file,
+                        error: error.to_string(),
+                    });
+                    return;
+                }
+            };
+            if record < unit.start {
+                continue;
+            }
+            Totals::add(&self.totals.records, 1);
+            chunker.record(&self.mapper, record, text, emit);
+        }
+        let total = chunker.next_record;
+        chunker.flush(emit);
+        emit(FromReaders::End {
+            file: unit.file,
+            total: total.max(unit.start),
+        });
+    }
+}
+
+/// Builds one file's chunks.
+struct Chunker {
+    file: usize,
+    batcher: Batcher,
+    /// The first record of the open chunk.
+    chunk_start: u64,
+    /// The record after the last one seen.
+    next_record: u64,
+    originals: Vec<Bytes>,
+    dead_letters: Vec<DeadLetter>,
+    counts: OutcomeCounts,
+}
+
+impl Chunker {
+    fn new(file: usize, start: u64, limits: BatchLimits) -> Chunker {
+        Chunker {
+            file,
+            batcher: Batcher::new(limits),
+            chunk_start: start,
+            next_record: start,
+            originals: Vec::new(),
+            dead_letters: Vec::new(),
+            counts: OutcomeCounts::default(),
+        }
+    }
+
+    /// Maps record `record`, whose Currents JSON is `text`.
+    fn record(
+        &mut self,
+        mapper: &Mapper,
+        record: u64,
+        text: String,
+        emit: &mut dyn FnMut(FromReaders),
+    ) {
+        let parsed = Event::parse(&text);
+        let identity = parsed
+            .as_ref()
+            .ok()
+            .map(|event| (event.event_type.as_str().to_owned(), event.id.to_string()));
+        // Counted after a completed batch is emitted: this record belongs
+        // to the next chunk.
+        match mapper.map_parsed(parsed) {
+            Outcome::Mapped(mapped) => match self.batcher.push_event(&mapped) {
+                Ok(completed) => {
+                    if let Some(batch) = completed {
+                        self.emit_chunk(batch, record, emit);
+                    }
+                    self.counts.mapped += 1;
+                    self.originals.push(Bytes::from(text));
+                }
+                Err(error) => {
+                    self.counts.mapped += 1;
+                    self.dead_letters.push(letter(
+                        text,
+                        EVENT_TOO_LARGE,
+                        &error.to_string(),
+                        identity,
+                    ));
+                }
+            },
+            Outcome::Skipped(reason) => self.counts.skipped[reason as usize] += 1,
+            Outcome::Invalid(InvalidEvent { reason, detail, .. }) => {
+                self.counts.record_invalid(reason);
+                self.dead_letters
+                    .push(letter(text, reason.as_str(), &detail, identity));
+            }
+        }
+        self.next_record = record + 1;
+        if self.next_record - self.chunk_start >= MAX_RECORDS_PER_CHUNK {
+            self.flush(emit);
+        }
+    }
+
+    /// Emits `batch` as the chunk of the records before `end`.
+    fn emit_chunk(&mut self, batch: ImportBatch, end: u64, emit: &mut dyn FnMut(FromReaders)) {
+        let records: Range<u64> = self.chunk_start..end;
+        self.chunk_start = end;
+        emit(FromReaders::Chunk(Chunk {
+            file: self.file,
+            records,
+            batch,
+            originals: std::mem::take(&mut self.originals),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+            counts: std::mem::take(&mut self.counts),
+        }));
+    }
+
+    /// Emits the open chunk, if it covers any record.
+    fn flush(&mut self, emit: &mut dyn FnMut(FromReaders)) {
+        if self.next_record > self.chunk_start {
+            let batch = self.batcher.flush().unwrap_or_default();
+            self.emit_chunk(batch, self.next_record, emit);
+        }
+    }
+}
+
+/// A record that will not be sent as it is.
+fn letter(
+    text: String,
+    reason: &str,
+    detail: &str,
+    identity: Option<(String, String)>,
+) -> DeadLetter {
+    let (event_type, event_id) = identity.unzip();
+    DeadLetter {
+        event: Bytes::from(text),
+        reason: reason.to_owned(),
+        detail: detail.to_owned(),
+        event_type,
+        event_id,
+        workspace: None,
+        attempts: 0,
+    }
+}
