@@ -77,6 +77,14 @@ pub enum BackfillError {
         /// What went wrong.
         message: String,
     },
+    /// An archive location could not be opened or listed.
+    #[error("{location}: {message}")]
+    Archive {
+        /// The location as given.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The checkpoints could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
@@ -94,3 +102,6 @@ impl BackfillError {
     }
 }
 mod read;
+mod run;
+
+pub use run::{Plan, RunOptions, Selection, Summary, Target, run};
