@@ -461,7 +461,7 @@ fn parse_time_arg(text: &str) -> Result<i64, String> {
 /// with its offset (`2026-11-28T10:00:00Z`, `2026-11-28T11:30:00+01:30`) or
 /// a duration before `now_ms` (`90s`, `30m`, `2h`, `7d`, `1w`, `1h30m`;
 /// a day is 24 hours).
-fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+pub(crate) fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
     let text = text.trim();
     let expected = || {
         format!(

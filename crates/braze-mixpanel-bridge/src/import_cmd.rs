@@ -16,6 +16,7 @@ use mixpanel_client::reader::{InputItem, read_events};
 use serde_json::value::RawValue;
 
 use crate::mixpanel_args::MixpanelArgs;
+use crate::progress::Progress;
 
 /// Exit code when the import ran but some records were not imported.
 pub(crate) const EXIT_RECORDS_FAILED: u8 = 3;
@@ -90,7 +91,12 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let started = Instant::now();
-    let progress = Progress::start(Arc::clone(&counters));
+    let progress = {
+        let counters = Arc::clone(&counters);
+        Progress::start("import", None, move |elapsed| {
+            (0, progress_line(&counters, elapsed))
+        })
+    };
     let mut failures = FailedRecordsFile {
         out: &mut *failed_out,
         sources: &sources,
@@ -228,60 +234,6 @@ impl FailedRecordsFile<'_> {
             .and_then(|()| self.out.write_all(b"\n"));
         if let Err(error) = written {
             self.write_error = Some(error);
-        }
-    }
-}
-
-/// A progress bar on a terminal, a line every 10 s otherwise.
-struct Progress {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Progress {
-    fn start(counters: Arc<Counters>) -> Progress {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let is_terminal = io::stderr().is_terminal();
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let bar = is_terminal.then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                        .expect("the template is valid"),
-                );
-                bar
-            });
-            let interval = if is_terminal {
-                Duration::from_millis(200)
-            } else {
-                Duration::from_secs(10)
-            };
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(interval)
-            {
-                let line = progress_line(&counters, started.elapsed());
-                match &bar {
-                    Some(bar) => bar.set_message(line),
-                    None => {
-                        let _ = writeln!(io::stderr(), "import: {line}");
-                    }
-                }
-            }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-        });
-        Progress {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

@@ -7,6 +7,7 @@
 //! credentials), 2 usage error, 3 `import` finished but some records were
 //! not imported.
 
+mod backfill_cmd;
 mod check_config_cmd;
 mod cohorts_cmd;
 mod dlq_cmd;
@@ -16,6 +17,7 @@ mod dlq_tests;
 mod generate_cmd;
 mod import_cmd;
 mod mixpanel_args;
+mod progress;
 mod serve_cmd;
 mod server_args;
 mod transform_cmd;
@@ -43,6 +45,8 @@ enum Command {
     Transform(transform_cmd::TransformArgs),
     /// Import Mixpanel events (NDJSON or JSON arrays) into Mixpanel's /import.
     Import(import_cmd::ImportArgs),
+    /// Send Braze Currents storage archives (Avro, S3/GCS/Azure/a directory) to Mixpanel, resumably (docs/backfill.md).
+    Backfill(backfill_cmd::BackfillArgs),
     /// Run the service: receive Braze Currents, spool them, deliver them to Mixpanel.
     Serve(server_args::ServerArgs),
     /// Check the service configuration and print it, secrets redacted; --connect also checks NATS (docs/configuration.md).
@@ -88,6 +92,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => {
             init_logging("warn", false);
             import_cmd::run(args)
+        }
+        Command::Backfill(args) => {
+            init_logging("warn", false);
+            backfill_cmd::run_command(args)
         }
         Command::Serve(args) => serve_cmd::run(args),
         Command::CheckConfig(args) => {

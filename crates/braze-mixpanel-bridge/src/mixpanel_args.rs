@@ -68,6 +68,12 @@ impl MixpanelArgs {
         }
     }
 
+    /// The project token, when one is given: the mapping puts it in every
+    /// event as `token`, as `serve` does.
+    pub(crate) fn project_token(&self) -> Option<&str> {
+        self.project_token.as_deref()
+    }
+
     /// A client builder with everything but the per-command settings.
     pub(crate) fn client_builder(&self) -> anyhow::Result<mixpanel_client::ClientBuilder> {
         let mut builder = Client::builder(self.credentials()?)
