@@ -6,7 +6,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use currents_archive::{ArchiveObject, ArchiveStore, FileEvents};
+use currents_archive::events::ObjectEvents;
+use currents_archive::store::{ArchiveObject, ArchiveStore};
 use currents_mixpanel::{Mapper, Outcome, OutcomeCounts};
 use currents_model::{Event, InvalidEvent};
 use mixpanel_client::{BatchLimits, Batcher, ImportBatch};
@@ -57,7 +58,7 @@ impl ReadContext {
             }
         };
         Totals::add(&self.totals.bytes, bytes.len() as u64);
-        let events = match FileEvents::open(&unit.object, &bytes) {
+        let mut events = match ObjectEvents::for_object(&unit.object, bytes) {
             Ok(events) => events,
             Err(error) => {
                 emit(FromReaders::Failed {
@@ -68,9 +69,18 @@ impl ReadContext {
             }
         };
         let mut chunker = Chunker::new(unit.file, unit.start, self.limits);
-        for (record, event) in (0u64..).zip(events) {
-            let text = match event {
-                Ok(text) => text,
+        if let Err(error) = events.skip_records(unit.start) {
+            emit(FromReaders::Failed {
+                file: unit.file,
+                error: error.to_string(),
+            });
+            return;
+        }
+        loop {
+            let mut text = String::new();
+            match events.next_into(&mut text) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(error) => {
                     chunker.flush(emit);
                     emit(FromReaders::Failed {
@@ -79,10 +89,8 @@ impl ReadContext {
                     });
                     return;
                 }
-            };
-            if record < unit.start {
-                continue;
             }
+            let record = events.next_record() - 1;
             Totals::add(&self.totals.records, 1);
             chunker.record(&self.mapper, record, text, emit);
         }

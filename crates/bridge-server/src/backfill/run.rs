@@ -5,7 +5,8 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use currents_archive::{ArchiveStore, Prune};
+use currents_archive::layout::Prune;
+use currents_archive::store::ArchiveStore;
 use currents_mixpanel::pipeline::{self, Config as PipelineConfig};
 use currents_mixpanel::{Mapper, OutcomeCounts};
 use mixpanel_client::{BatchLimits, Client};
@@ -40,6 +41,9 @@ pub struct Plan {
     pub files_already_done: u64,
     /// Bytes of the files to read.
     pub bytes_to_read: u64,
+    /// Objects in the folders listed that are neither Avro files nor
+    /// batches (not read).
+    pub objects_ignored: u64,
 }
 
 impl Plan {
@@ -59,6 +63,7 @@ impl Plan {
             files_listed: 0,
             files_already_done: 0,
             bytes_to_read: 0,
+            objects_ignored: 0,
         };
         for location in &selection.locations {
             let store = Arc::new(
@@ -67,7 +72,7 @@ impl Plan {
                     message: error.to_string(),
                 })?,
             );
-            let objects = store.list(&selection.prune).await.map_err(|error| {
+            let listed = store.list(&selection.prune).await.map_err(|error| {
                 BackfillError::Archive {
                     location: location.clone(),
                     message: error.to_string(),
@@ -76,7 +81,8 @@ impl Plan {
             if again && let Some(checkpoints) = checkpoints.as_deref_mut() {
                 checkpoints.forget(location)?;
             }
-            for object in objects {
+            plan.objects_ignored += listed.skipped_keys.len() as u64;
+            for object in listed.objects {
                 plan.files_listed += 1;
                 let id = FileId {
                     location: location.clone(),
