@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod mapping;
+pub mod pipeline;
 pub mod transform;
 
 pub use mapping::{Mapper, MappingConfig, Outcome, OutcomeCounts, SkipReason, TypeFilter};
