@@ -319,11 +319,7 @@ fn coordinate<U, R, E>(
 }
 
 /// A worker thread: takes units until the queue closes.
-fn worker<U, R>(
-    jobs: &Jobs<U>,
-    work: &Work<'_, U, R>,
-    results: &SyncSender<Message<R>>,
-) {
+fn worker<U, R>(jobs: &Jobs<U>, work: &Work<'_, U, R>, results: &SyncSender<Message<R>>) {
     while let Some((seq, unit)) = jobs.pop() {
         let mut emit = |result| {
             // Fails only once the pipeline has stopped: the result is dropped.
