@@ -10,10 +10,15 @@
 //! - [`OutcomeCounts`]: outcomes counted by reason.
 //! - [`transform`]: a whole input (batch envelopes, NDJSON or a JSON array)
 //!   to Mixpanel NDJSON, with each skipped or invalid event written to a
-//!   rejects stream with its reason.
+//!   rejects stream with its reason; [`transform::transform_parallel`] does
+//!   the same on several threads, with the same output byte for byte.
+//! - [`pipeline`]: the small parallel pipeline on std threads behind it
+//!   (units read and results written on the calling thread, in order or as
+//!   they come, with bounded memory), for other batch jobs too.
 //!
-//! The crate does no I/O of its own and needs no async runtime: it depends
-//! on `currents-model` and on `mixpanel-client` without its network feature.
+//! The crate does no I/O of its own and needs no async runtime (its threads
+//! are std's): it depends on `currents-model` and on `mixpanel-client`
+//! without its network feature.
 //!
 //! # Example
 //!
@@ -42,6 +47,7 @@
 #![deny(missing_docs)]
 
 mod mapping;
+pub mod pipeline;
 pub mod transform;
 
 pub use mapping::{Mapper, MappingConfig, Outcome, OutcomeCounts, SkipReason, TypeFilter};

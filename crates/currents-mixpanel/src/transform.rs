@@ -10,8 +10,20 @@
 //!   rejected as `invalid_json` while the rest proceeds;
 //! - otherwise the input is one **document** (e.g. a pretty-printed
 //!   envelope) read whole, and a syntax error in it is an error.
+//!
+//! [`transform`] runs on the calling thread. [`transform_parallel`] maps
+//! line-mode input on several threads: the input is cut into chunks of
+//! whole lines, each chunk is mapped on a worker of [`crate::pipeline`] into
+//! its own output and rejects, and the chunks are written in input order, so
+//! that its output, rejects and summary are those of [`transform`] byte for
+//! byte. A document is read whole by one thread either way: it is one JSON
+//! value, usually a single envelope, and splitting it would need a parse of
+//! its own.
+
+mod chunks;
 
 use std::io::{self, BufRead, Write};
+use std::num::NonZeroUsize;
 
 use currents_model::{Batch, Event, InvalidEvent, InvalidReason, ParsedEvent};
 use mixpanel_client::ndjson;
@@ -58,6 +70,38 @@ pub enum TransformError {
     },
 }
 
+/// How [`transform_parallel`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransformOptions {
+    threads: NonZeroUsize,
+    chunk_bytes: NonZeroUsize,
+}
+
+impl TransformOptions {
+    /// The default size of a chunk of lines: large enough that handing a
+    /// chunk to a thread costs nothing next to mapping it, small enough that
+    /// `2 × threads` chunks in flight (each with its output) stay a few
+    /// megabytes.
+    pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+    /// Line-mode input mapped on `threads` threads (1: on the calling
+    /// thread), in chunks of [`Self::DEFAULT_CHUNK_BYTES`].
+    pub fn new(threads: NonZeroUsize) -> TransformOptions {
+        TransformOptions {
+            threads,
+            chunk_bytes: NonZeroUsize::new(Self::DEFAULT_CHUNK_BYTES).expect("not zero"),
+        }
+    }
+
+    /// Chunks of about `bytes` bytes: whole lines, cut after the last line
+    /// break within `bytes` (a longer line is a chunk of its own). The output
+    /// does not depend on it.
+    pub fn chunk_bytes(mut self, bytes: NonZeroUsize) -> TransformOptions {
+        self.chunk_bytes = bytes;
+        self
+    }
+}
+
 /// Transforms every event of `input`, writing Mixpanel events as NDJSON to
 /// `output` in input order, and each skipped or invalid event to `rejects`.
 pub fn transform(
@@ -65,6 +109,35 @@ pub fn transform(
     output: &mut dyn Write,
     rejects: &mut dyn Write,
     mapper: &Mapper,
+) -> Result<Summary, TransformError> {
+    transform_with(input, output, rejects, mapper, None)
+}
+
+/// [`transform`] on several threads: the same output, rejects and summary,
+/// byte for byte, for line-mode input mapped in chunks on
+/// `options`' threads (see the [module documentation](self)).
+///
+/// Memory holds up to `2 × threads` chunks and their output at once.
+/// `input` is read, and `output` and `rejects` are written, on the calling
+/// thread only.
+pub fn transform_parallel(
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    rejects: &mut dyn Write,
+    mapper: &Mapper,
+    options: &TransformOptions,
+) -> Result<Summary, TransformError> {
+    transform_with(input, output, rejects, mapper, Some(options))
+}
+
+/// Both entry points: line mode is read line by line without `options`,
+/// in chunks on a pipeline with them.
+fn transform_with(
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    rejects: &mut dyn Write,
+    mapper: &Mapper,
+    options: Option<&TransformOptions>,
 ) -> Result<Summary, TransformError> {
     let mut sink = Output {
         output,
@@ -97,7 +170,10 @@ pub fn transform(
             .is_ok_and(|text| serde_json::from_str::<&RawValue>(text).is_ok());
         if is_complete_value {
             sink.line(&line, line_number)?;
-            read_lines(input, &mut sink, &mut line, line_number)?;
+            match options {
+                None => read_lines(input, &mut sink, &mut line, line_number)?,
+                Some(options) => chunks::read_chunks(input, &mut sink, line_number + 1, options)?,
+            }
             break ReadMode::Lines;
         }
         leading_blank_lines.append(&mut line);
@@ -295,6 +371,17 @@ impl Output<'_> {
     }
 }
 
+/// Adds `more` to `total`.
+fn add_counts(total: &mut OutcomeCounts, more: &OutcomeCounts) {
+    total.mapped += more.mapped;
+    for (count, more) in total.skipped.iter_mut().zip(more.skipped) {
+        *count += more;
+    }
+    for (count, more) in total.invalid.iter_mut().zip(more.invalid) {
+        *count += more;
+    }
+}
+
 /// An event given as its own JSON value, parsed.
 fn parse_one(raw: &RawValue) -> ParsedEvent<'_> {
     ParsedEvent {
@@ -307,3 +394,6 @@ fn parse_one(raw: &RawValue) -> ParsedEvent<'_> {
 fn one_line(raw: &str) -> Box<RawValue> {
     RawValue::from_string(ndjson::compact(raw).into_owned()).expect("compacting keeps JSON valid")
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Line mode on several threads: the input cut into chunks of whole lines on
+//! the calling thread, each chunk mapped by a worker of
+//! [`crate::pipeline::ordered`] into buffers of its own, the buffers written
+//! in input order on the calling thread.
+//!
+//! The output is that of the line-by-line reader byte for byte, because a
+//! chunk's worker does exactly what that reader does for each of its lines
+//! (the same [`Output::line`], into a `Vec` instead of the output), and
+//! each chunk knows the number of its first line, so reject records carry
+//! the same line numbers. The calling thread's own work per byte is small:
+//! one `read` into the chunk, a vectorised count of its line breaks, and
+//! one `write_all` of each of its buffers.
+
+use std::io::{self, BufRead, ErrorKind};
+
+use super::{Output, TransformError, TransformOptions, add_counts};
+use crate::mapping::{Mapper, OutcomeCounts};
+use crate::pipeline;
+
+/// Maps the rest of a line-mode input, from line `first_line_number` on,
+/// on `options`' threads, into `sink`.
+pub(super) fn read_chunks(
+    input: &mut dyn BufRead,
+    sink: &mut Output<'_>,
+    first_line_number: u64,
+    options: &TransformOptions,
+) -> Result<(), TransformError> {
+    let mapper = sink.mapper;
+    let chunks = Chunks {
+        input,
+        chunk_bytes: options.chunk_bytes.get(),
+        next_line_number: first_line_number,
+        carry: Vec::new(),
+        ended: false,
+        error: None,
+    };
+    pipeline::ordered(
+        chunks,
+        &pipeline::Config::new(options.threads),
+        |chunk| map_chunk(chunk?, mapper),
+        |mapped| sink.chunk(mapped?),
+    )
+}
+
+/// Whole lines of the input, and the number of the first.
+struct Chunk {
+    bytes: Vec<u8>,
+    first_line_number: u64,
+}
+
+/// What a chunk became: its part of the output and of the rejects, and
+/// what [`Output`] counts.
+struct MappedChunk {
+    output: Vec<u8>,
+    rejects: Vec<u8>,
+    counts: OutcomeCounts,
+    json_values: u64,
+}
+
+/// The worker's part: every line of the chunk, as the line-by-line reader
+/// reads it.
+fn map_chunk(chunk: Chunk, mapper: &Mapper) -> Result<MappedChunk, TransformError> {
+    // Mapped events are about as long as the Currents events they come from.
+    let mut output = Vec::with_capacity(chunk.bytes.len() + chunk.bytes.len() / 4);
+    let mut rejects = Vec::new();
+    let mut out = Output {
+        output: &mut output,
+        rejects: &mut rejects,
+        mapper,
+        counts: OutcomeCounts::default(),
+        json_values: 0,
+        buffer: Vec::new(),
+    };
+    let mut rest = chunk.bytes.as_slice();
+    let mut line_number = chunk.first_line_number;
+    while !rest.is_empty() {
+        let line = next_line(&mut rest);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.line(line, line_number)?;
+        }
+        line_number += 1;
+    }
+    let (counts, json_values) = (out.counts, out.json_values);
+    Ok(MappedChunk {
+        output,
+        rejects,
+        counts,
+        json_values,
+    })
+}
+
+/// The first line of `rest` with its line break if it has one; `rest`
+/// moves past it.
+fn next_line<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let start: &'a [u8] = rest;
+    // `BufRead` on a slice finds the line break with std's `memchr` and
+    // cannot fail; the fallback (the whole rest) is never taken.
+    let len = rest.skip_until(b'\n').unwrap_or(start.len());
+    &start[..len]
+}
+
+impl Output<'_> {
+    /// The calling thread's part: a mapped chunk written and counted.
+    fn chunk(&mut self, chunk: MappedChunk) -> Result<(), TransformError> {
+        self.output
+            .write_all(&chunk.output)
+            .map_err(TransformError::Write)?;
+        self.rejects
+            .write_all(&chunk.rejects)
+            .map_err(TransformError::Write)?;
+        add_counts(&mut self.counts, &chunk.counts);
+        self.json_values += chunk.json_values;
+        Ok(())
+    }
+}
+
+/// The input cut into [`Chunk`]s; after a read error, the complete lines
+/// before it and then the error, as the line-by-line reader would have
+/// mapped those lines and then stopped.
+struct Chunks<'a> {
+    input: &'a mut dyn BufRead,
+    chunk_bytes: usize,
+    next_line_number: u64,
+    /// The start of a line the last chunk did not end with (no line break).
+    carry: Vec<u8>,
+    /// The input has ended (its end, or an error): it is not read again.
+    ended: bool,
+    /// The error that ended it, until returned.
+    error: Option<io::Error>,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Result<Chunk, TransformError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut bytes = std::mem::take(&mut self.carry);
+        loop {
+            if self.ended {
+                // A line cut by an error is not mapped.
+                if let Some(error) = self.error.take() {
+                    return Some(Err(TransformError::Read(error)));
+                }
+                // The last line, without a line break.
+                return (!bytes.is_empty()).then(|| Ok(self.chunk(bytes)));
+            }
+            // `bytes` holds no line break yet: search only what comes now.
+            let searched = bytes.len();
+            self.fill(&mut bytes, searched + self.chunk_bytes);
+            if let Some(last_break) = bytes[searched..].iter().rposition(|byte| *byte == b'\n') {
+                self.carry = bytes.split_off(searched + last_break + 1);
+                return Some(Ok(self.chunk(bytes)));
+            }
+        }
+    }
+}
+
+impl Chunks<'_> {
+    /// Reads into `bytes` until it is `target` long or the input ends.
+    fn fill(&mut self, bytes: &mut Vec<u8>, target: usize) {
+        let mut filled = bytes.len();
+        bytes.resize(target, 0);
+        while filled < target {
+            match self.input.read(&mut bytes[filled..]) {
+                Ok(0) => {
+                    self.ended = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.ended = true;
+                    self.error = Some(error);
+                    break;
+                }
+            }
+        }
+        bytes.truncate(filled);
+    }
+
+    fn chunk(&mut self, bytes: Vec<u8>) -> Chunk {
+        let first_line_number = self.next_line_number;
+        // Counted so, the compiler vectorises it.
+        let n_line_breaks: usize = bytes.iter().map(|byte| usize::from(*byte == b'\n')).sum();
+        self.next_line_number += n_line_breaks as u64;
+        Chunk {
+            bytes,
+            first_line_number,
+        }
+    }
+}
