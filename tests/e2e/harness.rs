@@ -219,6 +219,41 @@ pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
+/// Runs the binary with `args`, no stdin, and exactly the `BRIDGE_*`,
+/// `MIXPANEL_*` and `BRAZE_*` variables of `vars` (none inherited).
+pub(crate) fn run_with_env(args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let output = command_with_env(args, vars)
+        .output()
+        .expect("the binary runs");
+    let run = Run {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        rejects: String::new(),
+    };
+    assert_no_panic(&run.stderr);
+    run
+}
+
+/// The command [`run_with_env`] runs, to spawn it instead.
+pub(crate) fn command_with_env(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BRIDGE_") || key.starts_with("MIXPANEL_") || key.starts_with("BRAZE_") {
+            command.env_remove(key);
+        }
+    }
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command
+}
+
 /// Runs `transform` on `input` (a file path, or `-` for `stdin`) with the
 /// test token, `extra` arguments and a rejects file, and reads the rejects.
 pub(crate) fn transform_with(input: &str, stdin: &[u8], extra: &[&str]) -> Run {

@@ -18,11 +18,13 @@
 //! - `tls`: serve terminating TLS, and a renewed certificate taken up without a restart;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
 //! - `nats_admin`: `check-config --connect` and `dlq` (`--cohorts` too) on the NATS backend against real nats-servers, `dlq` on what a NATS-backed `serve` dead-lettered;
+//! - `backfill`: Avro archives in Braze's layout into a wiremock Mixpanel: dry run against the real run, pruning, resume after `kill -9`, refusals in `dlq`, damaged files;
 //! - `cohorts`: Mixpanel's cohort webhook into a Braze stand-in: sessions, diffs, faults, `kill -9`, hostile bodies, dry run, `cohorts status`.
 
 mod harness;
 mod nats_harness;
 
+mod backfill;
 mod cohorts;
 mod dlq;
 mod golden;

@@ -13,7 +13,6 @@
 //! uses (`cohort_import::store::nats::NatsStore`); the spool's streams are
 //! `serve`'s to create.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -44,29 +43,7 @@ const SPOOL_MAX_BYTES: i64 = 64 << 20;
 /// Runs the binary with `args` and none of the service's variables of the
 /// test's own environment, plus `vars`.
 fn bridge(args: &[&str], vars: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(harness::binary());
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("BRIDGE_") || key.starts_with("MIXPANEL_") || key.starts_with("BRAZE_") {
-            command.env_remove(key);
-        }
-    }
-    for (key, value) in vars {
-        command.env(key, value);
-    }
-    let output = command.output().expect("the binary runs");
-    let run = Run {
-        status: output.status,
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        rejects: String::new(),
-    };
-    harness::assert_no_panic(&run.stderr);
-    run
+    harness::run_with_env(args, vars)
 }
 
 /// The NATS variables for `url`, on top of [`BASE`] and `extra`.

@@ -14,7 +14,7 @@ use bridge_server::backfill::letters::LetterStore;
 use bridge_server::backfill::send::Totals;
 use bridge_server::backfill::{Plan, RunOptions, Selection, Summary, Target, run};
 use bridge_server::config::{self, Env, Flags, SpoolBackend, SpoolOnly};
-use currents_archive::Prune;
+use currents_archive::layout::Prune;
 use currents_mixpanel::{Mapper, MappingConfig, TypeFilter};
 use mixpanel_client::BatchLimits;
 
@@ -36,7 +36,12 @@ pub(crate) struct BackfillArgs {
 
     /// Only these event types (comma-separated; `users.messages.email.*`
     /// matches a prefix). Other types' folders are not even listed.
-    #[arg(long, alias = "include-types", value_delimiter = ',', value_name = "TYPES")]
+    #[arg(
+        long,
+        alias = "include-types",
+        value_delimiter = ',',
+        value_name = "TYPES"
+    )]
     types: Option<Vec<String>>,
 
     /// Never these event types (comma-separated; wins over --types).
@@ -61,7 +66,12 @@ pub(crate) struct BackfillArgs {
     dry_run: bool,
 
     /// The dry run's output directory.
-    #[arg(long, value_name = "DIR", default_value = "backfill-dry-run", requires = "dry_run")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "backfill-dry-run",
+        requires = "dry_run"
+    )]
     out: PathBuf,
 
     /// Send again what earlier backfills of these locations sent (forget
@@ -146,12 +156,20 @@ pub(crate) fn run_command(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir.clone(),
         ..Flags::default()
     };
-    let spool = config::spool_only(&flags, &Env::from_process()).context("invalid configuration")?;
+    let spool =
+        config::spool_only(&flags, &Env::from_process()).context("invalid configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(backfill(selection, options, target, &spool, args.dry_run, args.again))
+    runtime.block_on(backfill(
+        selection,
+        options,
+        target,
+        &spool,
+        args.dry_run,
+        args.again,
+    ))
 }
 
 async fn backfill(
@@ -214,7 +232,9 @@ async fn backfill(
     let summary = summary?;
     write_summary(&summary, dry_run)?;
     Ok(
-        if summary.stopped.is_some() || !summary.files_failed.is_empty() || summary.dead_lettered > 0
+        if summary.stopped.is_some()
+            || !summary.files_failed.is_empty()
+            || summary.dead_lettered > 0
         {
             ExitCode::from(EXIT_RECORDS_FAILED)
         } else {
@@ -255,7 +275,11 @@ fn write_summary(summary: &Summary, dry_run: bool) -> io::Result<()> {
         "backfill: {} events: {} {} ({:.0}/s), {} skipped, {} dead-lettered; {} requests",
         counts.total(),
         summary.sent,
-        if dry_run { "written" } else { "sent to Mixpanel" },
+        if dry_run {
+            "written"
+        } else {
+            "sent to Mixpanel"
+        },
         summary.sent as f64 / seconds,
         counts.total_skipped(),
         summary.dead_lettered,
@@ -288,10 +312,13 @@ fn parse_hour_arg(text: &str) -> Result<i64, String> {
 fn parse_hour(text: &str, now_ms: i64) -> Result<i64, String> {
     let text = text.trim();
     let parts: Vec<&str> = text.split('-').collect();
-    let is_digits = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+    let is_digits =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
     let folder_hour = match parts.as_slice() {
         [y, m, d] if is_digits(y, 4) && is_digits(m, 2) && is_digits(d, 2) => Some((y, m, d, "00")),
-        [y, m, d, h] if is_digits(y, 4) && is_digits(m, 2) && is_digits(d, 2) && is_digits(h, 2) => {
+        [y, m, d, h]
+            if is_digits(y, 4) && is_digits(m, 2) && is_digits(d, 2) && is_digits(h, 2) =>
+        {
             Some((y, m, d, *h))
         }
         _ => None,
@@ -314,7 +341,10 @@ mod tests {
         let now_ms = 1_764_324_000_000; // 2025-11-28T10:00:00Z
         assert_eq!(parse_hour("2025-11-28", now_ms), Ok(1_764_288_000));
         assert_eq!(parse_hour("2025-11-28-10", now_ms), Ok(1_764_324_000));
-        assert_eq!(parse_hour("2025-11-28T10:00:00Z", now_ms), Ok(1_764_324_000));
+        assert_eq!(
+            parse_hour("2025-11-28T10:00:00Z", now_ms),
+            Ok(1_764_324_000)
+        );
         assert_eq!(parse_hour("1h", now_ms), Ok(1_764_320_400));
         assert!(parse_hour("2025-11-28-25", now_ms).is_err());
         assert!(parse_hour("yesterday", now_ms).is_err());

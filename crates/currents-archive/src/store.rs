@@ -36,9 +36,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, PutPayload};
 
+use crate::StoreError;
 use crate::error::{redact, redact_url};
 use crate::layout::{ObjectKind, Prune, Segment, batch_object_key};
-use crate::StoreError;
 
 /// Folders listed at the same time.
 const LIST_CONCURRENCY: usize = 16;
@@ -181,8 +181,12 @@ impl ArchiveStore {
                 .map_err(|()| invalid("not a local file path".to_owned()))?;
             return open_directory(&shown, &path, options);
         }
-        let (scheme, prefix) = ObjectStoreScheme::parse(&url)
-            .map_err(|error| invalid(format!("{} (s3://, gs:// or az:// are read)", redact(&error.to_string()))))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(|error| {
+            invalid(format!(
+                "{} (s3://, gs:// or az:// are read)",
+                redact(&error.to_string())
+            ))
+        })?;
         let open_error = |error: object_store::Error| StoreError::Open {
             location: shown.clone(),
             detail: redact(&error.to_string()),
@@ -380,7 +384,9 @@ impl ArchiveStore {
                 detail: redact(&error.to_string()),
             })?;
         self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_written.fetch_add(n_bytes, Ordering::Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(n_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -428,7 +434,9 @@ fn open_directory(
         detail,
     };
     if let Some((key, _)) = options.first() {
-        return Err(invalid(format!("a directory takes no setting, got {key:?}")));
+        return Err(invalid(format!(
+            "a directory takes no setting, got {key:?}"
+        )));
     }
     match std::fs::metadata(dir) {
         Ok(metadata) if metadata.is_dir() => {}
@@ -470,7 +478,8 @@ fn parse_key(key: &str) -> Result<Path, StoreError> {
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let out = Vec::with_capacity(body.len() / 4 + 64);
-    let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(BATCH_GZIP_LEVEL));
+    let mut encoder =
+        flate2::write::GzEncoder::new(out, flate2::Compression::new(BATCH_GZIP_LEVEL));
     encoder.write_all(body)?;
     encoder.finish()
 }

@@ -131,11 +131,7 @@ impl Checkpoints {
     }
 
     /// Records that `file` stands at `progress`, durably.
-    pub fn record(
-        &mut self,
-        file: &FileId,
-        progress: FileProgress,
-    ) -> Result<(), CheckpointError> {
+    pub fn record(&mut self, file: &FileId, progress: FileProgress) -> Result<(), CheckpointError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO files (location, key, size, e_tag, records_done, finished, updated_ms)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::spool::nats::NatsDeadLetterStore;
 use crate::spool::sqlite::{DeadLetterStore, SqliteSpool, SqliteSpoolOptions};
-use crate::spool::{DeadLetter, DeadLetterAdmin as _, SpoolError};
+use crate::spool::{DeadLetter, SpoolError};
 
 use super::BackfillError;
 

@@ -39,7 +39,11 @@ impl DryRunOutput {
 
     /// Appends `batch`'s events to `file`'s NDJSON (emptied by the run's
     /// first write to it).
-    pub(crate) fn write(&mut self, file: &FileId, batch: &ImportBatch) -> Result<(), BackfillError> {
+    pub(crate) fn write(
+        &mut self,
+        file: &FileId,
+        batch: &ImportBatch,
+    ) -> Result<(), BackfillError> {
         let path = self.path_for(&file.key);
         let first = self.written.insert(file.key.clone());
         let out = std::fs::OpenOptions::new()

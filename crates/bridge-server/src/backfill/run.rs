@@ -66,18 +66,21 @@ impl Plan {
             objects_ignored: 0,
         };
         for location in &selection.locations {
-            let store = Arc::new(
-                ArchiveStore::open(location).map_err(|error| BackfillError::Archive {
-                    location: location.clone(),
-                    message: error.to_string(),
-                })?,
-            );
-            let listed = store.list(&selection.prune).await.map_err(|error| {
-                BackfillError::Archive {
-                    location: location.clone(),
-                    message: error.to_string(),
-                }
-            })?;
+            let store =
+                Arc::new(
+                    ArchiveStore::open(location).map_err(|error| BackfillError::Archive {
+                        location: location.clone(),
+                        message: error.to_string(),
+                    })?,
+                );
+            let listed =
+                store
+                    .list(&selection.prune)
+                    .await
+                    .map_err(|error| BackfillError::Archive {
+                        location: location.clone(),
+                        message: error.to_string(),
+                    })?;
             if again && let Some(checkpoints) = checkpoints.as_deref_mut() {
                 checkpoints.forget(location)?;
             }

@@ -205,7 +205,7 @@ impl Sender<'_> {
 }
 
 impl Totals {
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 }
