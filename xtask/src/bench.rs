@@ -5,7 +5,8 @@
 //! instead (see [`crate::bench_import`]), `cargo xtask bench ingest [...]`
 //! the `serve` load test (see [`ingest`]), `cargo xtask bench cohorts
 //! [...]` the cohort import from webhook to Braze (see [`cohorts`]), and
-//! `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
+//! `cargo xtask bench backfill [...]` Avro archives into a loopback `/import`
+//! (see [`crate::bench_backfill`]), and `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
 //! load its default limits let through (see [`memory`]).
 
 use crate::{cargo, run_command};
@@ -29,6 +30,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["cohorts", cohorts_args @ ..] = extra_args {
         return cohorts::run(cohorts_args);
+    }
+    if let ["backfill", backfill_args @ ..] = extra_args {
+        return crate::bench_backfill::run(backfill_args);
     }
     if let ["memory", memory_args @ ..] = extra_args {
         return memory::run(memory_args);

@@ -4,6 +4,7 @@
 //! runs exactly what CI runs: `cargo xtask ci`.
 
 mod bench;
+mod bench_backfill;
 mod bench_import;
 mod ci;
 mod codegen;
