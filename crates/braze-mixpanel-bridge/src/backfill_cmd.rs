@@ -194,9 +194,9 @@ async fn backfill(
             }
             SpoolBackend::Nats(options) => {
                 let client = bridge_server::nats::connect(options).await?;
-                LetterStore::Nats(
+                LetterStore::Nats(Box::new(
                     bridge_server::spool::nats::NatsDeadLetterStore::open(client, options).await?,
-                )
+                ))
             }
         };
         (Some(checkpoints), letters)

@@ -22,7 +22,7 @@ pub enum LetterStore {
     /// The SQLite spool's dead letters in the data dir.
     Sqlite(DeadLetterStore),
     /// The NATS spool's dead-letter stream.
-    Nats(NatsDeadLetterStore),
+    Nats(Box<NatsDeadLetterStore>),
     /// A dry run's `dead-letters.ndjson`: what would be dead-lettered.
     File {
         /// The file's path, for errors.

@@ -47,7 +47,7 @@ pub(crate) struct Chunk {
 #[derive(Debug)]
 pub(crate) enum FromReaders {
     /// Some records of a file, mapped.
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     /// A file's reader got to its end: it holds `total` records.
     End {
         /// The file's index.

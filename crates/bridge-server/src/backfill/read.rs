@@ -180,14 +180,14 @@ impl Chunker {
     fn emit_chunk(&mut self, batch: ImportBatch, end: u64, emit: &mut dyn FnMut(FromReaders)) {
         let records: Range<u64> = self.chunk_start..end;
         self.chunk_start = end;
-        emit(FromReaders::Chunk(Chunk {
+        emit(FromReaders::Chunk(Box::new(Chunk {
             file: self.file,
             records,
             batch,
             originals: std::mem::take(&mut self.originals),
             dead_letters: std::mem::take(&mut self.dead_letters),
             counts: std::mem::take(&mut self.counts),
-        }));
+        })));
     }
 
     /// Emits the open chunk, if it covers any record.

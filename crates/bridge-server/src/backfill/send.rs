@@ -153,7 +153,7 @@ impl Sender<'_> {
     /// answer, sending stops and the chunk stays unsettled.
     async fn settle(
         &mut self,
-        chunk: Chunk,
+        chunk: Box<Chunk>,
         result: Result<ImportResult, mixpanel_client::Error>,
         report: &mut SendReport,
     ) -> Result<(), BackfillError> {
@@ -172,7 +172,7 @@ impl Sender<'_> {
             originals,
             mut dead_letters,
             ..
-        } = chunk;
+        } = *chunk;
         for refused in &result.failed {
             let original = originals.get(refused.index).cloned().unwrap_or_default();
             dead_letters.push(refused_letter(original, &refused.message));
