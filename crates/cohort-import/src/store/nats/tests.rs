@@ -465,7 +465,13 @@ async fn a_big_page_is_stored_in_chunks_and_applied_from_them() {
     let Some(server) = TestServer::start() else {
         return;
     };
-    let (a, b) = (server.store().await, server.store().await);
+    // A lock lease well above the test's usual 2 s: 30,000 writes on a
+    // loaded machine must not outlast the lock's renewals.
+    let lease = Duration::from_secs(8);
+    let (a, b) = (
+        server.store().await.with_lock_lease(lease),
+        server.store().await.with_lock_lease(lease),
+    );
     // 10,000 members (Mixpanel's largest page) with long ids: over 1 MiB.
     let mut big = page(PageKind::Add, "big", 1, 1, &[]);
     big.members = (0..10_000)
