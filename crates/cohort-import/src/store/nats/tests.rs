@@ -465,9 +465,9 @@ async fn a_big_page_is_stored_in_chunks_and_applied_from_them() {
     let Some(server) = TestServer::start() else {
         return;
     };
-    // A lock lease well above the test's usual 2 s: 30,000 writes on a
+    // A lock lease far above the test's usual 2 s: 30,000 writes on a
     // loaded machine must not outlast the lock's renewals.
-    let lease = Duration::from_secs(8);
+    let lease = Duration::from_secs(30);
     let (a, b) = (
         server.store().await.with_lock_lease(lease),
         server.store().await.with_lock_lease(lease),
