@@ -23,9 +23,11 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("mixpanel-client", &[]),
     ("currents-mixpanel", &["currents-model", "mixpanel-client"]),
     ("cohort-import", &["mixpanel-client"]),
+    ("currents-archive", &["currents-model"]),
     (
         "bridge-server",
         &[
+            "currents-archive",
             "currents-model",
             "mixpanel-client",
             "currents-mixpanel",
@@ -35,6 +37,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (
         "braze-mixpanel-bridge",
         &[
+            "currents-archive",
             "currents-model",
             "mixpanel-client",
             "currents-mixpanel",
