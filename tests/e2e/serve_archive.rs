@@ -3,7 +3,8 @@
 //! wiremock Mixpanel and archived, and `backfill --dry-run` on the archive
 //! yields exactly the events `serve` delivered; an archive that cannot be
 //! written holds delivery back until it can; a location `serve` cannot open
-//! stops it at start, naming the setting.
+//! stops it at start, naming the setting; `check-config` shows the archive
+//! and `--connect` opens it.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -294,5 +295,59 @@ fn serve_does_not_start_on_an_archive_it_cannot_open() {
             .contains("BRIDGE_ARCHIVE_URL: expected a directory, or a file://"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn check_config_shows_the_archive_and_connect_opens_it() {
+    let dir = TempDir::new("serve-archive-check");
+    let archive = dir.join("archive");
+    let archive_text = archive.to_str().unwrap();
+    let data_dir = dir.join("data");
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS", TOKEN),
+        ("MIXPANEL_PROJECT_TOKEN", "e2e-project-token"),
+        ("BRIDGE_DATA_DIR", data_dir.to_str().unwrap()),
+        ("BRIDGE_ARCHIVE_URL", archive_text),
+    ];
+    let run = harness::run_with_env(&["check-config"], &vars);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "\n[archive]\nurl = \"{archive_text}\"  # from BRIDGE_ARCHIVE_URL\n"
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // The directory does not exist yet: serve would not start.
+    let run = harness::run_with_env(&["check-config", "--connect"], &vars);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "# archive.url: invalid archive location {archive_text:?}: "
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("1 problem(s) found by --connect"),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::create_dir(&archive).unwrap();
+    let run = harness::run_with_env(&["check-config", "--connect"], &vars);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("# archive {archive_text}: opens (nothing written")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_dir(&archive).unwrap().count(),
+        0,
+        "--connect writes nothing"
     );
 }
