@@ -14,6 +14,7 @@
 //! - `import`: `transform | import` into a wiremock Mixpanel, failures and exit codes;
 //! - `serve`: the service over HTTP, dry-run, and `kill -9` under load.
 //! - `serve_faults`: `serve` against a failing Mixpanel (outages, 429 storms, refusals with and without `failed_records`), a full spool, a failing spool storage, hostile and trickled bodies, a million-event body; no secret in its logs;
+//! - `serve_archive`: `serve` with an archive: what it delivered is archived as received and `backfill --dry-run` reads exactly those events back; an archive that cannot be written holds delivery back; a location it cannot open stops it; `check-config --connect` opens it;
 //! - `serve_limits`: slow and idle clients, the connection cap, SIGTERM with a trickling client, one serve per data dir;
 //! - `tls`: serve terminating TLS, and a renewed certificate taken up without a restart;
 //! - `dlq`: `dlq list|show|replay|purge` on a running dry-run `serve`, then after `kill -9`;
@@ -35,6 +36,7 @@ mod invalid_events;
 mod mixed;
 mod nats_admin;
 mod serve;
+mod serve_archive;
 mod serve_faults;
 mod serve_limits;
 mod serve_nats;

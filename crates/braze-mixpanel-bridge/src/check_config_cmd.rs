@@ -16,6 +16,10 @@
 //!   \<setting\> is X, configuration asks Y".
 //! - SQLite: there is no server to connect to; it checks that the data
 //!   directory can be written (or created).
+//! - With `archive.url`: that the archive opens as `serve` opens it (a
+//!   directory exists; an object store's client can be built from the
+//!   environment). Nothing is written or listed: writes are checked by
+//!   delivery, batch by batch.
 //!
 //! An unreachable server, a mismatch or an `ingest.max_body_bytes` set
 //! over what `max_payload` holds fails (exit 1); missing objects do not, since `serve` creates them.
@@ -29,6 +33,7 @@ use bridge_server::config::{Config, SpoolBackend};
 use bridge_server::nats::NatsOptions;
 use bridge_server::spool::nats::{HEADER_ALLOWANCE, ObjectState, body_room};
 use cohort_import::store::nats::{BucketState, NatsStore};
+use currents_archive::store::ArchiveStore;
 
 use crate::server_args::ServerArgs;
 
@@ -41,7 +46,8 @@ pub(crate) struct CheckConfigArgs {
     /// Also check what serve would use, creating nothing: with
     /// spool.backend = "nats", connect and check the server's max_payload,
     /// the streams, the consumer and the cohort buckets against the
-    /// configuration; with SQLite, that the data directory is writable.
+    /// configuration; with SQLite, that the data directory is writable;
+    /// with archive.url, that the archive opens.
     #[arg(long)]
     connect: bool,
 }
@@ -59,12 +65,15 @@ pub(crate) fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     if !args.connect {
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match &config.spool.backend {
+    let mut report = match &config.spool.backend {
         SpoolBackend::Sqlite => check_data_dir(&config.data_dir),
         SpoolBackend::Nats(options) => crate::dlq_cmd::runtime()?
             .block_on(check_nats(&config, options))
             .context("check-config --connect")?,
     };
+    if let Some(archive) = &config.archive {
+        report.archive(&archive.url);
+    }
     let mut text = String::from("\n");
     for line in &report.lines {
         text.push_str("# ");
@@ -119,6 +128,17 @@ impl Report {
             self.ok(format!(
                 "max_payload: {max_payload} bytes, room for ingest.max_body_bytes ({configured}) and {HEADER_ALLOWANCE} bytes of headers"
             ));
+        }
+    }
+
+    /// Whether the archive of `archive.url` opens as `serve` opens it.
+    fn archive(&mut self, url: &str) {
+        match ArchiveStore::open(url) {
+            Ok(store) => self.ok(format!(
+                "archive {}: opens (nothing written: delivery writes each batch there before sending it)",
+                store.location()
+            )),
+            Err(error) => self.problem(format!("archive.url: {error}")),
         }
     }
 

@@ -143,6 +143,10 @@ fn exposed() -> Exposed {
             ("intentional", "true".to_owned()),
         ])
         .inc();
+    metrics
+        .archive_batches
+        .get_or_create(&vec![("outcome", "written".to_owned())])
+        .inc();
     metrics.refresh_listener(&crate::listener::ListenerStats::default());
     metrics.refresh_cohorts(&cohort_import::stats::CohortStats::default(), &[], 0);
     metrics

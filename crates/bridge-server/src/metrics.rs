@@ -41,6 +41,13 @@ pub struct Metrics {
     pub discarded_events: Family<Labels, Counter>,
     /// `bridge_delivery_released_batches_total`: batches given back for a retry.
     pub released_batches: Counter,
+    /// `bridge_archive_batches_total{outcome}`: batches delivery wrote to
+    /// the archive (`written`) or could not (`failed`: released for a
+    /// retry, or dead-lettered as `archive_failed` past the limits).
+    pub archive_batches: Family<Labels, Counter>,
+    /// `bridge_archive_bytes_total`: bytes of the bodies archived, as
+    /// received (before compression).
+    pub archive_bytes: Counter,
     /// `bridge_mixpanel_import_duration_seconds`: one `/import` call, retries included.
     pub mixpanel_import_duration: Histogram,
     /// `bridge_mixpanel_responses_total{status}`: final answers to `/import` calls.
@@ -132,6 +139,8 @@ impl Metrics {
             dead_lettered_events: Family::default(),
             discarded_events: Family::default(),
             released_batches: Counter::default(),
+            archive_batches: Family::default(),
+            archive_bytes: Counter::default(),
             mixpanel_import_duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             mixpanel_responses: Family::default(),
             mixpanel_retries: Counter::default(),
@@ -203,6 +212,16 @@ impl Metrics {
             "delivery_released_batches",
             "Batches given back to the spool for a later attempt",
             metrics.released_batches.clone(),
+        );
+        registry.register(
+            "archive_batches",
+            "Batches written to the archive before delivery, or not, by outcome",
+            metrics.archive_batches.clone(),
+        );
+        registry.register(
+            "archive_bytes",
+            "Bytes of the bodies archived, before compression",
+            metrics.archive_bytes.clone(),
         );
         registry.register(
             "mixpanel_import_duration_seconds",

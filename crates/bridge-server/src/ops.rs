@@ -1,6 +1,6 @@
 //! Operations endpoints: `/healthz` (alive), `/readyz` (able to accept),
-//! `/status` (JSON: delivery state per project, backlog, counters, each
-//! cohort of the cohort import),
+//! `/status` (JSON: delivery state per project, backlog, counters, the
+//! archive's counts when it is on, each cohort of the cohort import),
 //! `/metrics` (Prometheus, see [`crate::metrics`]).
 
 use std::sync::Arc;
@@ -151,8 +151,18 @@ async fn status<S: Spool>(State(state): State<Arc<OpsState<S>>>) -> Response {
             }
         }
     };
+    let archive = match &delivery.archive {
+        None => serde_json::Value::Null,
+        Some(archive) => json!({
+            "url": archive.url,
+            "batches_written": archive.batches_written.load(Relaxed),
+            "batches_failed": archive.batches_failed.load(Relaxed),
+            "body_bytes": archive.body_bytes.load(Relaxed),
+        }),
+    };
     Json(json!({
         "accepting": state.ingest.is_accepting(),
+        "archive": archive,
         "cohorts": cohorts,
         "spool": spool,
         "consumer": consumer,
@@ -229,6 +239,7 @@ mod tests {
                 idle_poll: Duration::from_millis(50),
                 max_attempts: 10,
                 max_age: Duration::from_secs(3600),
+                archive: None,
             },
             Arc::clone(&metrics),
         );

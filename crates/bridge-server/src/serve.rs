@@ -1,6 +1,6 @@
 //! `serve`: the whole service from a [`Config`]: the embedded spool, the
-//! ingest endpoint, the operations endpoints, and the delivery workers,
-//! with a graceful shutdown.
+//! ingest endpoint, the operations endpoints, the archive (when
+//! `archive.url` is set) and the delivery workers, with a graceful shutdown.
 //!
 //! If the spool's storage fails for good (an I/O error, which includes a
 //! failed fsync, or corruption; see `spool::sqlite::writer`), a watchdog
@@ -32,6 +32,7 @@ use crate::ops::OpsState;
 use crate::spool::any::AnySpool;
 use crate::spool::nats::NatsSpool;
 use crate::spool::sqlite::{SqliteSpool, SqliteSpoolOptions};
+use currents_archive::store::ArchiveStore;
 use currents_mixpanel::Mapper;
 
 /// Why the service could not start or stopped.
@@ -49,6 +50,10 @@ pub enum ServeError {
     /// the spool's recovery.
     #[error("the spool's storage failed while serving; restart the bridge")]
     SpoolFailed(#[source] crate::spool::SpoolError),
+    /// The archive (`archive.url`) cannot be opened: an unknown scheme, a
+    /// missing directory, a store client that cannot be built.
+    #[error("cannot open the archive of archive.url")]
+    Archive(#[source] currents_archive::StoreError),
     /// A project's client or dry-run file cannot be set up.
     #[error("cannot set up project {project:?}: {message}")]
     Project {
@@ -144,6 +149,21 @@ async fn open_spool(config: &Config) -> Result<AnySpool, ServeError> {
     }
 }
 
+/// The archive of `archive.url`, when set: opened (its client built, a
+/// directory checked) before anything else, so that a location it cannot
+/// take stops `serve` at once, naming the setting. Nothing is written yet.
+fn open_archive(config: &Config) -> Result<Option<ArchiveStore>, ServeError> {
+    let Some(archive) = &config.archive else {
+        return Ok(None);
+    };
+    let store = ArchiveStore::open(&archive.url).map_err(ServeError::Archive)?;
+    tracing::info!(
+        archive = %store.location(),
+        "Every batch is archived, as received, before it is delivered."
+    );
+    Ok(Some(store))
+}
+
 /// The largest batch body ingest takes: `ingest.max_body_bytes`, lowered
 /// on NATS to what the servers' `max_payload` holds (a larger batch gets
 /// 413 and Braze splits it; NATS would refuse it for ever).
@@ -204,6 +224,7 @@ pub async fn serve(
         ),
         OpsListener::IngestListener => None,
     };
+    let archive = open_archive(&config)?;
     let spool = Arc::new(open_spool(&config).await?);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -240,6 +261,7 @@ pub async fn serve(
             max_attempts: config.delivery.max_attempts,
             max_age: config.delivery.max_age,
             idle_poll: Duration::from_millis(50),
+            archive,
         },
         Arc::clone(&metrics),
     ));

@@ -223,6 +223,11 @@ pub(crate) const MAX_BATCH_BYTES: IntKey = IntKey {
     max: 10_000_000,
     default: 10_000_000,
 };
+/// `archive.url`: where `serve` archives every accepted batch (off when unset).
+pub(crate) const ARCHIVE_URL: Key = Key {
+    key: "archive.url",
+    env: "BRIDGE_ARCHIVE_URL",
+};
 pub(crate) const INCLUDE_TYPES: Key = Key {
     key: "mapping.include_types",
     env: "BRIDGE_INCLUDE_TYPES",
@@ -509,7 +514,7 @@ pub(crate) const OTHER_BRIDGE_VARS: &[&str] = &["BRIDGE_REFERENCE_DIR"];
 
 /// The service's own keys that are neither cohort, NATS nor numeric keys:
 /// with [`COHORT_KEYS`], [`NATS_KEYS`] and [`INT_KEYS`], every key there is.
-pub(crate) const SERVICE_KEYS: [Key; 14] = [
+pub(crate) const SERVICE_KEYS: [Key; 15] = [
     LISTEN,
     OPS_LISTEN,
     OPS_ON_INGEST_LISTENER,
@@ -524,6 +529,7 @@ pub(crate) const SERVICE_KEYS: [Key; 14] = [
     ALLOW_UNAUTHENTICATED,
     INCLUDE_TYPES,
     EXCLUDE_TYPES,
+    ARCHIVE_URL,
 ];
 
 /// The environment variables of one project's connection keys.

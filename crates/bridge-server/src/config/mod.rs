@@ -22,6 +22,7 @@
 //! every key with its variable and default; [`Config::to_redacted_toml`] is
 //! what `braze-mixpanel-bridge check-config` prints.
 
+mod archive_validate;
 mod cohorts;
 mod cohorts_validate;
 mod keys;
@@ -77,6 +78,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Delivery to Mixpanel.
     pub delivery: DeliveryConfig,
+    /// Where every accepted batch is also archived, as received (`[archive]`);
+    /// `None`: no archive.
+    pub archive: Option<ArchiveConfig>,
     /// Which event types are exported (`[mapping]`).
     pub type_filter: TypeFilter,
     /// The project that takes every batch no other project claims (`[mixpanel]`).
@@ -229,6 +233,18 @@ pub struct DeliveryConfig {
     /// The age (since Braze sent the batch) after which a batch's
     /// undelivered events are dead-lettered with the last error.
     pub max_age: Duration,
+}
+
+/// `serve`'s own archive of the batches it accepts, for a later `backfill`
+/// (`[archive]`). Delivery writes each batch there before it sends its
+/// events, so the store's availability is part of the delivery path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// A directory, or a `file://`, `s3://`, `gs://` or `az://` URL (what
+    /// `currents_archive::store::ArchiveStore::open` takes), without user
+    /// info or query string: credentials come from the environment, as
+    /// each store's own tools read them.
+    pub url: String,
 }
 
 /// One Mixpanel project: where and as whom to send, and which batches go there.

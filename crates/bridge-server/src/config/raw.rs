@@ -60,6 +60,8 @@ pub(crate) struct RawConfig {
     pub(crate) delivery: RawDelivery,
     #[serde(default)]
     pub(crate) mapping: RawMapping,
+    #[serde(default)]
+    pub(crate) archive: RawArchive,
     /// The default project.
     #[serde(default)]
     pub(crate) mixpanel: RawProject,
@@ -242,6 +244,13 @@ pub(crate) struct RawMapping {
     pub(crate) exclude_types: Option<Sourced<Vec<String>>>,
 }
 
+/// `[archive]`: `serve`'s archive of the batches it accepts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawArchive {
+    pub(crate) url: Option<Sourced<String>>,
+}
+
 /// `[mixpanel]` (the default project, which takes no name or routes) or
 /// one `[[projects]]` entry.
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +419,7 @@ impl RawConfig {
             env,
             keys::EXCLUDE_TYPES.env,
         )?;
+        set_text(&mut self.archive.url, env, keys::ARCHIVE_URL.env)?;
 
         overlay_connection(&mut self.mixpanel, env, &keys::DEFAULT_PROJECT_VARS)?;
         self.overlay_project_env(env)?;

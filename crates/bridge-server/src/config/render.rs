@@ -201,6 +201,12 @@ pub(super) fn render(config: &Config) -> String {
         out.value(key.key, name, &value.to_string());
     }
 
+    out.table("archive");
+    match &config.archive {
+        Some(archive) => out.value(keys::ARCHIVE_URL.key, "url", &quote(&archive.url)),
+        None => out.comment("url: none (no archive: a batch is not kept once delivered)"),
+    }
+
     out.table("mapping");
     match &config.provenance.include_types {
         Some(include) => out.value(keys::INCLUDE_TYPES.key, "include_types", &list(include)),

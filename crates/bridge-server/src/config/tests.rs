@@ -2506,3 +2506,154 @@ fn the_body_cap_follows_the_spools_room_unless_set() {
         }
     );
 }
+
+#[test]
+fn the_archive_is_off_unless_a_location_is_set() {
+    let config = ok("", &[]);
+    assert_eq!(config.archive, None);
+    assert!(
+        config.to_redacted_toml().contains(
+            "\n[archive]\n# url: none (no archive: a batch is not kept once delivered)\n"
+        ),
+        "{}",
+        config.to_redacted_toml()
+    );
+
+    let config = ok("[archive]\nurl = \"/var/lib/bridge-archive\"\n", &[]);
+    assert_eq!(
+        config.archive,
+        Some(ArchiveConfig {
+            url: "/var/lib/bridge-archive".to_owned()
+        })
+    );
+    assert!(
+        config
+            .to_redacted_toml()
+            .contains("\n[archive]\nurl = \"/var/lib/bridge-archive\"  # from bridge.toml:2\n"),
+        "{}",
+        config.to_redacted_toml()
+    );
+
+    // The variable wins over the file.
+    let config = ok(
+        "[archive]\nurl = \"/var/lib/bridge-archive\"\n",
+        &[("BRIDGE_ARCHIVE_URL", " s3://acme-currents/bridge ")],
+    );
+    assert_eq!(
+        config.archive.unwrap().url,
+        "s3://acme-currents/bridge",
+        "trimmed"
+    );
+    for url in [
+        "./archive",
+        "file:///var/lib/bridge-archive",
+        "s3://acme-currents/bridge",
+        "S3://acme-currents",
+        "gs://acme-currents/bridge",
+        "az://currents/bridge",
+        "abfss://currents@acme.dfs.core.windows.net/bridge",
+        "https://acme.blob.core.windows.net/currents/bridge",
+    ] {
+        let config = ok("", &[("BRIDGE_ARCHIVE_URL", url)]);
+        assert_eq!(config.archive.unwrap().url, url);
+    }
+}
+
+#[test]
+fn an_archive_location_that_cannot_be_one_is_refused_without_showing_a_secret() {
+    const EXPECTED: &str = "a directory, or a file://, s3://, gs:// or az:// URL without user info or query string (credentials come from the environment)";
+    let cases: &[ErrorCase] = &[
+        ("[archive]\nurl = \"  \"\n", &[], "an empty string"),
+        (
+            "",
+            &[("BRIDGE_ARCHIVE_URL", "ftp://acme/x")],
+            "a URL of scheme \"ftp\"",
+        ),
+        (
+            "",
+            &[(
+                "BRIDGE_ARCHIVE_URL",
+                "s3://AKIA:s3cr3t@acme-currents/bridge",
+            )],
+            "a URL with user info",
+        ),
+        (
+            "",
+            &[(
+                "BRIDGE_ARCHIVE_URL",
+                "abfss://currents:s3cr3t@acme.dfs.core.windows.net/x",
+            )],
+            "a URL with user info",
+        ),
+        (
+            "",
+            &[(
+                "BRIDGE_ARCHIVE_URL",
+                "https://acme.blob.core.windows.net/currents?sv=2024&sig=s3cr3t",
+            )],
+            "a URL with a query string or fragment",
+        ),
+    ];
+    for (toml, vars, found) in cases {
+        let message = error(toml, &with_minimal(vars));
+        let setting = if vars.is_empty() {
+            "bridge.toml:2: archive.url"
+        } else {
+            "BRIDGE_ARCHIVE_URL"
+        };
+        assert_eq!(
+            message,
+            format!("{setting}: expected {EXPECTED}, found {found}"),
+            "{vars:?}"
+        );
+        assert!(!message.contains("s3cr3t"), "{message}");
+    }
+    assert!(
+        error("[archive]\nbucket = \"acme\"\n", &with_minimal(&[]))
+            .contains("unknown field `bucket`")
+    );
+}
+
+#[test]
+fn with_an_archive_the_lease_also_covers_the_archive_step() {
+    // 480 s is the worst case of one request with the defaults: enough
+    // without an archive, 60 s short with one.
+    let lease = ("BRIDGE_DELIVERY_LEASE_SECS", "480");
+    assert_eq!(ok("", &[lease]).delivery.lease, Duration::from_secs(480));
+    assert_eq!(
+        error(
+            "",
+            &with_minimal(&[lease, ("BRIDGE_ARCHIVE_URL", "/archive")])
+        ),
+        "BRIDGE_DELIVERY_LEASE_SECS: expected at least 540, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs + 60 s for the archive writes (archive.url is set), found 480"
+    );
+    // The default lease covers both.
+    let config = ok("", &[("BRIDGE_ARCHIVE_URL", "/archive")]);
+    assert_eq!(config.delivery.lease, Duration::from_secs(600));
+}
+
+#[test]
+fn the_example_archive_uncommented_is_valid() {
+    let text = EXAMPLE.replace("# [archive]\n# url = ", "[archive]\nurl = ");
+    assert_ne!(text, EXAMPLE, "the example has a commented [archive]");
+    let tokens = TempFile::new("currents-token-old\ncurrents-token-new\n");
+    let vars = [
+        ("BRIDGE_CURRENTS_TOKENS_FILE", tokens.path()),
+        ("MIXPANEL_SERVICE_ACCOUNT_SECRET", "sa-secret"),
+        ("MIXPANEL_PROJECT_TOKEN", "project-token"),
+        (
+            "BRIDGE_PROJECT_BRAND_B_SERVICE_ACCOUNT_SECRET",
+            "brand-b-secret",
+        ),
+    ];
+    let example = ConfigFile {
+        path: PathBuf::from("docs/bridge.example.toml"),
+        text,
+    };
+    let config = Config::from_sources(Some(&example), &env(&vars), &Flags::default()).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_eq!(
+        config.archive.map(|archive| archive.url).as_deref(),
+        Some("s3://acme-currents-archive/bridge")
+    );
+}

@@ -3,10 +3,10 @@
 //!
 //! Secrets named by `*_file` keys and the tokens file are read here. Checks
 //! that span several keys live here too: a lease shorter than one request's
-//! worst case, a spool smaller than one request body, tokens next to
-//! `allow_unauthenticated`. The projects have their own module, `projects`,
+//! worst case (and the archive step's, with `archive.url`), a spool smaller
+//! than one request body, tokens next to `allow_unauthenticated`. The projects have their own module, `projects`,
 //! and so have the cohort import's `[cohorts]` and `[braze]`,
-//! `cohorts_validate`.
+//! `cohorts_validate`, and `[archive]`, `archive_validate`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -126,7 +126,8 @@ pub(super) fn validate(
         max_bytes: spool_max_bytes.value,
         backend,
     };
-    let delivery = validate_delivery(&mut cx, raw.delivery)?;
+    let archive = super::archive_validate::validate_archive(&mut cx, raw.archive)?;
+    let delivery = validate_delivery(&mut cx, raw.delivery, archive.is_some())?;
     let type_filter = validate_mapping(&mut cx, raw.mapping)?;
 
     let default_project = projects::validate_default_project(&mut cx, raw.mixpanel, dry_run)?;
@@ -150,6 +151,7 @@ pub(super) fn validate(
         ingest,
         spool,
         delivery,
+        archive,
         type_filter,
         default_project,
         projects,
@@ -637,9 +639,12 @@ fn check_token(
     Ok(())
 }
 
+/// `archived`: `archive.url` is set, so each lease also covers the
+/// archive step before the requests.
 fn validate_delivery(
     cx: &mut Context<'_>,
     raw: raw::RawDelivery,
+    archived: bool,
 ) -> Result<DeliveryConfig, ConfigError> {
     let workers = cx.int(&keys::WORKERS, raw.workers)?.value;
     let concurrency = cx.int(&keys::CONCURRENCY, raw.concurrency)?.value;
@@ -670,16 +675,28 @@ fn validate_delivery(
         ));
     }
     // The worst case of one request, retries included (see the module doc
-    // of `mixpanel_client::retry`): a worker must hold its lease that long.
-    let worst_case_secs = (max_retries + 1)
+    // of `mixpanel_client::retry`): a worker must hold its lease that long,
+    // and with an archive, the archive step's bound before it too.
+    let request_worst_case_secs = (max_retries + 1)
         .saturating_mul(request_timeout_secs)
         .saturating_add(max_retries.saturating_mul(max_backoff_secs.value));
+    let archive_secs = if archived {
+        crate::delivery::ARCHIVE_TIMEOUT.as_secs()
+    } else {
+        0
+    };
+    let worst_case_secs = request_worst_case_secs.saturating_add(archive_secs);
     if lease_secs.value < worst_case_secs {
+        let archive_term = if archived {
+            format!(" + {archive_secs} s for the archive writes (archive.url is set)")
+        } else {
+            String::new()
+        };
         return Err(cx.invalid(
             keys::LEASE_SECS.key,
             lease_secs.origin.as_ref(),
             &format!(
-                "at least {worst_case_secs}, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs"
+                "at least {worst_case_secs}, the worst case of one request: (delivery.max_retries + 1) × delivery.request_timeout_secs + delivery.max_retries × delivery.retry_max_backoff_secs{archive_term}"
             ),
             lease_secs.value.to_string(),
         ));

@@ -4,17 +4,19 @@
 //!
 //! Each failure repeats per worker and per batch: while the spool cannot be
 //! used every worker fails once a second; while a project's Mixpanel is down
-//! or rate-limits past every retry, or refuses its credentials, every
-//! leased batch for it fails, and a backlog holds thousands. A line each
-//! would flood the log for as long as the outage lasts. So there is one
-//! episode for the spool and two per project (cannot deliver now; refused
-//! credentials), shared by all workers: the first failure is logged with its
-//! error, then a summary per interval with the count and the latest error,
-//! then an info line when the spool works again or the project takes a
-//! batch. The metrics still count every failed delivery
+//! or rate-limits past every retry, or refuses its credentials, or while the
+//! archive cannot be written, every leased batch fails, and a backlog holds
+//! thousands. A line each would flood the log for as long as the outage
+//! lasts. So there is one episode for the spool, one for the archive and
+//! two per project (cannot deliver now; refused credentials), shared by all
+//! workers: the first failure is logged with its error, then a summary per
+//! interval with the count and the latest error, then an info line when the
+//! spool or the archive works again or the project takes a batch. The
+//! metrics still count every failed delivery
 //! (`bridge_delivery_released_batches_total`,
-//! `bridge_mixpanel_responses_total{status}`); failed spool calls have no
-//! metric of their own.
+//! `bridge_mixpanel_responses_total{status}`,
+//! `bridge_archive_batches_total{outcome="failed"}`); failed spool calls
+//! have no metric of their own.
 //!
 //! Each method takes the time, logs the line that is due and returns it, so
 //! tests pass the time in.
@@ -42,6 +44,8 @@ pub(super) enum Failure {
         /// The project, as the router numbers it.
         project_idx: usize,
     },
+    /// A batch could not be written to the archive: it is retried.
+    Archive,
 }
 
 /// The failure episodes of one delivery engine, shared by its workers.
@@ -53,7 +57,7 @@ pub(super) struct FailureLog {
 impl Failure {
     fn project_idx(self) -> Option<usize> {
         match self {
-            Failure::Spool => None,
+            Failure::Spool | Failure::Archive => None,
             Failure::CannotDeliver { project_idx }
             | Failure::CredentialsRefused { project_idx } => Some(project_idx),
         }
@@ -106,6 +110,54 @@ impl FailureLog {
             n_failures = line.n_events(),
             over_secs = line.over().as_secs(),
             "Delivery can use the spool again."
+        );
+        Some(line)
+    }
+
+    /// A batch could not be archived and was released: logged at warning
+    /// level, as it is retried.
+    pub(super) fn archive_failed(
+        &self,
+        now: Instant,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+        attempts: u32,
+    ) -> Option<Line> {
+        let line = self.episodes.occurred(Failure::Archive, now)?;
+        let retry_in_secs = retry_in.as_secs();
+        match line {
+            Line::Started { n_events } => tracing::warn!(
+                error = %error,
+                n_failures = n_events,
+                retry_in_secs,
+                attempts,
+                "Cannot archive a batch now; it is not delivered until it is archived, and will be retried."
+            ),
+            Line::Summary { n_events, over } | Line::Ended { n_events, over } => {
+                tracing::warn!(
+                    error = %error,
+                    n_failures = n_events,
+                    over_secs = over.as_secs(),
+                    retry_in_secs,
+                    attempts,
+                    "Still cannot archive batches; they wait in the spool and will be retried."
+                );
+            }
+        }
+        Some(line)
+    }
+
+    /// A batch was archived: ends the archive's episode, if one is going on
+    /// and a line is due.
+    pub(super) fn archive_worked(&self, now: Instant) -> Option<Line> {
+        let (_, line) = self
+            .episodes
+            .ended(now, |failure| failure == Failure::Archive)
+            .pop()?;
+        tracing::info!(
+            n_failures = line.n_events(),
+            over_secs = line.over().as_secs(),
+            "Archiving batches again."
         );
         Some(line)
     }

@@ -25,6 +25,14 @@
 //!   without a request, until one probe a minute later finds whether the
 //!   credentials work again. Ingest keeps accepting meanwhile.
 //!
+//! With an archive (`archive.url`), a leased group is first written to it,
+//! each batch exactly as received, a few at once (`archive`): a batch that
+//! cannot be archived now is not sent, but released with the usual backoff,
+//! and the rest of the group is delivered. Past the attempt or age limit it
+//! becomes one dead letter holding the whole body (`archive_failed`), which
+//! `dlq replay` puts back as that batch. The archive step is bounded by
+//! [`ARCHIVE_TIMEOUT`], which the lease must cover besides the requests.
+//!
 //! Nothing is dropped: every event ends delivered, skipped (counted), or in
 //! the dead-letter store.
 //!
@@ -32,6 +40,7 @@
 //! a project cannot take its events, or refuses its credentials) are logged
 //! per episode by `failure_log`, never a line per attempt.
 
+mod archive;
 mod failure_log;
 mod project;
 mod status;
@@ -48,10 +57,11 @@ use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
 use crate::log_limit::SUMMARY_INTERVAL;
 use crate::metrics::Metrics;
 use crate::spool::{DeadLetter, LeasedBatch, Spool, SpoolError};
+pub use archive::ARCHIVE_TIMEOUT;
 use currents_mixpanel::{Outcome, SkipReason};
 use failure_log::FailureLog;
 pub use project::{DryRunFile, ProjectTarget, Sink};
-pub use status::{DeliveryStatus, ProjectStatus};
+pub use status::{ArchiveStatus, DeliveryStatus, ProjectStatus};
 
 /// Bodies up to this size are parsed whole in one pass (the fast path);
 /// larger ones event by event, so that a worker never holds the parsed
@@ -88,6 +98,10 @@ pub const DELIVERY_FAILED: &str = "delivery_failed";
 pub const DELIVERY_PANICKED: &str = "delivery_panicked";
 /// Dead-letter reason for a stored body that is no longer a readable batch.
 pub const INVALID_BATCH: &str = "invalid_batch";
+/// Dead-letter reason for a batch that could not be written to the archive
+/// (`archive.url`) past the attempt or age limit; the whole body is kept,
+/// and `dlq replay` puts it back as that batch.
+pub const ARCHIVE_FAILED: &str = "archive_failed";
 
 /// How delivery runs.
 #[derive(Debug, Clone)]
@@ -112,6 +126,9 @@ pub struct DeliveryOptions {
     pub max_attempts: u32,
     /// The age since Braze sent a batch after which the same happens.
     pub max_age: Duration,
+    /// Where each leased batch is archived, as received, before its events
+    /// are sent; `None`: no archive.
+    pub archive: Option<currents_archive::store::ArchiveStore>,
 }
 
 /// Routes events to projects.
@@ -142,9 +159,17 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         metrics: Arc<Metrics>,
     ) -> Delivery<S, R> {
         let n_projects = projects.len();
+        let archive_location = options
+            .archive
+            .as_ref()
+            .map(|store| store.location().to_owned());
         let status = Arc::new(DeliveryStatus::new(
             projects.iter().map(|project| project.name.clone()),
+            archive_location,
         ));
+        if options.archive.is_some() {
+            archive::register_series(&metrics);
+        }
         Delivery {
             spool,
             router,
@@ -221,10 +246,19 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         if leased.is_empty() {
             return Ok(None);
         }
-        match AssertUnwindSafe(self.deliver(&leased)).catch_unwind().await {
-            Ok(result) => result.map(Some),
-            Err(_) => self.isolate_panic(leased).await.map(Some),
+        // Archived first (when on): what cannot be archived now waits.
+        let (leased, set_aside) = self.archive(leased).await?;
+        if leased.is_empty() {
+            return Ok(Some(set_aside));
         }
+        let delivered = match AssertUnwindSafe(self.deliver(&leased)).catch_unwind().await {
+            Ok(result) => result?,
+            Err(_) => self.isolate_panic(leased).await?,
+        };
+        Ok(Some(LeaseResult {
+            settled: delivered.settled + set_aside.settled,
+            released: delivered.released + set_aside.released,
+        }))
     }
 
     /// Delivery panicked (a bug) on a group: each batch is delivered alone,
@@ -438,9 +472,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
                 .filter_map(|project_idx| retry_in[project_idx])
                 .max();
             if let Some(wait) = wait {
-                self.spool.release(leased.id, wait).await?;
-                self.status.record_released();
-                self.metrics.released_batches.inc();
+                self.release(leased, wait).await?;
                 result.released += 1;
             } else {
                 self.settle(leased, fate).await?;
@@ -448,6 +480,14 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             }
         }
         Ok(result)
+    }
+
+    /// Gives a batch back to the spool, due again in `wait`, and counts it.
+    async fn release(&self, leased: &LeasedBatch, wait: Duration) -> Result<(), SpoolError> {
+        self.spool.release(leased.id, wait).await?;
+        self.status.record_released();
+        self.metrics.released_batches.inc();
+        Ok(())
     }
 
     /// Removes a delivered batch, stores its dead letters, and counts it.
@@ -513,16 +553,11 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         error: &MixpanelError,
     ) {
         let now_ms = crate::clock::now_ms();
-        let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
-        let is_expired = |leased: &LeasedBatch| {
-            leased.attempts.saturating_add(1) >= self.options.max_attempts
-                || now_ms.saturating_sub(leased.batch.received_at_ms) >= max_age_ms
-        };
         let detail = format!("gave up after the attempt or age limit: {error}");
         for (_, origins) in requests {
             for &(batch_idx, raw) in origins {
                 let leased = &group[batch_idx];
-                if !is_expired(leased) {
+                if !self.is_past_limits(leased, now_ms) {
                     continue;
                 }
                 let fate = &mut fates[batch_idx];
@@ -539,15 +574,31 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         }
     }
 
+    /// Whether this attempt at a batch is its last: the attempt limit
+    /// (`delivery.max_attempts`) or the age limit (`delivery.max_age_secs`)
+    /// is reached, so what still fails becomes a dead letter.
+    fn is_past_limits(&self, leased: &LeasedBatch, now_ms: i64) -> bool {
+        let max_age_ms = i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX);
+        leased.attempts.saturating_add(1) >= self.options.max_attempts
+            || now_ms.saturating_sub(leased.batch.received_at_ms) >= max_age_ms
+    }
+
     /// When to try a batch again: Mixpanel's `Retry-After`, the pause
     /// interval after refused credentials, or a doubling backoff.
     fn retry_delay(&self, error: &MixpanelError, attempts: u32) -> Duration {
         if error.is_auth() {
             return self.options.pause_retry;
         }
-        let backoff = Duration::from_secs(5).saturating_mul(2u32.saturating_pow(attempts.min(16)));
-        backoff
+        self.backoff(attempts)
             .max(error.retry_after().unwrap_or_default())
+            .min(self.options.max_retry_delay)
+    }
+
+    /// The doubling backoff after `attempts` failed deliveries: 5 s, 10 s,
+    /// 20 s, … up to the longest retry delay.
+    fn backoff(&self, attempts: u32) -> Duration {
+        Duration::from_secs(5)
+            .saturating_mul(2u32.saturating_pow(attempts.min(16)))
             .min(self.options.max_retry_delay)
     }
 }

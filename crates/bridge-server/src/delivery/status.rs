@@ -24,7 +24,24 @@ pub struct DeliveryStatus {
     /// Deliveries that panicked (a bug) and were caught: a group's, then
     /// each batch's delivered alone.
     pub delivery_panics: AtomicU64,
+    /// The archive's counters, when `archive.url` is set.
+    pub archive: Option<ArchiveStatus>,
     projects: Vec<Mutex<ProjectStatus>>,
+}
+
+/// What delivery's archive step did, for `/status`: counted per batch.
+pub struct ArchiveStatus {
+    /// Where batches are archived, as the store shows it (no user info, no
+    /// query string).
+    pub url: String,
+    /// Batches written to the archive (a batch written again after a
+    /// release or a replay counts again).
+    pub batches_written: AtomicU64,
+    /// Attempts to write a batch that failed (the batch was released, or
+    /// dead-lettered past its limits).
+    pub batches_failed: AtomicU64,
+    /// Bytes of the bodies written, as received (before compression).
+    pub body_bytes: AtomicU64,
 }
 
 /// One project's delivery state.
@@ -57,8 +74,19 @@ impl DeliveryStatus {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(super) fn new(names: impl Iterator<Item = String>) -> DeliveryStatus {
+    /// Counters for these projects, and for the archive at `archive_url`
+    /// when there is one.
+    pub(super) fn new(
+        names: impl Iterator<Item = String>,
+        archive_url: Option<String>,
+    ) -> DeliveryStatus {
         DeliveryStatus {
+            archive: archive_url.map(|url| ArchiveStatus {
+                url,
+                batches_written: AtomicU64::new(0),
+                batches_failed: AtomicU64::new(0),
+                body_bytes: AtomicU64::new(0),
+            }),
             delivered: AtomicU64::new(0),
             worker_restarts: AtomicU64::new(0),
             delivery_panics: AtomicU64::new(0),

@@ -16,10 +16,10 @@ use crate::spool::NewBatch;
 use crate::spool::sqlite::{DeadLetterFilter, SqliteSpool, SqliteSpoolOptions};
 use currents_mixpanel::{Mapper, MappingConfig};
 
-struct TestDir(PathBuf);
+pub(super) struct TestDir(pub(super) PathBuf);
 
 impl TestDir {
-    fn new() -> TestDir {
+    pub(super) fn new() -> TestDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bridge-delivery-test-{}-{}",
@@ -38,7 +38,7 @@ impl Drop for TestDir {
 }
 
 /// Workspace `brand-b` or app group `ag-b` go to project 1, the rest to 0.
-struct TwoProjects;
+pub(super) struct TwoProjects;
 
 impl Router for TwoProjects {
     fn route(&self, workspace: Option<&str>, app_group_id: Option<&str>) -> usize {
@@ -46,7 +46,7 @@ impl Router for TwoProjects {
     }
 }
 
-fn options() -> DeliveryOptions {
+pub(super) fn options() -> DeliveryOptions {
     DeliveryOptions {
         workers: 1,
         batches_per_lease: 1,
@@ -56,17 +56,18 @@ fn options() -> DeliveryOptions {
         max_retry_delay: Duration::from_secs(600),
         max_attempts: 1000,
         max_age: Duration::from_secs(5 * 24 * 3600),
+        archive: None,
         idle_poll: Duration::from_millis(10),
     }
 }
 
 /// One batch leased and settled.
-const SETTLED: LeaseResult = LeaseResult {
+pub(super) const SETTLED: LeaseResult = LeaseResult {
     settled: 1,
     released: 0,
 };
 /// One batch leased and released.
-const RELEASED: LeaseResult = LeaseResult {
+pub(super) const RELEASED: LeaseResult = LeaseResult {
     settled: 0,
     released: 1,
 };
@@ -78,7 +79,7 @@ fn mapper(token: &str) -> Mapper {
     })
 }
 
-fn mixpanel(server: &MockServer, name: &str) -> ProjectTarget {
+pub(super) fn mixpanel(server: &MockServer, name: &str) -> ProjectTarget {
     let client = Client::builder(Credentials::service_account("svc", "secret", "42"))
         .base_url(server.uri())
         .retry(RetryParams {
@@ -94,7 +95,7 @@ fn mixpanel(server: &MockServer, name: &str) -> ProjectTarget {
     }
 }
 
-fn event(id: &str, external_user_id: Option<&str>, app_group_id: &str) -> Value {
+pub(super) fn event(id: &str, external_user_id: Option<&str>, app_group_id: &str) -> Value {
     json!({"event_type": "users.messages.email.Click", "id": id, "time": 1732792800,
         "user": {"user_id": "b-1", "external_user_id": external_user_id},
         "properties": {"app_group_id": app_group_id, "campaign_name": "Winter ❄", "url": "https://shop.example/x"}})
@@ -138,7 +139,7 @@ fn dry_run_project(dir: &TestDir) -> (ProjectTarget, PathBuf) {
 }
 
 /// A spool in `dir`.
-fn spool_in(dir: &TestDir) -> Arc<SqliteSpool> {
+pub(super) fn spool_in(dir: &TestDir) -> Arc<SqliteSpool> {
     Arc::new(SqliteSpool::open(SqliteSpoolOptions::new(dir.0.clone(), 1 << 30)).unwrap())
 }
 
@@ -159,7 +160,7 @@ fn delivery_to(
 
 /// [`delivery_to`], also handing back its metrics, for the tests that read
 /// the Prometheus samples delivery records.
-fn delivery_with_metrics(
+pub(super) fn delivery_with_metrics(
     spool: &Arc<SqliteSpool>,
     projects: Vec<ProjectTarget>,
     options: DeliveryOptions,
@@ -177,7 +178,7 @@ fn delivery_with_metrics(
 
 /// The value of one sample in the metrics text (`name{labels}`), 0 when
 /// absent: what a Prometheus scrape would read.
-fn sample(metrics: &Metrics, name_and_labels: &str) -> u64 {
+pub(super) fn sample(metrics: &Metrics, name_and_labels: &str) -> u64 {
     metrics
         .render()
         .lines()
@@ -186,7 +187,7 @@ fn sample(metrics: &Metrics, name_and_labels: &str) -> u64 {
 }
 
 /// An `/import` that takes every record it is sent.
-fn accepting(request: &Request) -> ResponseTemplate {
+pub(super) fn accepting(request: &Request) -> ResponseTemplate {
     ResponseTemplate::new(200)
         .set_body_json(json!({"code": 200, "num_records_imported": events_in(request).len()}))
 }
@@ -199,7 +200,7 @@ async fn append_one_each(spool: &SqliteSpool, prefix: &str, n: usize) {
     }
 }
 
-fn events_in(request: &Request) -> Vec<Value> {
+pub(super) fn events_in(request: &Request) -> Vec<Value> {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&request.body[..])
         .read_to_end(&mut text)

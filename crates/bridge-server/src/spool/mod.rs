@@ -24,7 +24,9 @@
 //! operator replays or purges them, through a [`DeadLetterAdmin`] (the
 //! `dlq` command): [`sqlite::DeadLetterStore`] or
 //! [`nats::NatsDeadLetterStore`], which share [`DeadLetterEntry`],
-//! [`DeadLetterFilter`] and [`Replayed`].
+//! [`DeadLetterFilter`] and [`Replayed`]. A letter is one event, except for
+//! `archive_failed`, which holds a whole batch as received and is replayed
+//! as that batch.
 //!
 //! Two implementations: [`sqlite::SqliteSpool`], the embedded default (one
 //! process), and [`nats::NatsSpool`], a JetStream work-queue stream shared
@@ -193,6 +195,23 @@ pub struct Replayed {
     pub n_not_json: u64,
 }
 
+/// Whether a dead letter holds a whole batch as received rather than one
+/// event: `archive_failed` (delivery could not archive the batch before its
+/// limits). Replay puts such a letter back as that batch, alone and
+/// unchanged, never inside a new `{"events":[...]}`.
+pub(crate) fn is_whole_batch(reason: &str) -> bool {
+    reason == crate::delivery::ARCHIVE_FAILED
+}
+
+/// The events of a whole-batch dead letter, for [`Replayed::n_events`]
+/// (1 for a body that is not a readable batch: it is still one entry).
+pub(crate) fn n_events_in_batch(body: &[u8]) -> u64 {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| currents_model::Batch::parse(text).ok())
+        .map_or(1, |batch| batch.events.len() as u64)
+}
+
 /// Whether `bytes` is one JSON value (a dead letter that can be replayed).
 pub(crate) fn is_json(bytes: &[u8]) -> bool {
     serde_json::from_slice::<&serde_json::value::RawValue>(bytes).is_ok()
@@ -233,8 +252,10 @@ pub trait DeadLetterAdmin {
 
     /// Moves the entries matching `filter` back into the spool as new
     /// batches `{"events":[...]}`, one workspace per batch and at most
-    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, oldest first; entries
-    /// whose event is not JSON stay (counted in [`Replayed::n_not_json`]).
+    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, oldest first; an entry
+    /// holding a whole batch (reason `archive_failed`) goes back as that batch,
+    /// alone; entries whose event is not JSON stay (counted in
+    /// [`Replayed::n_not_json`]).
     fn replay(
         &mut self,
         filter: &DeadLetterFilter,

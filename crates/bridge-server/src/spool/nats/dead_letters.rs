@@ -11,7 +11,8 @@
 //! id are fetched one by one.
 //!
 //! Replay publishes each batch (one workspace, at most
-//! [`REPLAY_MAX_EVENTS_PER_BATCH`] events) to the batch stream, waits for
+//! [`REPLAY_MAX_EVENTS_PER_BATCH`] events; or a whole batch an
+//! `archive_failed` letter holds, alone) to the batch stream, waits for
 //! its PubAck, then deletes its entries. A replay cut short between the two
 //! and run again within the batch stream's duplicate window stores the
 //! batch once (its `Nats-Msg-Id` names its entries); later, the events go
@@ -30,7 +31,7 @@ use super::{dead_letter_prefix, is_not_found, is_stream_full, unix_ms, wire};
 use crate::nats::{NatsError, NatsOptions, error_chain};
 use crate::spool::{
     DeadLetter, DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH,
-    Replayed, SpoolError, is_json, replay_body,
+    Replayed, SpoolError, is_json, is_whole_batch, n_events_in_batch, replay_body,
 };
 
 /// Entries read per request.
@@ -271,45 +272,62 @@ impl NatsDeadLetterStore {
         Ok(n_purged)
     }
 
-    /// Publishes the batches of one round and deletes their entries.
+    /// Publishes the batches of one round and deletes their entries: a
+    /// whole-batch letter (`archive_failed`) as that batch, the others
+    /// gathered by workspace.
     async fn replay_round(
         &self,
         entries: Vec<DeadLetterEntry>,
         replayed: &mut Replayed,
     ) -> Result<(), SpoolError> {
+        // (entry ids, workspace, body, events) of each batch to publish.
+        let mut batches: Vec<(Vec<i64>, Option<String>, bytes::Bytes, u64)> = Vec::new();
         let mut by_workspace: BTreeMap<Option<String>, Vec<DeadLetterEntry>> = BTreeMap::new();
         for entry in entries {
+            if is_whole_batch(&entry.letter.reason) {
+                let n_events = n_events_in_batch(&entry.letter.event);
+                batches.push((
+                    vec![entry.id],
+                    entry.letter.workspace,
+                    entry.letter.event,
+                    n_events,
+                ));
+                continue;
+            }
             by_workspace
                 .entry(entry.letter.workspace.clone())
                 .or_default()
                 .push(entry);
         }
-        let now_ms = crate::clock::now_ms();
         for (workspace, entries) in by_workspace {
             for chunk in entries.chunks(REPLAY_MAX_EVENTS_PER_BATCH) {
                 let ids: Vec<i64> = chunk.iter().map(|entry| entry.id).collect();
                 let body = replay_body(chunk.iter().map(|entry| entry.letter.event.as_ref()));
-                let msg_id = wire::replay_msg_id(&ids);
-                let headers = wire::batch_headers(&msg_id, workspace.as_deref(), now_ms);
-                let subject = format!(
-                    "{}.{}",
-                    self.options.subject_prefix,
-                    wire::token(workspace.as_deref())
-                );
-                self.publish(
-                    &self.options.stream,
-                    "a replayed batch",
-                    subject,
-                    headers,
-                    body,
-                )
-                .await?;
-                for id in ids {
-                    self.delete(id).await?;
-                }
-                replayed.n_batches += 1;
-                replayed.n_events += chunk.len() as u64;
+                batches.push((ids, workspace.clone(), body, chunk.len() as u64));
             }
+        }
+        let now_ms = crate::clock::now_ms();
+        for (ids, workspace, body, n_events) in batches {
+            let msg_id = wire::replay_msg_id(&ids);
+            let headers = wire::batch_headers(&msg_id, workspace.as_deref(), now_ms);
+            let subject = format!(
+                "{}.{}",
+                self.options.subject_prefix,
+                wire::token(workspace.as_deref())
+            );
+            self.publish(
+                &self.options.stream,
+                "a replayed batch",
+                subject,
+                headers,
+                body,
+            )
+            .await?;
+            for id in ids {
+                self.delete(id).await?;
+            }
+            replayed.n_batches += 1;
+            replayed.n_events += n_events;
         }
         Ok(())
     }

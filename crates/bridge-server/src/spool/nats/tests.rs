@@ -779,6 +779,51 @@ async fn connect_uses_the_credentials_and_never_prints_them() {
 }
 
 #[tokio::test]
+async fn a_whole_batch_letter_is_replayed_as_that_batch_alone() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let options = options(&server);
+    let spool = open_with(&options, HOUR).await;
+    const BODY: &str = "{\"events\": [{\"id\":\"w1\"}, {\"id\":\"w2\"}]}";
+    let whole = DeadLetter {
+        event: Bytes::from_static(BODY.as_bytes()),
+        reason: crate::delivery::ARCHIVE_FAILED.to_owned(),
+        detail: "gave up archiving after the attempt or age limit: cannot write".to_owned(),
+        event_type: None,
+        event_id: None,
+        workspace: Some("a".to_owned()),
+        attempts: 9,
+    };
+    let letters = vec![dead_letter("refused_by_mixpanel", "t", "a", 1), whole];
+    spool
+        .shared
+        .publish_dead_letters(3, BatchId(3), &letters)
+        .await
+        .unwrap();
+    let client = connect(&options).await.unwrap();
+    let mut store = NatsDeadLetterStore::open(client, &options).await.unwrap();
+    let replayed = store.replay(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!((replayed.n_events, replayed.n_batches), (3, 2));
+    let mut bodies: Vec<Bytes> = spool
+        .lease(10, HOUR)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|leased| leased.batch.body)
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from_static(BODY.as_bytes()),
+            Bytes::from_static(b"{\"events\":[{\"id\":\"d1\",\"event_type\":\"t\"}]}"),
+        ],
+        "the whole batch goes back byte for byte, not inside another envelope"
+    );
+}
+
+#[tokio::test]
 async fn letters_added_from_outside_a_batch_are_stored_once_and_replayed() {
     let Some(server) = NatsServer::start() else {
         return;

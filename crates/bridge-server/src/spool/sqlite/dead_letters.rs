@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 use super::schema::{self, BatchRecord, DeadLetterRecord};
 use crate::spool::{
     DeadLetter, DeadLetterAdmin, DeadLetterEntry, DeadLetterFilter, REPLAY_MAX_EVENTS_PER_BATCH,
-    Replayed, SpoolError, is_json, replay_body,
+    Replayed, SpoolError, is_json, is_whole_batch, n_events_in_batch, replay_body,
 };
 
 /// Dead letters moved per transaction by `replay` and deleted per transaction
@@ -109,7 +109,8 @@ impl DeadLetterStore {
 
     /// Moves the entries matching `filter` back into the spool as new
     /// batches `{"events":[...]}`, one workspace per batch and at most
-    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, in id order. Each
+    /// [`REPLAY_MAX_EVENTS_PER_BATCH`] events each, in id order; an entry
+    /// holding a whole batch (`archive_failed`) goes back as that batch. Each
     /// transaction inserts the batches and deletes their entries together,
     /// so an interrupted replay can simply be run again.
     pub fn replay(&mut self, filter: &DeadLetterFilter) -> Result<Replayed, SpoolError> {
@@ -218,13 +219,14 @@ impl DeadLetterStore {
         let (conditions, mut params) = where_clause(filter);
         params.push(Value::Integer(*last_id));
         let sql = format!(
-            "SELECT id, workspace, event FROM dead_letters
+            "SELECT id, workspace, event, reason FROM dead_letters
              WHERE {conditions} AND id > ? ORDER BY id LIMIT {ENTRIES_PER_TRANSACTION}"
         );
         let txn = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut by_workspace: BTreeMap<Option<String>, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+        let mut whole_batches: Vec<(i64, Option<String>, Vec<u8>)> = Vec::new();
         let mut n_read = 0;
         {
             let mut statement = txn.prepare(&sql)?;
@@ -242,10 +244,27 @@ impl DeadLetterStore {
                         continue;
                     }
                 };
+                let reason: String = row.get(3)?;
+                if is_whole_batch(&reason) {
+                    whole_batches.push((id, workspace, event));
+                    continue;
+                }
                 by_workspace.entry(workspace).or_default().push((id, event));
             }
         }
         let now_ms = crate::clock::now_ms();
+        for (id, workspace, body) in whole_batches {
+            replayed.n_events += n_events_in_batch(&body);
+            let record = BatchRecord::new(crate::spool::NewBatch {
+                body: Bytes::from(body),
+                workspace,
+                received_at_ms: now_ms,
+            });
+            record.insert(&txn, now_ms)?;
+            txn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                .execute([id])?;
+            replayed.n_batches += 1;
+        }
         for (workspace, entries) in by_workspace {
             for chunk in entries.chunks(REPLAY_MAX_EVENTS_PER_BATCH) {
                 let body = replay_body(chunk.iter().map(|(_, event)| event.as_slice()));

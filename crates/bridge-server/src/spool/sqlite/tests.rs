@@ -1066,6 +1066,64 @@ async fn replay_moves_dead_letters_back_as_batches() {
     spool.close().await.unwrap();
 }
 
+/// A dead letter holding a whole batch, as delivery sets one aside when it
+/// cannot archive it (`archive_failed`).
+fn whole_batch_letter(workspace: Option<&str>, body: &'static str) -> DeadLetter {
+    DeadLetter {
+        event: Bytes::from_static(body.as_bytes()),
+        reason: crate::delivery::ARCHIVE_FAILED.to_owned(),
+        detail: "gave up archiving after the attempt or age limit: cannot write".to_owned(),
+        event_type: None,
+        event_id: None,
+        workspace: workspace.map(str::to_owned),
+        attempts: 9,
+    }
+}
+
+#[tokio::test]
+async fn a_whole_batch_letter_is_replayed_as_that_batch_alone() {
+    let dir = TempDir::new("dlq-replay-whole");
+    const BODY: &str = "{\"events\": [{\"id\":\"w1\"}, {\"id\":\"w2\"}]}";
+    let spool = spool_with_dead_letters(
+        &dir,
+        vec![vec![
+            dead_letter("refused_by_mixpanel", "t", "a", 1),
+            whole_batch_letter(Some("a"), BODY),
+            whole_batch_letter(None, "{\"events\":[]}"),
+        ]],
+    )
+    .await;
+    let mut store = spool.dead_letter_store().unwrap();
+    let replayed = store.replay(&DeadLetterFilter::default()).unwrap();
+    // The two events of the whole batch, none of the empty one, and d1.
+    assert_eq!(
+        (replayed.n_events, replayed.n_batches, replayed.n_not_json),
+        (3, 3, 0)
+    );
+    assert_eq!(spool.stats().await.unwrap().n_dead_letters, 0);
+    let mut batches: Vec<(Option<String>, Bytes)> = spool
+        .lease(10, HOUR)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|leased| (leased.batch.workspace, leased.batch.body))
+        .collect();
+    batches.sort();
+    assert_eq!(
+        batches,
+        [
+            (None, Bytes::from_static(b"{\"events\":[]}")),
+            (Some("a".to_owned()), Bytes::from_static(BODY.as_bytes())),
+            (
+                Some("a".to_owned()),
+                Bytes::from_static(b"{\"events\":[{\"id\":\"d1\",\"event_type\":\"t\"}]}")
+            ),
+        ],
+        "the whole batch goes back byte for byte, not inside another envelope"
+    );
+    spool.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn replayed_batches_hold_at_most_500_events() {
     let dir = TempDir::new("dlq-500");
