@@ -120,7 +120,10 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
         if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the backfill did not finish within {} s", deadline.as_secs());
+            bail!(
+                "the backfill did not finish within {} s",
+                deadline.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -132,7 +135,10 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     for line in stderr.lines().filter(|line| line.starts_with("backfill: ")) {
         say(&format!("backfill said: {line}"));
     }
-    ensure!(status.success(), "the backfill failed with {status}:\n{stderr}");
+    ensure!(
+        status.success(),
+        "the backfill failed with {status}:\n{stderr}"
+    );
     let stats = sink.stats()?;
     let sink_cpu_secs = sink.cpu_ticks() as f64 / clock_ticks_per_sec();
     sink.stop()?;
@@ -186,7 +192,10 @@ fn archive(n_events: u64, seed: u64) -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    say(&format!("writing an archive of {n_events} events to {}", dir.display()));
+    say(&format!(
+        "writing an archive of {n_events} events to {}",
+        dir.display()
+    ));
     let mut left = n_events;
     let mut hour_idx = 0u32;
     while left > 0 {

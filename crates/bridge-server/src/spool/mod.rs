@@ -197,10 +197,11 @@ pub struct Replayed {
 
 /// Whether a dead letter holds a whole batch as received rather than one
 /// event: `archive_failed` (delivery could not archive the batch before its
-/// limits). Replay puts such a letter back as that batch, alone and
-/// unchanged, never inside a new `{"events":[...]}`.
+/// limits) and `delivery_panicked` (a bug set the batch aside). Replay puts
+/// such a letter back as that batch, alone and unchanged, never inside a
+/// new `{"events":[...]}`.
 pub(crate) fn is_whole_batch(reason: &str) -> bool {
-    reason == crate::delivery::ARCHIVE_FAILED
+    reason == crate::delivery::ARCHIVE_FAILED || reason == crate::delivery::DELIVERY_PANICKED
 }
 
 /// The events of a whole-batch dead letter, for [`Replayed::n_events`]

@@ -1067,11 +1067,12 @@ async fn replay_moves_dead_letters_back_as_batches() {
 }
 
 /// A dead letter holding a whole batch, as delivery sets one aside when it
-/// cannot archive it (`archive_failed`).
-fn whole_batch_letter(workspace: Option<&str>, body: &'static str) -> DeadLetter {
+/// cannot archive it (`archive_failed`) or a bug made it panic
+/// (`delivery_panicked`).
+fn whole_batch_letter(reason: &str, workspace: Option<&str>, body: &'static str) -> DeadLetter {
     DeadLetter {
         event: Bytes::from_static(body.as_bytes()),
-        reason: crate::delivery::ARCHIVE_FAILED.to_owned(),
+        reason: reason.to_owned(),
         detail: "gave up archiving after the attempt or age limit: cannot write".to_owned(),
         event_type: None,
         event_id: None,
@@ -1088,8 +1089,8 @@ async fn a_whole_batch_letter_is_replayed_as_that_batch_alone() {
         &dir,
         vec![vec![
             dead_letter("refused_by_mixpanel", "t", "a", 1),
-            whole_batch_letter(Some("a"), BODY),
-            whole_batch_letter(None, "{\"events\":[]}"),
+            whole_batch_letter(crate::delivery::ARCHIVE_FAILED, Some("a"), BODY),
+            whole_batch_letter(crate::delivery::DELIVERY_PANICKED, None, "{\"events\":[]}"),
         ]],
     )
     .await;
