@@ -5,11 +5,11 @@
 use bytes::Bytes;
 use currents_model::Shape;
 
+use crate::ArchiveError;
 use crate::avro::AvroEvents;
 use crate::batches::BatchFileEvents;
 use crate::layout::{KeyInfo, ObjectKind};
 use crate::store::ArchiveObject;
-use crate::ArchiveError;
 
 /// The events of one archived object, in order, numbered from 0.
 #[derive(Debug)]

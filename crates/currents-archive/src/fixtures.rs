@@ -161,7 +161,13 @@ impl AvroFixture {
             }
             encoded.push(bytes);
         }
-        write_container(&self.schema_json(&fields), self.codec, self.seed, &encoded, self.records_per_block)
+        write_container(
+            &self.schema_json(&fields),
+            self.codec,
+            self.seed,
+            &encoded,
+            self.records_per_block,
+        )
     }
 
     /// The events a reader must produce from [`AvroFixture::build`]'s file,
@@ -251,7 +257,9 @@ impl AvroFixture {
             .unwrap_or_else(|| format!("dataexport.S3.inner.{}", self.event_type.name()));
         let (namespace, name) = full_name
             .rsplit_once('.')
-            .map_or((None, full_name.as_str()), |(space, name)| (Some(space), name));
+            .map_or((None, full_name.as_str()), |(space, name)| {
+                (Some(space), name)
+            });
         let fields: Vec<Value> = fields
             .iter()
             .map(|field| {
@@ -329,7 +337,11 @@ pub fn storage_event(http_event: &str) -> Result<Map<String, Value>, String> {
 /// Synthetic events of [`Mix::production`] (all types, weighted as in a
 /// production stream), grouped into one Avro file per type as Braze files
 /// them: `(type, events in the file, file)`, in type order.
-pub fn production_files(n_events: usize, seed: u64, codec: Codec) -> Vec<(EventType, usize, Vec<u8>)> {
+pub fn production_files(
+    n_events: usize,
+    seed: u64,
+    codec: Codec,
+) -> Vec<(EventType, usize, Vec<u8>)> {
     let mut by_type: std::collections::BTreeMap<EventType, Vec<String>> = Default::default();
     let mut generator = Generator::new(Config::new(seed));
     for _ in 0..n_events {
@@ -441,7 +453,10 @@ fn write_container(
     write_long(&mut file, 0);
     let mut sync = [0_u8; 16];
     for (idx, byte) in sync.iter_mut().enumerate() {
-        *byte = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(idx as u32 * 4) >> 56) as u8
+        *byte = (seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(idx as u32 * 4)
+            >> 56) as u8
             ^ idx as u8;
     }
     file.extend_from_slice(&sync);
@@ -486,7 +501,9 @@ fn encode_field(out: &mut Vec<u8>, field: &FixtureField, value: Option<&Value>) 
             Some(_) => write_long(out, 1),
         }
     }
-    let value = value.cloned().unwrap_or_else(|| placeholder(field.avro_type));
+    let value = value
+        .cloned()
+        .unwrap_or_else(|| placeholder(field.avro_type));
     match field.avro_type {
         AvroType::String => {
             let text = match &value {
@@ -496,7 +513,9 @@ fn encode_field(out: &mut Vec<u8>, field: &FixtureField, value: Option<&Value>) 
             write_bytes(out, text.as_bytes());
         }
         AvroType::Int | AvroType::Long => write_long(out, value.as_i64().unwrap_or(0)),
-        AvroType::Float => out.extend_from_slice(&(value.as_f64().unwrap_or(0.0) as f32).to_le_bytes()),
+        AvroType::Float => {
+            out.extend_from_slice(&(value.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+        }
         AvroType::Boolean => out.push(u8::from(value.as_bool().unwrap_or(false))),
         AvroType::StringArray => {
             let items = value.as_array().cloned().unwrap_or_default();

@@ -36,9 +36,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, PutPayload};
 
+use crate::StoreError;
 use crate::error::{redact, redact_url};
 use crate::layout::{ObjectKind, Prune, Segment, batch_object_key};
-use crate::StoreError;
 
 /// Folders listed at the same time.
 const LIST_CONCURRENCY: usize = 16;
@@ -59,13 +59,25 @@ const BLOCKING_GZIP_BYTES: usize = 256 << 10;
 /// Keys ([`ArchiveObject::key`], [`ArchiveStore::put`]) are paths inside
 /// the directory or the bucket (the container for Azure), prefix included,
 /// `/`-separated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArchiveStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     /// The location, without user info or query string, for messages.
     location: String,
     stats: Arc<Counters>,
+}
+
+/// Shows the location and the counts, never the client: its configuration
+/// holds the credentials.
+impl std::fmt::Debug for ArchiveStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveStore")
+            .field("location", &self.location)
+            .field("prefix", &self.prefix.as_ref())
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 /// One archived object, as listed.
@@ -181,8 +193,12 @@ impl ArchiveStore {
                 .map_err(|()| invalid("not a local file path".to_owned()))?;
             return open_directory(&shown, &path, options);
         }
-        let (scheme, prefix) = ObjectStoreScheme::parse(&url)
-            .map_err(|error| invalid(format!("{} (s3://, gs:// or az:// are read)", redact(&error.to_string()))))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(|error| {
+            invalid(format!(
+                "{} (s3://, gs:// or az:// are read)",
+                redact(&error.to_string())
+            ))
+        })?;
         let open_error = |error: object_store::Error| StoreError::Open {
             location: shown.clone(),
             detail: redact(&error.to_string()),
@@ -380,7 +396,9 @@ impl ArchiveStore {
                 detail: redact(&error.to_string()),
             })?;
         self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_written.fetch_add(n_bytes, Ordering::Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(n_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -428,7 +446,9 @@ fn open_directory(
         detail,
     };
     if let Some((key, _)) = options.first() {
-        return Err(invalid(format!("a directory takes no setting, got {key:?}")));
+        return Err(invalid(format!(
+            "a directory takes no setting, got {key:?}"
+        )));
     }
     match std::fs::metadata(dir) {
         Ok(metadata) if metadata.is_dir() => {}
@@ -470,7 +490,8 @@ fn parse_key(key: &str) -> Result<Path, StoreError> {
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let out = Vec::with_capacity(body.len() / 4 + 64);
-    let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(BATCH_GZIP_LEVEL));
+    let mut encoder =
+        flate2::write::GzEncoder::new(out, flate2::Compression::new(BATCH_GZIP_LEVEL));
     encoder.write_all(body)?;
     encoder.finish()
 }

@@ -180,28 +180,42 @@ impl Nodes<'_> {
             Node::Array(items) => {
                 check_depth(depth)?;
                 out.push('[');
-                self.blocks(*items, 0, data, pos, |nodes, pos, out, first| {
-                    if !first {
-                        out.push(',');
-                    }
-                    nodes.value(*items, data, pos, out, depth + 1)
-                }, out)?;
+                self.blocks(
+                    *items,
+                    0,
+                    data,
+                    pos,
+                    |nodes, pos, out, first| {
+                        if !first {
+                            out.push(',');
+                        }
+                        nodes.value(*items, data, pos, out, depth + 1)
+                    },
+                    out,
+                )?;
                 out.push(']');
             }
             Node::Map(values) => {
                 check_depth(depth)?;
                 out.push('{');
-                self.blocks(*values, 1, data, pos, |nodes, pos, out, first| {
-                    if !first {
-                        out.push(',');
-                    }
-                    let key = read_bytes(data, pos)?;
-                    let key = std::str::from_utf8(key)
-                        .map_err(|error| format!("a map key that is not UTF-8: {error}"))?;
-                    json::push_str(out, key);
-                    out.push(':');
-                    nodes.value(*values, data, pos, out, depth + 1)
-                }, out)?;
+                self.blocks(
+                    *values,
+                    1,
+                    data,
+                    pos,
+                    |nodes, pos, out, first| {
+                        if !first {
+                            out.push(',');
+                        }
+                        let key = read_bytes(data, pos)?;
+                        let key = std::str::from_utf8(key)
+                            .map_err(|error| format!("a map key that is not UTF-8: {error}"))?;
+                        json::push_str(out, key);
+                        out.push(':');
+                        nodes.value(*values, data, pos, out, depth + 1)
+                    },
+                    out,
+                )?;
                 out.push('}');
             }
             Node::Pending => return Err("a type that was never defined".to_owned()),
@@ -270,7 +284,9 @@ impl Nodes<'_> {
 
 fn check_depth(depth: usize) -> Result<(), String> {
     if depth > MAX_VALUE_DEPTH {
-        return Err(format!("values nested deeper than {MAX_VALUE_DEPTH} levels"));
+        return Err(format!(
+            "values nested deeper than {MAX_VALUE_DEPTH} levels"
+        ));
     }
     Ok(())
 }

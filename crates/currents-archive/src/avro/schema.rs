@@ -132,7 +132,12 @@ impl Compiler {
         self.nodes.len() - 1
     }
 
-    fn node(&mut self, value: &Value, namespace: Option<&str>, depth: usize) -> Result<usize, String> {
+    fn node(
+        &mut self,
+        value: &Value,
+        namespace: Option<&str>,
+        depth: usize,
+    ) -> Result<usize, String> {
         if depth > MAX_SCHEMA_DEPTH {
             return Err(format!("nested deeper than {MAX_SCHEMA_DEPTH} levels"));
         }
@@ -170,7 +175,9 @@ impl Compiler {
                             .ok_or("an enum without \"symbols\"")?;
                         let mut json_symbols = Vec::with_capacity(symbols.len());
                         for symbol in symbols {
-                            let symbol = symbol.as_str().ok_or("an enum symbol that is not a string")?;
+                            let symbol = symbol
+                                .as_str()
+                                .ok_or("an enum symbol that is not a string")?;
                             let mut text = String::with_capacity(symbol.len() + 2);
                             json::push_str(&mut text, symbol);
                             json_symbols.push(text);
@@ -215,7 +222,9 @@ impl Compiler {
         // Named before its fields are read, so that a field may refer to it.
         let idx = self.push(Node::Pending);
         let full_name = self.name(object, namespace, idx)?;
-        let own_namespace = full_name.rsplit_once('.').map(|(space, _)| space.to_owned());
+        let own_namespace = full_name
+            .rsplit_once('.')
+            .map(|(space, _)| space.to_owned());
         if self.root_name.is_none() && idx == 0 {
             self.root_name = Some(full_name.clone());
         }
