@@ -207,10 +207,7 @@ impl AvroEvents {
                 self.last_len = out.len() - start;
                 Ok(true)
             }
-            Err(detail) => {
-                out.truncate(start);
-                Err(self.fail(detail))
-            }
+            Err(detail) => Err(self.fail(detail)),
         }
     }
 

@@ -382,3 +382,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_string_that_is_not_utf8_is_damage() {
+    let fixture = AvroFixture::new(EventType::MessagesEmailOpen).events(3);
+    let mut file = fixture.build();
+    let second_id = fixture.expected_events()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = file
+        .windows(second_id.len())
+        .position(|window| window == second_id.as_bytes())
+        .unwrap();
+    file[at] = 0xff;
+    let (texts, error) = read_all(file, None);
+    assert_eq!(texts.len(), 1);
+    match error {
+        Some(ArchiveError::Corrupt { record: 1, detail }) => {
+            assert!(detail.contains("UTF-8"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

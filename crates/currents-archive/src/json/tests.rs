@@ -5,10 +5,10 @@ use proptest::prelude::*;
 
 use super::{push_f32, push_f64, push_i64, push_latin1, push_str};
 
-fn written(write: impl FnOnce(&mut String)) -> String {
-    let mut out = String::new();
+fn written(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
     write(&mut out);
-    out
+    String::from_utf8(out).expect("the writers keep UTF-8 valid")
 }
 
 #[test]
@@ -21,7 +21,11 @@ fn strings_are_escaped_as_serde_json_escapes_them() {
         "Müller 東京 🎉 \u{2028}",
     ] {
         let expected = serde_json::to_string(text).unwrap();
-        assert_eq!(written(|out| push_str(out, text)), expected, "{text:?}");
+        assert_eq!(
+            written(|out| push_str(out, text.as_bytes())),
+            expected,
+            "{text:?}"
+        );
     }
 }
 
@@ -52,7 +56,7 @@ fn bytes_are_latin1_characters() {
 proptest! {
     #[test]
     fn any_string_is_escaped_as_serde_json_escapes_it(text in any::<String>()) {
-        prop_assert_eq!(written(|out| push_str(out, &text)), serde_json::to_string(&text).unwrap());
+        prop_assert_eq!(written(|out| push_str(out, text.as_bytes())), serde_json::to_string(&text).unwrap());
     }
 
     #[test]
@@ -72,5 +76,18 @@ proptest! {
         let text = written(|out| push_f64(out, double));
         prop_assert_eq!(text.parse::<f64>().unwrap(), double);
         prop_assert_eq!(&text, &serde_json::to_string(&double).unwrap());
+    }
+}
+
+proptest! {
+    /// Escapes at every position of the eight-byte chunks.
+    #[test]
+    fn strings_of_escapes_and_text_are_escaped_as_serde_json_escapes_them(
+        text in proptest::collection::vec(
+            prop::sample::select(vec!['a', 'é', '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '🎉', '\u{7f}']),
+            0..40,
+        ).prop_map(|chars| chars.into_iter().collect::<String>()),
+    ) {
+        prop_assert_eq!(written(|out| push_str(out, text.as_bytes())), serde_json::to_string(&text).unwrap());
     }
 }
