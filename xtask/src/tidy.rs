@@ -23,6 +23,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("mixpanel-client", &[]),
     ("currents-mixpanel", &["currents-model", "mixpanel-client"]),
     ("cohort-import", &["mixpanel-client"]),
+    ("currents-archive", &["currents-model"]),
     (
         "bridge-server",
         &[
