@@ -468,13 +468,16 @@ fn open_directory(
 }
 
 /// Whether a listing of `folder` must go level by level: when `prune` looks
-/// for `event_type=` or `date=` folders and none is on the path yet.
+/// for `event_type=` or `date=` folders and none is on the path yet. A
+/// `workspace=` folder (our layout) holds only objects, so below one there
+/// is nothing left to prune.
 fn needs_delimiter(folder: Option<&Path>, prune: &Prune) -> bool {
     let (mut seen_type, mut seen_date) = (false, false);
     for part in folder.into_iter().flat_map(Path::parts) {
         match Segment::parse(part.as_ref()) {
             Segment::EventType(_) => seen_type = true,
             Segment::Date(_) => seen_date = true,
+            Segment::Workspace(_) => return false,
             _ => {}
         }
     }

@@ -26,6 +26,50 @@ fn a_listing_goes_level_by_level_until_it_has_seen_what_prune_looks_for() {
     assert!(needs_delimiter(Some(&under_type), &hours));
     assert!(needs_delimiter(Some(&under_type), &both));
     assert!(!needs_delimiter(Some(&under_date), &both));
+    let ours = Path::parse("archive/date=2024-11-28-11/workspace=_").unwrap();
+    assert!(
+        !needs_delimiter(Some(&ours), &types),
+        "our layout has no type folders"
+    );
+}
+
+#[test]
+fn cloud_locations_give_their_prefix_without_a_request() {
+    let s3 = [("aws_region", "eu-west-1")];
+    for (location, prefix) in [
+        ("s3://bucket", ""),
+        ("s3://bucket/", ""),
+        ("s3://bucket/a/b/", "a/b"),
+        ("s3a://bucket/a", "a"),
+        ("https://s3.eu-west-1.amazonaws.com/bucket/a", "a"),
+    ] {
+        let store = ArchiveStore::open_with_options(location, &s3).unwrap();
+        assert_eq!(store.prefix(), prefix, "{location}");
+    }
+    let store = ArchiveStore::open_with_options(
+        "gs://bucket/currents",
+        &[("google_skip_signature", "true")],
+    )
+    .unwrap();
+    assert_eq!(store.prefix(), "currents");
+    let azure = [
+        ("azure_storage_account_name", "acct"),
+        ("azure_storage_account_key", "a2V5"),
+    ];
+    for location in [
+        "az://container/currents",
+        "azure://container/currents",
+        "abfss://container@acct.dfs.core.windows.net/currents",
+        "https://acct.blob.core.windows.net/container/currents",
+    ] {
+        let store = ArchiveStore::open_with_options(location, &azure).unwrap();
+        assert_eq!(store.prefix(), "currents", "{location}");
+    }
+    let error = ArchiveStore::open("memory:///x").unwrap_err();
+    assert!(
+        error.to_string().contains("not a supported store"),
+        "{error}"
+    );
 }
 
 #[test]
