@@ -321,10 +321,13 @@ impl ArchiveStore {
     /// Lists one folder: with the delimiter while `prune` may still skip
     /// something below it, else its whole subtree at once.
     async fn list_folder(&self, folder: Option<Path>, prune: &Prune) -> Result<Folder, StoreError> {
-        let list_error = |error: object_store::Error| StoreError::List {
-            location: self.location.clone(),
-            prefix: folder.as_ref().map(ToString::to_string).unwrap_or_default(),
-            detail: redact(&error.to_string()),
+        let prefix = folder.as_ref().map(ToString::to_string).unwrap_or_default();
+        let list_error = |error: object_store::Error| {
+            StoreError::from_store(error, &self.location, &prefix, |detail| StoreError::List {
+                location: self.location.clone(),
+                prefix: prefix.clone(),
+                detail,
+            })
         };
         self.stats.list_calls.fetch_add(1, Ordering::Relaxed);
         let listed = if needs_delimiter(folder.as_ref(), prune) {
@@ -364,16 +367,12 @@ impl ArchiveStore {
     /// Reads the object at `key` whole.
     pub async fn get_key(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = parse_key(key)?;
-        let get_error = |error: object_store::Error| match error {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
+        let get_error = |error: object_store::Error| {
+            StoreError::from_store(error, &self.location, key, |detail| StoreError::Get {
                 location: self.location.clone(),
                 key: key.to_owned(),
-            },
-            other => StoreError::Get {
-                location: self.location.clone(),
-                key: key.to_owned(),
-                detail: redact(&other.to_string()),
-            },
+                detail,
+            })
         };
         let result = self.store.get(&path).await.map_err(get_error)?;
         let bytes = result.bytes().await.map_err(get_error)?;
@@ -390,10 +389,12 @@ impl ArchiveStore {
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
-            .map_err(|error| StoreError::Put {
-                location: self.location.clone(),
-                key: key.to_owned(),
-                detail: redact(&error.to_string()),
+            .map_err(|error| {
+                StoreError::from_store(error, &self.location, key, |detail| StoreError::Put {
+                    location: self.location.clone(),
+                    key: key.to_owned(),
+                    detail,
+                })
             })?;
         self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
         self.stats

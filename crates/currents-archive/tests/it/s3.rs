@@ -32,4 +32,6 @@ async fn an_s3_bucket_is_listed_pruned_read_and_written() {
     let message = error.to_string();
     assert!(message.contains("s3://no-such-bucket/x"), "{message}");
     assert!(!message.contains("test-secret-key"), "{message}");
+    let error = store.get_key("x/a.avro").await.unwrap_err();
+    assert!(!error.is_retryable(), "{error:?}");
 }
