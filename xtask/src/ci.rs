@@ -91,6 +91,9 @@ const LIBRARY_CRATES: &[(&str, &[Option<&str>])] = &[
     // `nats`: the NATS cohort store, tested against a real nats-server
     // (`.ci/run` installs Debian's).
     ("cohort-import", &[None, Some("nats")]),
+    // `fixtures`: Avro files from the field tables, for tests; its S3 tests
+    // run against moto's server (`.ci/run` installs it).
+    ("currents-archive", &[None, Some("fixtures")]),
 ];
 
 /// Each library crate built and linted alone as a user gets it (the

@@ -144,6 +144,18 @@ pub enum StoreError {
         /// The store client's message.
         detail: String,
     },
+    /// The store refused the credentials, or their access to `what`.
+    #[error(
+        "access to {what:?} in {location} refused: {detail} (check the credentials and their permissions)"
+    )]
+    Denied {
+        /// The location.
+        location: String,
+        /// The object or folder.
+        what: String,
+        /// The store client's message.
+        detail: String,
+    },
     /// A key is not a valid object path (empty segments, `.` or `..`,
     /// control characters).
     #[error("invalid object key {key:?}: {detail}")]
@@ -153,6 +165,42 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: listing, reading or writing
+    /// failed after the store client's own retries (a network or server
+    /// error). A missing object, refused credentials or a bad location or
+    /// key stay as they are.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::List { .. } | StoreError::Get { .. } | StoreError::Put { .. }
+        )
+    }
+
+    /// The error of an `object_store` call on `what` (a key or a folder):
+    /// `NotFound` and `Denied` apart, `other` builds it.
+    pub(crate) fn from_store(
+        error: object_store::Error,
+        location: &str,
+        what: &str,
+        other: impl FnOnce(String) -> StoreError,
+    ) -> StoreError {
+        match error {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                location: location.to_owned(),
+                key: what.to_owned(),
+            },
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => StoreError::Denied {
+                location: location.to_owned(),
+                what: what.to_owned(),
+                detail: redact(&error.to_string()),
+            },
+            other_error => other(redact(&other_error.to_string())),
+        }
+    }
 }
 
 /// `text` with the user info and query string of every URL in it removed.

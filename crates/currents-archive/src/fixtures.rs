@@ -17,7 +17,7 @@
 //! [`AvroFixture::expected_events`] gives the storage-shaped events a reader
 //! must produce. [`braze_key`] and [`write_objects`] lay files out as Braze
 //! does; [`truncated`], [`with_bad_sync_marker`] and [`with_flipped_byte`]
-//! damage them.
+//! damage them, and [`empty_file`] is one.
 //!
 //! ```
 //! use currents_archive::avro::{AvroEvents, Codec};
@@ -389,6 +389,11 @@ pub fn write_objects(dir: &std::path::Path, objects: &[(String, Vec<u8>)]) -> st
         std::fs::write(path, bytes)?;
     }
     Ok(())
+}
+
+/// An empty object: Braze never writes one, and reading one is an error.
+pub fn empty_file() -> Vec<u8> {
+    Vec::new()
 }
 
 /// The first `len` bytes of `file`.

@@ -220,7 +220,12 @@ fn publishes_every_package_not_marked_otherwise_but_xtask_and_tests() {
 #[test]
 fn finds_this_workspaces_publishable_libraries() {
     let names = publishable(&workspace_packages(&project_root()).unwrap());
-    for library in ["cohort-import", "currents-model", "mixpanel-client"] {
+    for library in [
+        "cohort-import",
+        "currents-archive",
+        "currents-model",
+        "mixpanel-client",
+    ] {
         assert!(names.contains(&library.to_owned()), "{names:?}");
     }
     for private in ["braze-mixpanel-bridge", "bridge-server", "xtask", "tests"] {
@@ -342,6 +347,7 @@ fn releases_in_a_scratch_clone() {
         "mixpanel-client",
         "currents-mixpanel",
         "cohort-import",
+        "currents-archive",
         "bridge-server",
     ] {
         let entry = manifest

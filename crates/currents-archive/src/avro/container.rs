@@ -9,7 +9,6 @@
 //! codecs. Every length is checked against what is left, so a damaged
 //! file is an error and never a panic or a huge allocation.
 
-use std::io::Read as _;
 use std::ops::Range;
 
 use crate::ArchiveError;
@@ -168,19 +167,7 @@ pub(crate) fn decompress(codec: Codec, data: &[u8], out: &mut Vec<u8>) -> Result
             out.extend_from_slice(data);
             Ok(())
         }
-        Codec::Deflate => {
-            let limit = u64::try_from(MAX_BLOCK_BYTES).unwrap_or(u64::MAX) + 1;
-            flate2::read::DeflateDecoder::new(data)
-                .take(limit)
-                .read_to_end(out)
-                .map_err(|error| format!("cannot inflate the block: {error}"))?;
-            if out.len() > MAX_BLOCK_BYTES {
-                return Err(format!(
-                    "the block inflates to more than {MAX_BLOCK_BYTES} bytes"
-                ));
-            }
-            Ok(())
-        }
+        Codec::Deflate => inflate_raw(data, out),
         Codec::Snappy => {
             let Some(split) = data.len().checked_sub(4) else {
                 return Err("a snappy block shorter than its checksum".to_owned());
@@ -203,6 +190,39 @@ pub(crate) fn decompress(codec: Codec, data: &[u8], out: &mut Vec<u8>) -> Result
                 return Err("the snappy block's checksum does not match".to_owned());
             }
             Ok(())
+        }
+    }
+}
+
+/// Inflates raw deflate data (RFC 1951) into `out`, straight into its
+/// spare capacity: no reader, no intermediate buffer.
+fn inflate_raw(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let mut inflater = flate2::Decompress::new(false);
+    out.reserve(data.len().saturating_mul(4).clamp(4_096, MAX_BLOCK_BYTES));
+    loop {
+        let consumed = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        let input = data.get(consumed..).unwrap_or_default();
+        let before = (inflater.total_in(), inflater.total_out());
+        let status = inflater
+            .decompress_vec(input, out, flate2::FlushDecompress::Finish)
+            .map_err(|error| format!("cannot inflate the block: {error}"))?;
+        if status == flate2::Status::StreamEnd {
+            if out.len() > MAX_BLOCK_BYTES {
+                return Err(format!(
+                    "the block inflates to more than {MAX_BLOCK_BYTES} bytes"
+                ));
+            }
+            return Ok(());
+        }
+        if out.len() == out.capacity() {
+            if out.len() >= MAX_BLOCK_BYTES {
+                return Err(format!(
+                    "the block inflates to more than {MAX_BLOCK_BYTES} bytes"
+                ));
+            }
+            out.reserve(out.len().min(MAX_BLOCK_BYTES - out.len()).max(4_096));
+        } else if (inflater.total_in(), inflater.total_out()) == before {
+            return Err("the block's deflate data ends before its end: truncated".to_owned());
         }
     }
 }

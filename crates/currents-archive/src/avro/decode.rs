@@ -1,6 +1,6 @@
 //! Avro binary data to JSON text, straight from the bytes: one record
 //! becomes one storage-shaped Currents event, `{"event_type": …, <every
-//! field, flat>}`, written into a `String` with no value tree in between.
+//! field, flat>}`, written as JSON text with no value tree in between.
 //!
 //! Each Avro value becomes the JSON an event reader expects: `null`;
 //! booleans; `int` and `long` as integers; `float` and `double` as numbers
@@ -9,7 +9,9 @@
 //! arrays; maps and nested records as objects; enums as their symbol;
 //! `bytes` and `fixed` as strings of the characters U+0000–U+00FF, one per
 //! byte, as Avro's JSON encoding writes them. Strings are borrowed from the
-//! block and copied once, escaped, into the output.
+//! block and copied, escaped, into a buffer of the decoder's; the event's
+//! UTF-8 is checked once, whole, when it is appended to the caller's
+//! `String` (one check of ~1 KB costs less than thirty of ~30 bytes).
 
 use super::container::{read_bytes, read_long};
 use super::schema::{Field, Node, Schema};
@@ -29,12 +31,14 @@ pub(crate) struct Decoder {
     schema: Schema,
     min_sizes: Vec<usize>,
     /// `{"event_type":"<type>"`, the start of every event.
-    prefix: String,
+    prefix: Vec<u8>,
     /// A top-level field named `event_type`, which the event's own type
     /// replaces (Braze's schemas have none).
     shadowed_field: Option<usize>,
     /// Where a shadowed field's value is decoded and dropped.
-    discard: String,
+    discard: Vec<u8>,
+    /// Where the event is written before its UTF-8 is checked.
+    event: Vec<u8>,
 }
 
 impl Decoder {
@@ -45,16 +49,17 @@ impl Decoder {
             .root_fields()
             .ok_or("the top-level type is not a record")?;
         let shadowed_field = fields.iter().position(|field| field.name == "event_type");
-        let mut prefix = String::with_capacity(event_type.len() + 16);
-        prefix.push_str("{\"event_type\":");
-        json::push_str(&mut prefix, event_type);
+        let mut prefix = Vec::with_capacity(event_type.len() + 16);
+        prefix.extend_from_slice(b"{\"event_type\":");
+        json::push_str(&mut prefix, event_type.as_bytes());
         let min_sizes = schema.min_sizes();
         Ok(Decoder {
             schema,
             min_sizes,
             prefix,
             shadowed_field,
-            discard: String::new(),
+            discard: Vec::new(),
+            event: Vec::with_capacity(4_096),
         })
     }
 
@@ -64,7 +69,7 @@ impl Decoder {
     }
 
     /// Appends the record at `*pos` in `data` to `out` as one event and
-    /// moves `pos` past it. On error `out` may hold part of the event.
+    /// moves `pos` past it. On error `out` is left as it was.
     pub(crate) fn record(
         &mut self,
         data: &[u8],
@@ -78,20 +83,24 @@ impl Decoder {
         let Node::Record(fields) = &self.schema.nodes[self.schema.root] else {
             return Err("the top-level type is not a record".to_owned());
         };
-        out.push_str(&self.prefix);
+        let event = &mut self.event;
+        event.clear();
+        event.extend_from_slice(&self.prefix);
         for (idx, field) in fields.iter().enumerate() {
             if Some(idx) == self.shadowed_field {
                 self.discard.clear();
                 nodes.value(field.node, data, pos, &mut self.discard, 1)?;
                 continue;
             }
-            out.push(',');
-            out.push_str(&field.json_key);
+            event.extend_from_slice(&field.json_key);
             nodes
-                .value(field.node, data, pos, out, 1)
+                .value(field.node, data, pos, event, 1)
                 .map_err(|detail| format!("field {}: {detail}", field.name))?;
         }
-        out.push('}');
+        event.push(b'}');
+        let text = std::str::from_utf8(event)
+            .map_err(|error| format!("a string that is not UTF-8: {error}"))?;
+        out.push_str(text);
         Ok(())
     }
 }
@@ -109,19 +118,29 @@ impl Nodes<'_> {
         node: usize,
         data: &[u8],
         pos: &mut usize,
-        out: &mut String,
+        out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), String> {
+        // A union is its branch's value: resolved here rather than by a
+        // recursive call, since most of Braze's fields are `["null", T]`.
+        let mut node = node;
+        while let Node::Union(branches) = &self.nodes[node] {
+            let index = read_long(data, pos)?;
+            node = *usize::try_from(index)
+                .ok()
+                .and_then(|index| branches.get(index))
+                .ok_or_else(|| format!("union branch {index} out of range"))?;
+        }
         match &self.nodes[node] {
-            Node::Null => out.push_str("null"),
+            Node::Null => out.extend_from_slice(b"null"),
             Node::Boolean => match data.get(*pos) {
                 Some(0) => {
                     *pos += 1;
-                    out.push_str("false");
+                    out.extend_from_slice(b"false");
                 }
                 Some(1) => {
                     *pos += 1;
-                    out.push_str("true");
+                    out.extend_from_slice(b"true");
                 }
                 Some(other) => return Err(format!("{other} is not a boolean")),
                 None => return Err("the data ends inside a boolean".to_owned()),
@@ -142,12 +161,8 @@ impl Nodes<'_> {
                 let bytes = take::<8>(data, pos)?;
                 json::push_f64(out, f64::from_le_bytes(bytes));
             }
-            Node::String => {
-                let bytes = read_bytes(data, pos)?;
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|error| format!("a string that is not UTF-8: {error}"))?;
-                json::push_str(out, text);
-            }
+            // Its UTF-8 is checked with the whole event's.
+            Node::String => json::push_str(out, read_bytes(data, pos)?),
             Node::Bytes => json::push_latin1(out, read_bytes(data, pos)?),
             Node::Fixed(size) => {
                 let end = pos
@@ -163,23 +178,16 @@ impl Nodes<'_> {
                     .ok()
                     .and_then(|index| symbols.get(index))
                     .ok_or_else(|| format!("enum index {index} out of range"))?;
-                out.push_str(symbol);
+                out.extend_from_slice(symbol);
             }
-            Node::Union(branches) => {
-                let index = read_long(data, pos)?;
-                let branch = usize::try_from(index)
-                    .ok()
-                    .and_then(|index| branches.get(index))
-                    .ok_or_else(|| format!("union branch {index} out of range"))?;
-                self.value(*branch, data, pos, out, depth)?;
-            }
+            Node::Union(_) => return Err("a union directly inside a union".to_owned()),
             Node::Record(fields) => {
                 check_depth(depth)?;
                 self.record(fields, data, pos, out, depth + 1)?;
             }
             Node::Array(items) => {
                 check_depth(depth)?;
-                out.push('[');
+                out.push(b'[');
                 self.blocks(
                     *items,
                     0,
@@ -187,17 +195,17 @@ impl Nodes<'_> {
                     pos,
                     |nodes, pos, out, first| {
                         if !first {
-                            out.push(',');
+                            out.push(b',');
                         }
                         nodes.value(*items, data, pos, out, depth + 1)
                     },
                     out,
                 )?;
-                out.push(']');
+                out.push(b']');
             }
             Node::Map(values) => {
                 check_depth(depth)?;
-                out.push('{');
+                out.push(b'{');
                 self.blocks(
                     *values,
                     1,
@@ -205,18 +213,15 @@ impl Nodes<'_> {
                     pos,
                     |nodes, pos, out, first| {
                         if !first {
-                            out.push(',');
+                            out.push(b',');
                         }
-                        let key = read_bytes(data, pos)?;
-                        let key = std::str::from_utf8(key)
-                            .map_err(|error| format!("a map key that is not UTF-8: {error}"))?;
-                        json::push_str(out, key);
-                        out.push(':');
+                        json::push_str(out, read_bytes(data, pos)?);
+                        out.push(b':');
                         nodes.value(*values, data, pos, out, depth + 1)
                     },
                     out,
                 )?;
-                out.push('}');
+                out.push(b'}');
             }
             Node::Pending => return Err("a type that was never defined".to_owned()),
         }
@@ -228,18 +233,20 @@ impl Nodes<'_> {
         fields: &[Field],
         data: &[u8],
         pos: &mut usize,
-        out: &mut String,
+        out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), String> {
-        out.push('{');
+        out.push(b'{');
         for (idx, field) in fields.iter().enumerate() {
-            if idx > 0 {
-                out.push(',');
-            }
-            out.push_str(&field.json_key);
+            let key = if idx == 0 {
+                &field.json_key[1..]
+            } else {
+                &field.json_key
+            };
+            out.extend_from_slice(key);
             self.value(field.node, data, pos, out, depth)?;
         }
-        out.push('}');
+        out.push(b'}');
         Ok(())
     }
 
@@ -251,8 +258,8 @@ impl Nodes<'_> {
         key_bytes: usize,
         data: &[u8],
         pos: &mut usize,
-        mut item: impl FnMut(Self, &mut usize, &mut String, bool) -> Result<(), String>,
-        out: &mut String,
+        mut item: impl FnMut(Self, &mut usize, &mut Vec<u8>, bool) -> Result<(), String>,
+        out: &mut Vec<u8>,
     ) -> Result<(), String> {
         let item_size = self.min_sizes[item_node].saturating_add(key_bytes);
         let mut first = true;

@@ -41,7 +41,7 @@ pub(crate) enum Node {
     String,
     Record(Vec<Field>),
     /// Each symbol as JSON text (quoted, escaped).
-    Enum(Vec<String>),
+    Enum(Vec<Vec<u8>>),
     Array(usize),
     Map(usize),
     Union(Vec<usize>),
@@ -55,8 +55,9 @@ pub(crate) enum Node {
 #[derive(Debug)]
 pub(crate) struct Field {
     pub(crate) name: String,
-    /// `"name":`, the field's JSON key with its colon.
-    pub(crate) json_key: String,
+    /// `,"name":`, the field's JSON key with a comma before it and a colon
+    /// after it (`&json_key[1..]` for a first field).
+    pub(crate) json_key: Vec<u8>,
     pub(crate) node: usize,
 }
 
@@ -178,8 +179,8 @@ impl Compiler {
                             let symbol = symbol
                                 .as_str()
                                 .ok_or("an enum symbol that is not a string")?;
-                            let mut text = String::with_capacity(symbol.len() + 2);
-                            json::push_str(&mut text, symbol);
+                            let mut text = Vec::with_capacity(symbol.len() + 2);
+                            json::push_str(&mut text, symbol.as_bytes());
                             json_symbols.push(text);
                         }
                         let idx = self.push(Node::Enum(json_symbols));
@@ -242,9 +243,10 @@ impl Compiler {
                 .get("type")
                 .ok_or_else(|| format!("field {name} of {full_name} has no type"))?;
             let node = self.node(kind, own_namespace.as_deref(), depth + 1)?;
-            let mut json_key = String::with_capacity(name.len() + 3);
-            json::push_str(&mut json_key, name);
-            json_key.push(':');
+            let mut json_key = Vec::with_capacity(name.len() + 4);
+            json_key.push(b',');
+            json::push_str(&mut json_key, name.as_bytes());
+            json_key.push(b':');
             compiled.push(Field {
                 name: name.to_owned(),
                 json_key,
