@@ -179,6 +179,10 @@ impl ClientBuilder {
         let mut http_client = reqwest::Client::builder()
             .user_agent(concat!("mixpanel-client-rs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // HTTP/1.1 whatever features reqwest was built with (another
+            // crate in a binary may turn on its `http2`): one connection per
+            // request in flight is what the concurrency limit counts on.
+            .http1_only()
             .pool_max_idle_per_host(self.max_concurrent_requests);
         if !self.extra_roots_pem.is_empty() {
             let roots =

@@ -203,6 +203,9 @@ impl BrazeClientBuilder {
         let mut http_client = reqwest::Client::builder()
             .user_agent(self.user_agent)
             .connect_timeout(Duration::from_secs(10))
+            // HTTP/1.1 whatever features reqwest was built with (another
+            // crate in a binary may turn on its `http2`), as tested.
+            .http1_only()
             .pool_max_idle_per_host(self.max_concurrent_requests);
         if !self.extra_roots_pem.is_empty() {
             let roots =
