@@ -3,7 +3,8 @@
 //! sent to a wiremock Mixpanel that counts every `$insert_id`; a dry run
 //! against the real run, pruning by type and hour, a second run that sends
 //! nothing, `kill -9` half-way and a resume that loses nothing, Mixpanel's
-//! refusals in `dlq`, and damaged, empty and untyped files reported.
+//! refusals in `dlq`, damaged, empty and untyped files reported, and the
+//! same day read from an S3 prefix (moto's server) as from a directory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use currents_archive::avro::Codec;
+use currents_archive::fixtures::moto::MotoServer;
 use currents_archive::fixtures::{self, AvroFixture};
+use currents_archive::layout::Prune;
+use currents_archive::store::ArchiveStore;
 use currents_model::EventType;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -410,4 +414,61 @@ fn refusals_go_to_the_dead_letters_and_damaged_files_are_reported() {
         );
         assert_eq!(letter["event_type"], "users.messages.email.Open");
     }
+}
+
+#[test]
+fn a_day_from_an_s3_prefix_dry_runs_as_from_a_directory() {
+    let Some(moto) = MotoServer::start() else {
+        return;
+    };
+    moto.create_bucket("acme-currents");
+    let dir = TempDir::new("backfill-s3");
+    let archive = dir.join("archive");
+    write_archive(&archive, 1_000);
+    // The same files in the bucket, under the prefix `currents/`.
+    let options = moto.s3_options();
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    runtime().block_on(async {
+        let bucket = ArchiveStore::open_with_options("s3://acme-currents", &options).unwrap();
+        let local = ArchiveStore::open(archive.to_str().unwrap()).unwrap();
+        for object in local.list(&Prune::new()).await.unwrap().objects {
+            let bytes = local.get(&object).await.unwrap();
+            bucket.put(&object.key, bytes).await.unwrap();
+        }
+    });
+    let data_dir = dir.join("data");
+    let data_dir = data_dir.to_str().unwrap().to_owned();
+    let endpoint = moto.endpoint();
+    let mut vars = vars("http://127.0.0.1:9", &data_dir);
+    vars.extend([
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    let from_s3 = dir.join("from-s3");
+    let from_dir = dir.join("from-dir");
+    // The README's line: one day, dry run.
+    let day = [
+        "--since",
+        "2026-11-27",
+        "--until",
+        "2026-11-28",
+        "--dry-run",
+        "--out",
+    ];
+    let mut args: Vec<&str> = day.to_vec();
+    args.extend([from_s3.to_str().unwrap(), "s3://acme-currents/currents"]);
+    let run = backfill(&args, &vars);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("test-secret-key"), "{}", run.stderr);
+    let mut args: Vec<&str> = day.to_vec();
+    let local = archive.join("currents");
+    args.extend([from_dir.to_str().unwrap(), local.to_str().unwrap()]);
+    let run = backfill(&args, &vars);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let (s3_ids, dir_ids) = (dry_run_ids(&from_s3), dry_run_ids(&from_dir));
+    assert!(s3_ids.len() > 1_000, "{}", s3_ids.len());
+    assert_eq!(s3_ids, dir_ids);
 }

@@ -17,7 +17,8 @@
 //! [`AvroFixture::expected_events`] gives the storage-shaped events a reader
 //! must produce. [`braze_key`] and [`write_objects`] lay files out as Braze
 //! does; [`truncated`], [`with_bad_sync_marker`] and [`with_flipped_byte`]
-//! damage them, and [`empty_file`] is one.
+//! damage them, and [`empty_file`] is one. [`moto::MotoServer`] starts a
+//! real S3 API (moto's server mode) for tests.
 //!
 //! ```
 //! use currents_archive::avro::{AvroEvents, Codec};
@@ -35,6 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod moto;
 use std::io::Write as _;
 
 use currents_model::synthetic::{Config, Generator, Mix};

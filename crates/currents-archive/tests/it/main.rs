@@ -2,6 +2,5 @@
 //! directory and on a real S3 API (moto's server).
 
 mod local;
-mod moto;
 mod s3;
 mod scenario;

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use currents_archive::store::ArchiveStore;
 
-use crate::moto::MotoServer;
 use crate::scenario;
+use currents_archive::fixtures::moto::MotoServer;
 
 #[tokio::test]
 async fn an_s3_bucket_is_listed_pruned_read_and_written() {
