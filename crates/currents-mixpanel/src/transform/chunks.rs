@@ -11,7 +11,7 @@
 //! one `read` into the chunk, a vectorised count of its line breaks, and
 //! one `write_all` of each of its buffers.
 
-use std::io::{self, BufRead, ErrorKind};
+use std::io::{self, BufRead, Read};
 
 use super::{Output, TransformError, TransformOptions, add_counts};
 use crate::mapping::{Mapper, OutcomeCounts};
@@ -157,34 +157,43 @@ impl Iterator for Chunks<'_> {
 impl Chunks<'_> {
     /// Reads into `bytes` until it is `target` long or the input ends.
     fn fill(&mut self, bytes: &mut Vec<u8>, target: usize) {
-        let mut filled = bytes.len();
-        bytes.resize(target, 0);
-        while filled < target {
-            match self.input.read(&mut bytes[filled..]) {
-                Ok(0) => {
-                    self.ended = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) => {
-                    self.ended = true;
-                    self.error = Some(error);
-                    break;
-                }
+        let wanted = target - bytes.len();
+        bytes.reserve_exact(wanted);
+        // `read_to_end` reads into the spare capacity without zeroing it
+        // first (for std's readers), retries when interrupted, and keeps
+        // what it read before an error.
+        match (&mut *self.input).take(wanted as u64).read_to_end(bytes) {
+            Ok(n_read) if n_read < wanted => self.ended = true,
+            Ok(_) => {}
+            Err(error) => {
+                self.ended = true;
+                self.error = Some(error);
             }
         }
-        bytes.truncate(filled);
     }
 
     fn chunk(&mut self, bytes: Vec<u8>) -> Chunk {
         let first_line_number = self.next_line_number;
-        // Counted so, the compiler vectorises it.
-        let n_line_breaks: usize = bytes.iter().map(|byte| usize::from(*byte == b'\n')).sum();
-        self.next_line_number += n_line_breaks as u64;
+        self.next_line_number += count_line_breaks(&bytes);
         Chunk {
             bytes,
             first_line_number,
         }
     }
+}
+
+/// The line breaks in `bytes`, counted into a `u8` per 255 bytes so that
+/// the compiler vectorises the loop: about 0.1 ns a byte. Counted into a
+/// `usize`, it cost the calling thread ten times more, a tenth of what
+/// mapping the chunk costs a worker.
+fn count_line_breaks(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|block| {
+            let n_in_block = block
+                .iter()
+                .fold(0u8, |n, byte| n + u8::from(*byte == b'\n'));
+            u64::from(n_in_block)
+        })
+        .sum()
 }
