@@ -494,7 +494,7 @@ pub(crate) fn stat_fields(stat: &str, numbers: &[usize]) -> Option<Vec<u64>> {
 }
 
 /// CPU ticks (user + system) of this process's children reaped so far.
-fn children_cpu_ticks() -> anyhow::Result<u64> {
+pub(crate) fn children_cpu_ticks() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").context("cannot read /proc/self/stat")?;
     let fields = stat_fields(&stat, &[16, 17]).context("unexpected /proc/self/stat")?;
     Ok(fields.iter().sum())
