@@ -82,7 +82,11 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
             "--threads" => {
                 options.threads = value()?
                     .split(',')
-                    .map(|n| n.trim().parse::<u32>().with_context(|| format!("--threads {n}")))
+                    .map(|n| {
+                        n.trim()
+                            .parse::<u32>()
+                            .with_context(|| format!("--threads {n}"))
+                    })
                     .collect::<anyhow::Result<_>>()?;
                 ensure!(
                     options.threads.iter().all(|n| *n > 0),
@@ -207,7 +211,10 @@ fn run_once(
     let stderr = stderr
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_default();
-    ensure!(status.success(), "transform failed with {status}:\n{stderr}");
+    ensure!(
+        status.success(),
+        "transform failed with {status}:\n{stderr}"
+    );
     let events = summary_events(&stderr)
         .with_context(|| format!("no summary in transform's stderr:\n{stderr}"))?;
     let digests = if to_files {
@@ -262,7 +269,11 @@ fn report(results: &[Figures], input_bytes: u64, options: &Options) -> String {
          | threads | run | wall s | MB/s | events/s | CPU s (user+sys) | peak RSS MB |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n",
         input_bytes as f64 / 1e6,
-        if options.to_files { "files" } else { "/dev/null" },
+        if options.to_files {
+            "files"
+        } else {
+            "/dev/null"
+        },
     );
     for &threads in &options.threads {
         let runs = results.iter().filter(|figures| figures.threads == threads);
