@@ -2,11 +2,14 @@
 //! cannot read: the same events give the same Mixpanel events whether they
 //! come as one envelope (compact or pretty-printed), envelopes one per line,
 //! NDJSON of single events, or a JSON array; a non-JSON line is rejected on
-//! its own; input that is not JSON at all, or a missing file, exits 1.
+//! its own; input that is not JSON at all, or a missing file, exits 1; and
+//! `--threads` changes nothing of what is written.
 
 use serde_json::{Value, json};
 
-use crate::harness::{self, TempDir, email_open, envelope, http_event, ndjson, transform};
+use crate::harness::{
+    self, TempDir, email_open, envelope, http_event, ndjson, transform, transform_with,
+};
 
 /// Three events of different types, all for real users.
 fn sample_events() -> Vec<Value> {
@@ -159,6 +162,37 @@ fn a_non_json_line_is_rejected_and_the_rest_proceeds() {
         "the summary names the reason:\n{}",
         res.stderr
     );
+}
+
+#[test]
+fn threads_do_not_change_the_output() {
+    // About 4 MB, so that the default 1 MiB chunks cut it several times,
+    // with every kind of line and a reject on every tenth.
+    let events = sample_events();
+    let anonymous = email_open("6f5e4d3c-2b1a-4098-8765-43210fedcba9", "anonymous");
+    let block = format!(
+        "{}\n{}\n\n{}\nnot JSON {{\n{}\n",
+        envelope(&events),
+        ndjson(&events).trim_end(),
+        envelope(&[anonymous.clone(), events[0].clone()]),
+        serde_json::to_string(&events).expect("events are JSON"),
+    );
+    let input = block.repeat(1_000);
+    let one = transform_with("-", input.as_bytes(), &["--threads", "1"]);
+    one.assert_success();
+    assert_eq!(one.summary(), (12_000, 10_000, 1_000, 1_000));
+    for threads in ["2", "3"] {
+        let many = transform_with("-", input.as_bytes(), &["--threads", threads]);
+        many.assert_success();
+        assert!(many.stdout == one.stdout, "{threads} threads: other output");
+        assert!(
+            many.rejects == one.rejects,
+            "{threads} threads: other rejects"
+        );
+        assert_eq!(many.stderr, one.stderr, "{threads} threads: other summary");
+    }
+    let res = transform_with("-", input.as_bytes(), &["--threads", "0"]);
+    assert_eq!(res.code(), 2, "no thread is a usage error:\n{}", res.stderr);
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! the `serve` load test (see [`ingest`]), `cargo xtask bench cohorts
 //! [...]` the cohort import from webhook to Braze (see [`cohorts`]), and
 //! `cargo xtask bench backfill [...]` Avro archives into a loopback `/import`
-//! (see [`crate::bench_backfill`]), and `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
-//! load its default limits let through (see [`memory`]).
+//! (see [`crate::bench_backfill`]), `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
+//! load its default limits let through (see [`memory`]), and `cargo xtask
+//! bench transform [...]` the `transform` command on one thread and on
+//! several (see [`transform`]).
 
 use crate::{cargo, run_command};
 
@@ -17,6 +19,8 @@ mod cohorts;
 mod ingest;
 #[path = "bench_memory.rs"]
 mod memory;
+#[path = "bench_transform.rs"]
+mod transform;
 
 pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     if let ["import", import_args @ ..] = extra_args {
@@ -36,6 +40,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["memory", memory_args @ ..] = extra_args {
         return memory::run(memory_args);
+    }
+    if let ["transform", transform_args @ ..] = extra_args {
+        return transform::run(transform_args);
     }
     let mut command = cargo();
     command.args(["bench", "-p", "currents-mixpanel", "--bench", "mapping"]);

@@ -32,6 +32,8 @@ tasks:
                      `serve` under HTTP load, delivering to a loopback sink
   bench cohorts [--pages N] [--concurrency C] [--ten-million] [...]
                      cohort webhook intake, Braze writer, latency, snapshot diff
+  bench transform [--size-mb MB] [--threads N,N...] [--runs R] [--output null|file]
+                     the release `transform` on a large NDJSON file, 1 thread and more
   fuzz [--seconds N] [TARGET]...
                      the cargo-fuzz targets in fuzz/, N seconds each (default 60)
   mutants [MODULE]... [-- ARGS]

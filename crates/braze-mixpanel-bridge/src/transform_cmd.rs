@@ -2,11 +2,12 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use currents_mixpanel::transform::{Summary, transform};
+use currents_mixpanel::transform::{Summary, TransformOptions, transform_parallel};
 use currents_mixpanel::{Mapper, MappingConfig, TypeFilter};
 
 /// Arguments of `transform`.
@@ -32,6 +33,12 @@ pub(crate) struct TransformArgs {
     /// Write every skipped or invalid event, with its reason, to FILE as NDJSON.
     #[arg(long, value_name = "FILE")]
     rejects: Option<PathBuf>,
+
+    /// Map line-by-line input (NDJSON, envelopes one per line) on N threads;
+    /// the output is the same, in the same order. A single pretty-printed
+    /// document is read by one thread. [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    threads: Option<NonZeroUsize>,
 }
 
 pub(crate) fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
@@ -63,7 +70,11 @@ pub(crate) fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
     };
     let mut output = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
 
-    let summary = transform(&mut input, &mut output, &mut rejects, &mapper)
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    let options = TransformOptions::new(threads);
+    let summary = transform_parallel(&mut input, &mut output, &mut rejects, &mapper, &options)
         .with_context(|| format!("cannot transform {}", args.input.display()))?;
     output.flush().context("cannot write output")?;
     rejects.flush().context("cannot write rejects")?;

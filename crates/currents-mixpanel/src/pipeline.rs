@@ -102,7 +102,8 @@ impl Config {
     /// queued for the sink: enough to keep every worker busy while the
     /// calling thread reads or writes, no more.
     pub fn new(threads: NonZeroUsize) -> Config {
-        let twice = threads.saturating_mul(NonZeroUsize::MIN.saturating_add(1));
+        const TWO: NonZeroUsize = NonZeroUsize::new(2).unwrap();
+        let twice = threads.saturating_mul(TWO);
         Config {
             threads,
             max_units_in_flight: twice,
