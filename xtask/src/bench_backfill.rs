@@ -25,7 +25,7 @@ use currents_archive::fixtures;
 
 use crate::bench_import::{
     Sink, build_release_binaries, children_cpu_ticks, clock_ticks_per_sec, collect, json_number,
-    say, target_dir, vm_hwm_bytes,
+    say, target_dir, wait_measuring,
 };
 
 const USAGE: &str = "usage: cargo xtask bench backfill [--events N] [--threads N] [--seed S]";
@@ -107,26 +107,8 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut child = command.spawn().context("cannot start the backfill")?;
     let stderr = collect(child.stderr.take());
-    let pid = child.id();
     let deadline = Duration::from_secs(60) + Duration::from_micros(options.events * 200);
-    let mut peak_rss = 0;
-    let status = loop {
-        if let Some(hwm) = vm_hwm_bytes(pid) {
-            peak_rss = peak_rss.max(hwm);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "the backfill did not finish within {} s",
-                deadline.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (status, peak_rss) = wait_measuring(&mut child, started, deadline, "the backfill")?;
     let wall = started.elapsed();
     let cpu_secs = (children_cpu_ticks()? - cpu_before) as f64 / clock_ticks_per_sec();
     let stderr = stderr

@@ -284,22 +284,7 @@ fn run_once(
         .spawn()
         .with_context(|| format!("cannot start {}", importer.display()))?;
     let stderr = collect(child.stderr.take());
-    let pid = child.id();
-    let mut peak_rss_bytes = 0;
-    let status = loop {
-        if let Some(hwm) = vm_hwm_bytes(pid) {
-            peak_rss_bytes = peak_rss_bytes.max(hwm);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the import did not finish within {} s", deadline.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (status, peak_rss_bytes) = wait_measuring(&mut child, started, deadline, "the import")?;
     let wall = started.elapsed();
     let cpu_secs = (children_cpu_ticks()? - children_cpu_before) as f64 / clock_ticks;
     let stderr = stderr
@@ -336,6 +321,33 @@ fn run_once(
         sink_bytes_received: json_number(&stats, "bytes_received")?,
         sink_cpu_secs,
     })
+}
+
+/// Waits for `child` to exit, polling its peak RSS (`VmHWM`) every 2 ms;
+/// kills it and fails when it runs past `deadline` from `started`.
+/// Returns its exit status and peak RSS in bytes.
+pub(crate) fn wait_measuring(
+    child: &mut Child,
+    started: Instant,
+    deadline: Duration,
+    what: &str,
+) -> anyhow::Result<(std::process::ExitStatus, u64)> {
+    let pid = child.id();
+    let mut peak_rss_bytes = 0;
+    loop {
+        if let Some(hwm) = vm_hwm_bytes(pid) {
+            peak_rss_bytes = peak_rss_bytes.max(hwm);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, peak_rss_bytes));
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not finish within {} s", deadline.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Reads a pipe to its end on a thread; the text arrives on the channel.

@@ -33,7 +33,7 @@ use currents_model::synthetic;
 use sha2::{Digest as _, Sha256};
 
 use crate::bench_import::{
-    children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir, vm_hwm_bytes,
+    children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir, wait_measuring,
 };
 use crate::{cargo, run_command};
 
@@ -188,24 +188,9 @@ fn run_once(
         .spawn()
         .with_context(|| format!("cannot start {}", program.display()))?;
     let stderr = collect(child.stderr.take());
-    let pid = child.id();
-    let mut peak_rss_bytes = 0;
     // Generous: ten times slower than one thread on the slowest machine seen.
     let deadline = Duration::from_secs(1200);
-    let status = loop {
-        if let Some(hwm) = vm_hwm_bytes(pid) {
-            peak_rss_bytes = peak_rss_bytes.max(hwm);
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("transform did not finish within {} s", deadline.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (status, peak_rss_bytes) = wait_measuring(&mut child, started, deadline, "transform")?;
     let wall = started.elapsed();
     let cpu_secs = (children_cpu_ticks()? - children_cpu_before) as f64 / clock_ticks;
     let stderr = stderr

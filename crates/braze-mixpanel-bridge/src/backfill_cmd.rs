@@ -100,14 +100,7 @@ pub(crate) struct BackfillArgs {
 
 pub(crate) fn run_command(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let type_filter = TypeFilter::new(args.types.as_deref(), &args.exclude_types);
-    let mut stderr = io::stderr().lock();
-    for pattern in type_filter.unmatched_patterns() {
-        writeln!(
-            stderr,
-            "braze-mixpanel-bridge: warning: type pattern {pattern:?} matches no known Currents event type"
-        )?;
-    }
-    drop(stderr);
+    crate::transform_cmd::warn_unmatched_patterns(&type_filter)?;
     if let (Some(since), Some(until)) = (args.since, args.until)
         && since >= until
     {

@@ -43,13 +43,8 @@ pub(crate) struct TransformArgs {
 
 pub(crate) fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
     let type_filter = TypeFilter::new(args.include_types.as_deref(), &args.exclude_types);
+    warn_unmatched_patterns(&type_filter)?;
     let mut stderr = io::stderr().lock();
-    for pattern in type_filter.unmatched_patterns() {
-        writeln!(
-            stderr,
-            "braze-mixpanel-bridge: warning: type pattern {pattern:?} matches no known Currents event type"
-        )?;
-    }
     let mapper = Mapper::new(MappingConfig {
         project_token: args.token,
         type_filter,
@@ -97,6 +92,19 @@ fn write_summary(out: &mut dyn Write, summary: &Summary) -> io::Result<()> {
     }
     for (reason, count) in counts.invalid_by_reason() {
         writeln!(out, "  invalid {reason}: {count}")?;
+    }
+    Ok(())
+}
+
+/// Warns on stderr about each type pattern that matches no known Currents
+/// event type (a typo, most likely): `transform` and `backfill`.
+pub(crate) fn warn_unmatched_patterns(type_filter: &TypeFilter) -> io::Result<()> {
+    let mut stderr = io::stderr().lock();
+    for pattern in type_filter.unmatched_patterns() {
+        writeln!(
+            stderr,
+            "braze-mixpanel-bridge: warning: type pattern {pattern:?} matches no known Currents event type"
+        )?;
     }
     Ok(())
 }
