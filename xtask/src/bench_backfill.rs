@@ -157,9 +157,10 @@ fn sent_events(stderr: &str) -> anyhow::Result<u64> {
         .lines()
         .find(|line| line.contains(" sent to Mixpanel ("))
         .context("the backfill printed no summary")?;
+    // `backfill: <records> events: <sent> sent to Mixpanel (…/s), …`
     line.split(": ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').nth(2))
+        .nth(2)
+        .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("cannot read the summary line {line:?}"))
 }
