@@ -538,24 +538,34 @@ pub(crate) fn vm_hwm_bytes(pid: u32) -> Option<u64> {
 
 /// The NDJSON file of `n_events` generated events, made if missing.
 fn events_file(n_events: u64, seed: u64) -> anyhow::Result<PathBuf> {
-    let dir = target_dir().join("bench");
-    std::fs::create_dir_all(&dir)?;
     // Named after the generator too, so that a file from an older one is
     // not reused (`synthetic`: mapped events of `currents_model::synthetic`).
-    let path = dir.join(format!(
-        "import-events-{n_events}-seed{seed}-synthetic.ndjson"
-    ));
+    cached_input(
+        &format!("import-events-{n_events}-seed{seed}-synthetic.ndjson"),
+        &format!("{n_events} events"),
+        |out| write_events(n_events, seed, out),
+    )
+}
+
+/// The bench input `target/bench/<name>`, written by `write` when missing:
+/// through `<name>.partial`, renamed when complete, so that an interrupted
+/// run never leaves a short file to be reused.
+pub(crate) fn cached_input(
+    name: &str,
+    what: &str,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
     if path.exists() {
         say(&format!("reusing {}", path.display()));
         return Ok(path);
     }
-    say(&format!(
-        "generating {n_events} events into {}",
-        path.display()
-    ));
-    let partial = path.with_extension("ndjson.partial");
+    say(&format!("generating {what} into {}", path.display()));
+    let partial = dir.join(format!("{name}.partial"));
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
-    write_events(n_events, seed, &mut out)?;
+    write(&mut out)?;
     out.flush()?;
     drop(out);
     std::fs::rename(&partial, &path)?;

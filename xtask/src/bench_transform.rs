@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufWriter, Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use currents_model::synthetic;
 use sha2::{Digest as _, Sha256};
 
 use crate::bench_import::{
-    children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir, wait_measuring,
+    cached_input, children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir, wait_measuring,
 };
 use crate::{cargo, run_command};
 
@@ -342,24 +342,11 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
 
 /// The NDJSON file of about `size_mb` MB of generated events, made if missing.
 fn input_file(size_mb: u64, seed: u64) -> anyhow::Result<PathBuf> {
-    let dir = target_dir().join("bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("transform-currents-{size_mb}mb-seed{seed}.ndjson"));
-    if path.exists() {
-        say(&format!("reusing {}", path.display()));
-        return Ok(path);
-    }
-    say(&format!(
-        "generating {size_mb} MB of Currents events into {}",
-        path.display()
-    ));
-    let partial = path.with_extension("ndjson.partial");
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&partial)?);
-    write_events(size_mb * 1_000_000, seed, &mut out)?;
-    out.flush()?;
-    drop(out);
-    std::fs::rename(&partial, &path)?;
-    Ok(path)
+    cached_input(
+        &format!("transform-currents-{size_mb}mb-seed{seed}.ndjson"),
+        &format!("{size_mb} MB of Currents events"),
+        |out| write_events(size_mb * 1_000_000, seed, out),
+    )
 }
 
 /// Currents events of the workspace's generator, production mix, one a
