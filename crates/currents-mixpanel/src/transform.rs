@@ -377,17 +377,6 @@ impl Output<'_> {
     }
 }
 
-/// Adds `more` to `total`.
-fn add_counts(total: &mut OutcomeCounts, more: &OutcomeCounts) {
-    total.mapped += more.mapped;
-    for (count, more) in total.skipped.iter_mut().zip(more.skipped) {
-        *count += more;
-    }
-    for (count, more) in total.invalid.iter_mut().zip(more.invalid) {
-        *count += more;
-    }
-}
-
 /// An event given as its own JSON value, parsed.
 fn parse_one(raw: &RawValue) -> ParsedEvent<'_> {
     ParsedEvent {

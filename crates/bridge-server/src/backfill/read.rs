@@ -14,7 +14,7 @@ use mixpanel_client::{BatchLimits, Batcher, ImportBatch};
 
 use super::send::Totals;
 use super::{Chunk, FromReaders};
-use crate::delivery::EVENT_TOO_LARGE;
+use crate::delivery::{EVENT_TOO_LARGE, dead_letter_from_text};
 use crate::spool::DeadLetter;
 
 /// Records a chunk covers at most, even when few of them map (a file of
@@ -138,10 +138,6 @@ impl Chunker {
         emit: &mut dyn FnMut(FromReaders),
     ) {
         let parsed = Event::parse(&text);
-        let identity = parsed
-            .as_ref()
-            .ok()
-            .map(|event| (event.event_type.as_str().to_owned(), event.id.to_string()));
         // Counted after a completed batch is emitted: this record belongs
         // to the next chunk.
         match mapper.map_parsed(parsed) {
@@ -155,19 +151,25 @@ impl Chunker {
                 }
                 Err(error) => {
                     self.counts.mapped += 1;
-                    self.dead_letters.push(letter(
-                        text,
+                    self.dead_letters.push(dead_letter_from_text(
+                        &text,
                         EVENT_TOO_LARGE,
                         &error.to_string(),
-                        identity,
+                        None,
+                        0,
                     ));
                 }
             },
             Outcome::Skipped(reason) => self.counts.skipped[reason as usize] += 1,
             Outcome::Invalid(InvalidEvent { reason, detail, .. }) => {
                 self.counts.record_invalid(reason);
-                self.dead_letters
-                    .push(letter(text, reason.as_str(), &detail, identity));
+                self.dead_letters.push(dead_letter_from_text(
+                    &text,
+                    reason.as_str(),
+                    &detail,
+                    None,
+                    0,
+                ));
             }
         }
         self.next_record = record + 1;
@@ -196,24 +198,5 @@ impl Chunker {
             let batch = self.batcher.flush().unwrap_or_default();
             self.emit_chunk(batch, self.next_record, emit);
         }
-    }
-}
-
-/// A record that will not be sent as it is.
-fn letter(
-    text: String,
-    reason: &str,
-    detail: &str,
-    identity: Option<(String, String)>,
-) -> DeadLetter {
-    let (event_type, event_id) = identity.unzip();
-    DeadLetter {
-        event: Bytes::from(text),
-        reason: reason.to_owned(),
-        detail: detail.to_owned(),
-        event_type,
-        event_id,
-        workspace: None,
-        attempts: 0,
     }
 }

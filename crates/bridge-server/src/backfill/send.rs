@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
 use currents_mixpanel::OutcomeCounts;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -19,8 +18,7 @@ use super::letters::LetterStore;
 use super::output::DryRunOutput;
 use super::tracker::Tracker;
 use super::{BackfillError, Chunk, FromReaders};
-use crate::delivery::REFUSED_BY_MIXPANEL;
-use crate::spool::DeadLetter;
+use crate::delivery::{REFUSED_BY_MIXPANEL, dead_letter_from_text};
 
 /// How often the checkpoints are written while chunks settle (and at the
 /// end of each file, and at the end): a crash sends again at most what
@@ -104,7 +102,7 @@ impl Sender<'_> {
             tokio::select! {
                 next = from_readers.recv(), if can_take => match next {
                     Some(FromReaders::Chunk(chunk)) => {
-                        merge_counts(&mut report.counts, &chunk.counts);
+                        report.counts.add(&chunk.counts);
                         match &mut self.destination {
                             Destination::Mixpanel(client) => {
                                 let client = client.clone();
@@ -175,7 +173,15 @@ impl Sender<'_> {
         } = *chunk;
         for refused in &result.failed {
             let original = originals.get(refused.index).cloned().unwrap_or_default();
-            dead_letters.push(refused_letter(original, &refused.message));
+            // The Currents event as the archive held it, so that a replay
+            // maps it again.
+            dead_letters.push(dead_letter_from_text(
+                std::str::from_utf8(&original).unwrap_or_default(),
+                REFUSED_BY_MIXPANEL,
+                &refused.message,
+                None,
+                1,
+            ));
         }
         if !dead_letters.is_empty() {
             self.letters.add(&dead_letters).await?;
@@ -207,32 +213,5 @@ impl Sender<'_> {
 impl Totals {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
-    }
-}
-
-/// The dead letter of a record Mixpanel refused: the Currents event as the
-/// archive held it, so that a replay maps it again.
-fn refused_letter(original: Bytes, message: &str) -> DeadLetter {
-    let event = currents_model::Event::parse(std::str::from_utf8(&original).unwrap_or("")).ok();
-    DeadLetter {
-        event_type: event
-            .as_ref()
-            .map(|event| event.event_type.as_str().to_owned()),
-        event_id: event.as_ref().map(|event| event.id.to_string()),
-        event: original.clone(),
-        reason: REFUSED_BY_MIXPANEL.to_owned(),
-        detail: message.to_owned(),
-        workspace: None,
-        attempts: 1,
-    }
-}
-
-fn merge_counts(total: &mut OutcomeCounts, more: &OutcomeCounts) {
-    total.mapped += more.mapped;
-    for (slot, n) in total.skipped.iter_mut().zip(more.skipped) {
-        *slot += n;
-    }
-    for (slot, n) in total.invalid.iter_mut().zip(more.invalid) {
-        *slot += n;
     }
 }

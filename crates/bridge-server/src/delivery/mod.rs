@@ -806,8 +806,10 @@ fn dead_letter(
     }
 }
 
-/// A dead letter for a refused record, reading its type and id again.
-fn dead_letter_from_text(
+/// A dead letter for a record that will not be sent as it is, reading its
+/// type and id again from `raw` (the rare path: the common one copies
+/// neither); backfill's dead letters too.
+pub(crate) fn dead_letter_from_text(
     raw: &str,
     reason: &str,
     detail: &str,

@@ -324,6 +324,17 @@ impl OutcomeCounts {
         self.invalid[idx] += 1;
     }
 
+    /// Adds the counts of `more` (another chunk's, another file's).
+    pub fn add(&mut self, more: &OutcomeCounts) {
+        self.mapped += more.mapped;
+        for (count, more) in self.skipped.iter_mut().zip(more.skipped) {
+            *count += more;
+        }
+        for (count, more) in self.invalid.iter_mut().zip(more.invalid) {
+            *count += more;
+        }
+    }
+
     /// Every event counted.
     pub fn total(&self) -> u64 {
         self.mapped + self.total_skipped() + self.total_invalid()

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::io::{self, BufRead, Read};
 
-use super::{Output, TransformError, TransformOptions, add_counts};
+use super::{Output, TransformError, TransformOptions};
 use crate::mapping::{Mapper, OutcomeCounts};
 use crate::pipeline;
 
@@ -135,7 +135,7 @@ impl Output<'_> {
         self.rejects
             .write_all(&buffers.rejects)
             .map_err(TransformError::Write)?;
-        add_counts(&mut self.counts, &counts);
+        self.counts.add(&counts);
         self.json_values += json_values;
         buffers.input.clear();
         buffers.output.clear();
