@@ -332,22 +332,42 @@ pub(crate) fn wait_measuring(
     deadline: Duration,
     what: &str,
 ) -> anyhow::Result<(std::process::ExitStatus, u64)> {
-    let pid = child.id();
+    let (statuses, peak_rss_bytes) =
+        wait_measuring_all(std::slice::from_mut(child), started, deadline, what)?;
+    Ok((statuses[0], peak_rss_bytes))
+}
+
+/// [`wait_measuring`] for processes running side by side: waits for all of
+/// them (killing all past the deadline) and returns their exit statuses in
+/// order and the largest peak RSS any of them reached.
+pub(crate) fn wait_measuring_all(
+    children: &mut [Child],
+    started: Instant,
+    deadline: Duration,
+    what: &str,
+) -> anyhow::Result<(Vec<std::process::ExitStatus>, u64)> {
+    let mut statuses = vec![None; children.len()];
     let mut peak_rss_bytes = 0;
-    loop {
-        if let Some(hwm) = vm_hwm_bytes(pid) {
-            peak_rss_bytes = peak_rss_bytes.max(hwm);
-        }
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, peak_rss_bytes));
+    while statuses.iter().any(Option::is_none) {
+        for (child, status) in children.iter_mut().zip(&mut statuses) {
+            if status.is_some() {
+                continue;
+            }
+            if let Some(hwm) = vm_hwm_bytes(child.id()) {
+                peak_rss_bytes = peak_rss_bytes.max(hwm);
+            }
+            *status = child.try_wait()?;
         }
         if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             bail!("{what} did not finish within {} s", deadline.as_secs());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    Ok((statuses.into_iter().flatten().collect(), peak_rss_bytes))
 }
 
 /// Reads a pipe to its end on a thread; the text arrives on the channel.

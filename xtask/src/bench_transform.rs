@@ -9,16 +9,20 @@
 //! thread count, `--runs` times in turn, with the output and the rejects
 //! to `/dev/null` (the default: the disk of a shared machine stays out of
 //! the figures) or to files under `target/bench/` (`--output file`, which
-//! also checks that every thread count wrote the same bytes). It reports
-//! the wall time, MB/s of input, events/s, the command's CPU seconds and
-//! peak RSS, and the speed-up of each thread count over one thread (best
-//! run against best run), against the goal of 1.7× on two threads.
+//! also checks that every thread count wrote the same bytes). Each round
+//! also runs two one-thread processes at once (unless `--no-pair`): their
+//! throughput over one process's is what two busy cores give on this
+//! machine (shared caches and memory, neighbours on a shared VM), the
+//! ceiling for two threads. It reports the wall time, MB/s of input,
+//! events/s, the command's CPU seconds and peak RSS, and the speed-up of
+//! each over one thread (best run against best run), against the goal of
+//! 1.7× on two threads.
 //!
 //! CPU time and peak RSS are measured as in `bench import`: waited-for
 //! children time from `/proc/self/stat`, `VmHWM` polled every 2 ms.
 //!
 //! ```text
-//! cargo xtask bench transform [--size-mb 1024] [--threads 1,2] [--runs 3] [--output null|file] [--seed S]
+//! cargo xtask bench transform [--size-mb 1024] [--threads 1,2] [--runs 3] [--output null|file] [--no-pair] [--seed S]
 //! ```
 
 use std::fmt::Write as _;
@@ -33,11 +37,12 @@ use currents_model::synthetic;
 use sha2::{Digest as _, Sha256};
 
 use crate::bench_import::{
-    cached_input, children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir, wait_measuring,
+    cached_input, children_cpu_ticks, clock_ticks_per_sec, collect, say, target_dir,
+    wait_measuring_all,
 };
 use crate::{cargo, run_command};
 
-const USAGE: &str = "usage: cargo xtask bench transform [--size-mb MB] [--threads N,N...] [--runs R] [--output null|file] [--seed S]";
+const USAGE: &str = "usage: cargo xtask bench transform [--size-mb MB] [--threads N,N...] [--runs R] [--output null|file] [--no-pair] [--seed S]";
 
 /// Default seed of the event generator.
 const DEFAULT_SEED: u64 = 20_241_212;
@@ -57,6 +62,8 @@ struct Options {
     threads: Vec<u32>,
     runs: u32,
     to_files: bool,
+    /// Also run two one-thread processes at once.
+    pair: bool,
     seed: u64,
 }
 
@@ -66,6 +73,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
         threads: vec![1, 2],
         runs: 3,
         to_files: false,
+        pair: true,
         seed: DEFAULT_SEED,
     };
     let mut args = args.iter().copied();
@@ -104,6 +112,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
                     other => bail!("--output {other}: expected null or file"),
                 }
             }
+            "--no-pair" => options.pair = false,
             "--seed" => options.seed = value()?.parse().context("--seed")?,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -111,15 +120,55 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
     Ok(options)
 }
 
+/// What one run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One `transform --threads N`.
+    Threads(u32),
+    /// Two `transform --threads 1` at once, output to `/dev/null`: what two
+    /// busy cores give this machine, the ceiling for two threads.
+    Pair,
+}
+
+impl Kind {
+    fn processes(self) -> u32 {
+        match self {
+            Kind::Threads(_) => 1,
+            Kind::Pair => 2,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Kind::Threads(threads) => format!("{threads} thread(s)"),
+            Kind::Pair => "2 processes of 1 thread at once".to_owned(),
+        }
+    }
+}
+
 /// Figures of one run.
 struct Figures {
-    threads: u32,
+    kind: Kind,
     wall: Duration,
+    /// Of every process of the run.
     cpu_secs: f64,
+    /// Of the largest process.
     peak_rss_bytes: u64,
+    /// Counted by each process.
     events: u64,
     /// SHA-256 of the output and of the rejects, with `--output file`.
     digests: Option<(String, String)>,
+}
+
+impl Figures {
+    /// Input bytes per second, all processes together.
+    fn mb_per_sec(&self, input_bytes: u64) -> f64 {
+        f64::from(self.kind.processes()) * input_bytes as f64 / 1e6 / self.wall.as_secs_f64()
+    }
+
+    fn events_per_sec(&self) -> f64 {
+        f64::from(self.kind.processes()) * self.events as f64 / self.wall.as_secs_f64()
+    }
 }
 
 pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -129,17 +178,22 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     let input = input_file(options.size_mb, options.seed)?;
     let input_bytes = std::fs::metadata(&input)?.len();
     let clock_ticks = clock_ticks_per_sec();
+    let mut kinds: Vec<Kind> = options.threads.iter().copied().map(Kind::Threads).collect();
+    if options.pair {
+        kinds.push(Kind::Pair);
+    }
     say(&format!("load average before: {}", load_average()));
 
     let mut results = Vec::new();
     for run in 1..=options.runs {
-        for &threads in &options.threads {
-            let figures = run_once(&program, &input, threads, options.to_files, clock_ticks)?;
+        for &kind in &kinds {
+            let figures = run_once(&program, &input, kind, options.to_files, clock_ticks)?;
             say(&format!(
-                "run {run}, {threads} thread(s): {:.2} s, {:.0} MB/s, {:.0} events/s, {:.2} CPU s, peak RSS {:.1} MB",
+                "run {run}, {}: {:.2} s, {:.0} MB/s, {:.0} events/s, {:.2} CPU s, peak RSS {:.1} MB",
+                kind.label(),
                 figures.wall.as_secs_f64(),
-                input_bytes as f64 / 1e6 / figures.wall.as_secs_f64(),
-                figures.events as f64 / figures.wall.as_secs_f64(),
+                figures.mb_per_sec(input_bytes),
+                figures.events_per_sec(),
                 figures.cpu_secs,
                 figures.peak_rss_bytes as f64 / 1e6,
             ));
@@ -148,19 +202,20 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     }
     say(&format!("load average after: {}", load_average()));
     check_same_outcome(&results)?;
-    say(&report(&results, input_bytes, &options));
+    say(&report(&results, &kinds, input_bytes, &options));
     Ok(())
 }
 
-/// Runs `transform` once; its figures.
+/// Starts the processes of one run and waits for them all; their figures.
 fn run_once(
     program: &Path,
     input: &Path,
-    threads: u32,
+    kind: Kind,
     to_files: bool,
     clock_ticks: f64,
 ) -> anyhow::Result<Figures> {
     let dir = target_dir().join("bench");
+    let to_files = to_files && kind.processes() == 1;
     let (output_path, rejects_path) = if to_files {
         (
             dir.join("transform-output.ndjson"),
@@ -169,50 +224,67 @@ fn run_once(
     } else {
         (PathBuf::from("/dev/null"), PathBuf::from("/dev/null"))
     };
-    let output = File::create(&output_path)
-        .with_context(|| format!("cannot create {}", output_path.display()))?;
-    let mut command = Command::new(program);
-    command
-        .arg("transform")
-        .arg(input)
-        .args(["--token", PROJECT_TOKEN, "--threads", &threads.to_string()])
-        .arg("--rejects")
-        .arg(&rejects_path)
-        .stdin(Stdio::null())
-        .stdout(output)
-        .stderr(Stdio::piped())
-        .env_remove("MIXPANEL_PROJECT_TOKEN");
+    let threads = match kind {
+        Kind::Threads(threads) => threads,
+        Kind::Pair => 1,
+    };
     let children_cpu_before = children_cpu_ticks()?;
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    let stderr = collect(child.stderr.take());
+    let mut children = Vec::new();
+    let mut stderrs = Vec::new();
+    for _ in 0..kind.processes() {
+        let output = File::create(&output_path)
+            .with_context(|| format!("cannot create {}", output_path.display()))?;
+        let mut child = Command::new(program)
+            .arg("transform")
+            .arg(input)
+            .args(["--token", PROJECT_TOKEN, "--threads", &threads.to_string()])
+            .arg("--rejects")
+            .arg(&rejects_path)
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(Stdio::piped())
+            .env_remove("MIXPANEL_PROJECT_TOKEN")
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        stderrs.push(collect(child.stderr.take()));
+        children.push(child);
+    }
     // Generous: ten times slower than one thread on the slowest machine seen.
     let deadline = Duration::from_secs(1200);
-    let (status, peak_rss_bytes) = wait_measuring(&mut child, started, deadline, "transform")?;
+    let (statuses, peak_rss_bytes) =
+        wait_measuring_all(&mut children, started, deadline, "transform")?;
     let wall = started.elapsed();
     let cpu_secs = (children_cpu_ticks()? - children_cpu_before) as f64 / clock_ticks;
-    let stderr = stderr
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_default();
+    let mut events = Vec::new();
+    for (stderr, status) in stderrs.into_iter().zip(statuses) {
+        let stderr = stderr
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        ensure!(
+            status.success(),
+            "transform failed with {status}:\n{stderr}"
+        );
+        events.push(
+            summary_events(&stderr)
+                .with_context(|| format!("no summary in transform's stderr:\n{stderr}"))?,
+        );
+    }
     ensure!(
-        status.success(),
-        "transform failed with {status}:\n{stderr}"
+        events.windows(2).all(|pair| pair[0] == pair[1]),
+        "the processes of one run counted different events: {events:?}"
     );
-    let events = summary_events(&stderr)
-        .with_context(|| format!("no summary in transform's stderr:\n{stderr}"))?;
     let digests = if to_files {
         Some((sha256_of(&output_path)?, sha256_of(&rejects_path)?))
     } else {
         None
     };
     Ok(Figures {
-        threads,
+        kind,
         wall,
         cpu_secs,
         peak_rss_bytes,
-        events,
+        events: events.first().copied().unwrap_or_default(),
         digests,
     })
 }
@@ -225,77 +297,95 @@ fn check_same_outcome(results: &[Figures]) -> anyhow::Result<()> {
     for figures in results {
         ensure!(
             figures.events == first.events,
-            "{} thread(s) counted {} events, {} thread(s) {}",
-            figures.threads,
+            "{} counted {} events, {} {}",
+            figures.kind.label(),
             figures.events,
-            first.threads,
+            first.kind.label(),
             first.events
         );
-        ensure!(
-            figures.digests == first.digests,
-            "{} thread(s) wrote other bytes than {} thread(s): {:?} and {:?}",
-            figures.threads,
-            first.threads,
-            figures.digests,
-            first.digests
-        );
+        if figures.digests.is_some() && first.digests.is_some() {
+            ensure!(
+                figures.digests == first.digests,
+                "{} wrote other bytes than {}: {:?} and {:?}",
+                figures.kind.label(),
+                first.kind.label(),
+                figures.digests,
+                first.digests
+            );
+        }
     }
     if let Some((output, rejects)) = &first.digests {
         say(&format!(
-            "every run wrote the same output (SHA-256 {output}) and rejects ({rejects})"
+            "every thread count wrote the same output (SHA-256 {output}) and rejects ({rejects})"
         ));
     }
     Ok(())
 }
 
-fn report(results: &[Figures], input_bytes: u64, options: &Options) -> String {
+fn report(results: &[Figures], kinds: &[Kind], input_bytes: u64, options: &Options) -> String {
     let mut text = format!(
         "results (braze-mixpanel-bridge transform, {:.1} MB input, output and rejects to {}):\n\n\
-         | threads | run | wall s | MB/s | events/s | CPU s (user+sys) | peak RSS MB |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n",
+         | run of | run | wall s | MB/s | events/s | CPU s (user+sys) | peak RSS MB |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
         input_bytes as f64 / 1e6,
         if options.to_files {
-            "files"
+            "files (one-thread pairs: /dev/null)"
         } else {
             "/dev/null"
         },
     );
-    for &threads in &options.threads {
-        let runs = results.iter().filter(|figures| figures.threads == threads);
+    for &kind in kinds {
+        let runs = results.iter().filter(|figures| figures.kind == kind);
         for (run, figures) in runs.enumerate() {
-            let secs = figures.wall.as_secs_f64();
             let _ = writeln!(
                 text,
-                "| {threads} | {} | {secs:.2} | {:.0} | {:.0} | {:.2} | {:.1} |",
+                "| {} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} |",
+                kind.label(),
                 run + 1,
-                input_bytes as f64 / 1e6 / secs,
-                figures.events as f64 / secs,
+                figures.wall.as_secs_f64(),
+                figures.mb_per_sec(input_bytes),
+                figures.events_per_sec(),
                 figures.cpu_secs,
                 figures.peak_rss_bytes as f64 / 1e6,
             );
         }
     }
-    let best = |threads: u32| {
+    // The best run of each kind, by throughput.
+    let best = |kind: Kind| {
         results
             .iter()
-            .filter(|figures| figures.threads == threads)
-            .map(|figures| figures.wall.as_secs_f64())
-            .fold(f64::INFINITY, f64::min)
+            .filter(|figures| figures.kind == kind)
+            .max_by(|a, b| {
+                a.mb_per_sec(input_bytes)
+                    .total_cmp(&b.mb_per_sec(input_bytes))
+            })
     };
     let events = results.first().map_or(0, |figures| figures.events);
-    let _ = writeln!(text, "\n{events} events; best of {} run(s):", options.runs);
-    for &threads in &options.threads {
-        let secs = best(threads);
+    let _ = writeln!(
+        text,
+        "\n{events} events a process; best of {} run(s):",
+        options.runs
+    );
+    let one_thread = best(Kind::Threads(1)).map(|figures| figures.mb_per_sec(input_bytes));
+    for &kind in kinds {
+        let Some(figures) = best(kind) else {
+            continue;
+        };
         let _ = write!(
             text,
-            "\n{threads} thread(s): {secs:.2} s, {:.0} MB/s, {:.0} events/s",
-            input_bytes as f64 / 1e6 / secs,
-            events as f64 / secs,
+            "\n{}: {:.2} s, {:.0} MB/s, {:.0} events/s",
+            kind.label(),
+            figures.wall.as_secs_f64(),
+            figures.mb_per_sec(input_bytes),
+            figures.events_per_sec(),
         );
-        if threads != 1 && options.threads.contains(&1) {
-            let speed_up = best(1) / secs;
-            let _ = write!(text, ", {speed_up:.2}× one thread");
-            if threads == 2 {
+        let Some(one_thread) = one_thread.filter(|_| kind != Kind::Threads(1)) else {
+            continue;
+        };
+        let speed_up = figures.mb_per_sec(input_bytes) / one_thread;
+        let _ = write!(text, ", {speed_up:.2}× one thread");
+        match kind {
+            Kind::Threads(2) => {
                 let verdict = if speed_up >= GOAL_SPEED_UP {
                     "meets"
                 } else {
@@ -303,6 +393,10 @@ fn report(results: &[Figures], input_bytes: u64, options: &Options) -> String {
                 };
                 let _ = write!(text, " ({verdict} the goal of {GOAL_SPEED_UP}×)");
             }
+            Kind::Pair => {
+                let _ = write!(text, " (what two busy cores give here)");
+            }
+            Kind::Threads(_) => {}
         }
     }
     text
@@ -382,12 +476,17 @@ mod tests {
                 threads: vec![1, 2, 4],
                 runs: 3,
                 to_files: true,
+                pair: true,
                 seed: DEFAULT_SEED,
             })
         );
         assert!(parse_args(&["--threads", "0"]).is_err());
         assert!(parse_args(&["--output", "disk"]).is_err());
         assert!(parse_args(&["--size-mb"]).is_err());
+        assert_eq!(
+            parse_args(&["--no-pair"]).map(|options| options.pair).ok(),
+            Some(false)
+        );
     }
 
     #[test]
