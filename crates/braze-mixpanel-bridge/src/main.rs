@@ -24,6 +24,12 @@ mod transform_cmd;
 
 use std::process::ExitCode;
 
+/// Per-event allocations on many threads are cheaper in jemalloc than in
+/// glibc's malloc (see docs/benchmarks.md); MSVC builds keep the system's.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Bridges Braze Currents and Mixpanel.

@@ -313,21 +313,30 @@ impl<'a> RawEvent<'a> {
         if is_http {
             event.extra = self.rest;
         } else {
-            event.properties.reserve(self.rest.len());
-            for property in self.rest {
-                match property.key.as_ref() {
-                    "user_id" => event.user.user_id = user_string("user_id", &property.value)?,
-                    "external_user_id" => {
-                        event.user.external_user_id =
-                            user_string("external_user_id", &property.value)?
+            // The flat fields become the properties, less the user's: the
+            // list is kept, not copied.
+            let mut properties = self.rest;
+            let mut invalid = None;
+            properties.retain(|property| {
+                let field = match property.key.as_ref() {
+                    "user_id" => &mut event.user.user_id,
+                    "external_user_id" => &mut event.user.external_user_id,
+                    "device_id" => &mut event.user.device_id,
+                    "timezone" => &mut event.user.timezone,
+                    _ => return true,
+                };
+                match user_string(&property.key, &property.value) {
+                    Ok(value) => *field = value,
+                    Err(error) => {
+                        invalid.get_or_insert(error);
                     }
-                    "device_id" => {
-                        event.user.device_id = user_string("device_id", &property.value)?
-                    }
-                    "timezone" => event.user.timezone = user_string("timezone", &property.value)?,
-                    _ => event.properties.push(property),
                 }
+                false
+            });
+            if let Some(error) = invalid {
+                return Err(error);
             }
+            event.properties = properties;
         }
 
         match self.properties {
@@ -653,9 +662,15 @@ impl<'a> RawEvent<'a> {
                 "time" => event.time = Some(scan_scalar(scanner, EVENT_MEMBER_DEPTH)?),
                 "user" => event.user = Some(scan_user(scanner)?),
                 "properties" => event.properties = Some(scan_properties(scanner)?),
-                key => event
-                    .rest
-                    .push(scan_property(scanner, key, EVENT_MEMBER_DEPTH)?),
+                key => {
+                    if event.rest.capacity() == 0 {
+                        // Room for a storage-shaped event's flat fields at once.
+                        event.rest.reserve(16);
+                    }
+                    event
+                        .rest
+                        .push(scan_property(scanner, key, EVENT_MEMBER_DEPTH)?)
+                }
             }
             more = scanner.next_member()?;
         }

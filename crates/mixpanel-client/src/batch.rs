@@ -139,6 +139,9 @@ impl ImportBatch {
 pub struct Batcher {
     limits: BatchLimits,
     current: ImportBatch,
+    /// Reused by [`Batcher::push_event`] to serialize each event without
+    /// allocating.
+    scratch: Vec<u8>,
 }
 
 impl Batcher {
@@ -147,6 +150,7 @@ impl Batcher {
         Batcher {
             limits,
             current: ImportBatch::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -183,9 +187,12 @@ impl Batcher {
 
     /// Serializes and adds one event.
     pub fn push_event(&mut self, event: &Event<'_>) -> Result<Option<ImportBatch>, Error> {
-        let mut json = Vec::with_capacity(512);
+        let mut json = std::mem::take(&mut self.scratch);
+        json.clear();
         event.write_json(&mut json);
-        self.push(&json)
+        let pushed = self.push(&json);
+        self.scratch = json;
+        pushed
     }
 
     /// The events added since the last completed batch, if any.

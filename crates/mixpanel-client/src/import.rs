@@ -125,10 +125,7 @@ impl Client {
 
     /// [`Client::import`] for a batch the caller shares rather than lends,
     /// so that its body is compressed or sent without being copied.
-    pub(crate) async fn import_shared(
-        &self,
-        batch: Arc<ImportBatch>,
-    ) -> Result<ImportResult, Error> {
+    pub async fn import_shared(&self, batch: Arc<ImportBatch>) -> Result<ImportResult, Error> {
         if batch.is_empty() {
             return Ok(ImportResult::default());
         }

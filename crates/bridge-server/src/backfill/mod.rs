@@ -18,8 +18,8 @@ mod tracker;
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
-use bytes::Bytes;
 use currents_mixpanel::OutcomeCounts;
 use mixpanel_client::ImportBatch;
 
@@ -33,14 +33,49 @@ pub(crate) struct Chunk {
     /// The records it settles (mapped, skipped or dead-lettered).
     pub(crate) records: Range<u64>,
     /// The mapped events, within Mixpanel's request limits.
-    pub(crate) batch: ImportBatch,
+    pub(crate) batch: Arc<ImportBatch>,
     /// Each mapped event's Currents JSON as the archive held it, in batch
     /// order: a record Mixpanel refuses is dead-lettered as this.
-    pub(crate) originals: Vec<Bytes>,
+    pub(crate) originals: Originals,
     /// Records that could not be mapped (invalid, too large).
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// The records' outcomes.
     pub(crate) counts: OutcomeCounts,
+}
+
+/// Mapped events' Currents JSON, back to back in one buffer: one
+/// allocation per chunk rather than one per event.
+#[derive(Debug, Default)]
+pub(crate) struct Originals {
+    text: String,
+    /// Where each event's text ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Originals {
+    /// Empty, with room for as much as `like` holds.
+    pub(crate) fn with_room_of(like: &Originals) -> Originals {
+        Originals {
+            text: String::with_capacity(like.text.len()),
+            ends: Vec::with_capacity(like.ends.len()),
+        }
+    }
+
+    pub(crate) fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.ends.push(self.text.len());
+    }
+
+    /// Event `index`'s text.
+    pub(crate) fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        Some(&self.text[start..end])
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
 }
 
 /// What the readers tell the sender.

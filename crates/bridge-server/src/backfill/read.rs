@@ -5,7 +5,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use currents_archive::events::ObjectEvents;
 use currents_archive::store::{ArchiveObject, ArchiveStore};
 use currents_mixpanel::{Mapper, Outcome, OutcomeCounts};
@@ -13,7 +12,7 @@ use currents_model::{Event, InvalidEvent};
 use mixpanel_client::{BatchLimits, Batcher, ImportBatch};
 
 use super::send::Totals;
-use super::{Chunk, FromReaders};
+use super::{Chunk, FromReaders, Originals};
 use crate::delivery::{EVENT_TOO_LARGE, dead_letter_from_text};
 use crate::spool::DeadLetter;
 
@@ -76,8 +75,9 @@ impl ReadContext {
             });
             return;
         }
+        let mut text = String::new();
         loop {
-            let mut text = String::new();
+            text.clear();
             match events.next_into(&mut text) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -92,7 +92,7 @@ impl ReadContext {
             }
             let record = events.next_record() - 1;
             Totals::add(&self.totals.records, 1);
-            chunker.record(&self.mapper, record, text, emit);
+            chunker.record(&self.mapper, record, &text, emit);
         }
         let total = chunker.next_record;
         chunker.flush(emit);
@@ -111,7 +111,7 @@ struct Chunker {
     chunk_start: u64,
     /// The record after the last one seen.
     next_record: u64,
-    originals: Vec<Bytes>,
+    originals: Originals,
     dead_letters: Vec<DeadLetter>,
     counts: OutcomeCounts,
 }
@@ -123,7 +123,7 @@ impl Chunker {
             batcher: Batcher::new(limits),
             chunk_start: start,
             next_record: start,
-            originals: Vec::new(),
+            originals: Originals::default(),
             dead_letters: Vec::new(),
             counts: OutcomeCounts::default(),
         }
@@ -134,10 +134,10 @@ impl Chunker {
         &mut self,
         mapper: &Mapper,
         record: u64,
-        text: String,
+        text: &str,
         emit: &mut dyn FnMut(FromReaders),
     ) {
-        let parsed = Event::parse(&text);
+        let parsed = Event::parse(text);
         // Counted after a completed batch is emitted: this record belongs
         // to the next chunk.
         match mapper.map_parsed(parsed) {
@@ -147,12 +147,12 @@ impl Chunker {
                         self.emit_chunk(batch, record, emit);
                     }
                     self.counts.mapped += 1;
-                    self.originals.push(Bytes::from(text));
+                    self.originals.push(text);
                 }
                 Err(error) => {
                     self.counts.mapped += 1;
                     self.dead_letters.push(dead_letter_from_text(
-                        &text,
+                        text,
                         EVENT_TOO_LARGE,
                         &error.to_string(),
                         None,
@@ -164,7 +164,7 @@ impl Chunker {
             Outcome::Invalid(InvalidEvent { reason, detail, .. }) => {
                 self.counts.record_invalid(reason);
                 self.dead_letters.push(dead_letter_from_text(
-                    &text,
+                    text,
                     reason.as_str(),
                     &detail,
                     None,
@@ -181,12 +181,13 @@ impl Chunker {
     /// Emits `batch` as the chunk of the records before `end`.
     fn emit_chunk(&mut self, batch: ImportBatch, end: u64, emit: &mut dyn FnMut(FromReaders)) {
         let records: Range<u64> = self.chunk_start..end;
+        let next_originals = Originals::with_room_of(&self.originals);
         self.chunk_start = end;
         emit(FromReaders::Chunk(Box::new(Chunk {
             file: self.file,
             records,
-            batch,
-            originals: std::mem::take(&mut self.originals),
+            batch: Arc::new(batch),
+            originals: std::mem::replace(&mut self.originals, next_originals),
             dead_letters: std::mem::take(&mut self.dead_letters),
             counts: std::mem::take(&mut self.counts),
         })));

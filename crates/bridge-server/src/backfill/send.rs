@@ -107,7 +107,7 @@ impl Sender<'_> {
                             Destination::Mixpanel(client) => {
                                 let client = client.clone();
                                 in_flight.push(async move {
-                                    let result = client.import(&chunk.batch).await;
+                                    let result = client.import_shared(Arc::clone(&chunk.batch)).await;
                                     (chunk, result)
                                 });
                             }
@@ -172,11 +172,10 @@ impl Sender<'_> {
             ..
         } = *chunk;
         for refused in &result.failed {
-            let original = originals.get(refused.index).cloned().unwrap_or_default();
             // The Currents event as the archive held it, so that a replay
             // maps it again.
             dead_letters.push(dead_letter_from_text(
-                std::str::from_utf8(&original).unwrap_or_default(),
+                originals.get(refused.index).unwrap_or_default(),
                 REFUSED_BY_MIXPANEL,
                 &refused.message,
                 None,
