@@ -3,7 +3,8 @@
 //! Extra arguments go to criterion, e.g. `cargo xtask bench -- --quick`.
 //! `cargo xtask bench import [...]` runs the end-to-end `/import` benchmark
 //! instead (see [`crate::bench_import`]), `cargo xtask bench ingest [...]`
-//! the `serve` load test (see [`ingest`]), `cargo xtask bench cohorts
+//! the `serve` load test (see [`ingest`]), `cargo xtask bench cost [...]`
+//! its CPU cost at one Mixpanel project's full rate, `cargo xtask bench cohorts
 //! [...]` the cohort import from webhook to Braze (see [`cohorts`]), and
 //! `cargo xtask bench backfill [...]` Avro archives into a loopback `/import`
 //! (see [`crate::bench_backfill`]), `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
@@ -31,6 +32,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["nats", nats_args @ ..] = extra_args {
         return ingest::run_nats_comparison(nats_args);
+    }
+    if let ["cost", cost_args @ ..] = extra_args {
+        return ingest::run_cost(cost_args);
     }
     if let ["cohorts", cohorts_args @ ..] = extra_args {
         return cohorts::run(cohorts_args);

@@ -34,7 +34,13 @@
 //! cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]
 //!                          [--spool sqlite|nats|nats-r3] [--replicas N]
 //! cargo xtask bench nats [--seconds S]
+//! cargo xtask bench cost [--seconds S] [--rate EVENTS_PER_SEC] [--spool sqlite|nats]
 //! ```
+//!
+//! `cargo xtask bench cost` is the operator's bill: paced to 30,000
+//! events/s by default, it reports events per CPU-second of `serve` from
+//! the first request until the spool is drained, on the embedded spool and
+//! on NATS side by side.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -101,13 +107,20 @@ impl SpoolKind {
 }
 
 fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
-    let mut options = Options {
-        concurrency: 32,
-        seconds: 20,
-        rate: None,
-        spool: SpoolKind::Sqlite,
-        replicas: 1,
-    };
+    parse_args_over(
+        args,
+        Options {
+            concurrency: 32,
+            seconds: 20,
+            rate: None,
+            spool: SpoolKind::Sqlite,
+            replicas: 1,
+        },
+    )
+}
+
+/// The arguments, over these defaults.
+fn parse_args_over(args: &[&str], mut options: Options) -> anyhow::Result<Options> {
     let mut args = args.iter().copied().skip_while(|arg| *arg == "--");
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -194,6 +207,97 @@ pub(crate) fn run_nats_comparison(args: &[&str]) -> anyhow::Result<()> {
     let table: Vec<(&Options, &Figures)> = runs.iter().map(|(o, f)| (o, f)).collect();
     say(&report(&table));
     Ok(())
+}
+
+/// `cargo xtask bench cost`: what `serve` costs at one Mixpanel project's
+/// full rate. Load paced to 30,000 events/s (8 connections, 100-event
+/// batches) for 10 s, delivered to the loopback sink; the figure is events
+/// per CPU-second of `serve` from the first request until the spool is
+/// drained. The embedded spool, then NATS on one server (one replica, the
+/// NATS server's CPU apart), unless `--spool` picks one.
+pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
+    let spool_given = args.contains(&"--spool");
+    let base = parse_args_over(
+        args,
+        Options {
+            concurrency: 8,
+            seconds: 10,
+            rate: Some(COST_RATE),
+            spool: SpoolKind::Sqlite,
+            replicas: 1,
+        },
+    )?;
+    let spools = if spool_given {
+        vec![base.spool]
+    } else {
+        vec![SpoolKind::Sqlite, SpoolKind::Nats { nodes: 1 }]
+    };
+    let release = crate::bench_import::build_release_binaries()?;
+    let bridge = release.join("braze-mixpanel-bridge");
+    let mut runs = Vec::new();
+    for spool in spools {
+        let options = Options {
+            spool,
+            ..base.clone()
+        };
+        let sink = Sink::start(&release.join("examples").join("import_sink"))?;
+        let figures = run_with(&bridge, sink, &options)?;
+        runs.push((options, figures));
+    }
+    let table: Vec<(&Options, &Figures)> = runs.iter().map(|(o, f)| (o, f)).collect();
+    say(&report(&table));
+    say(&cost_report(&table));
+    Ok(())
+}
+
+/// One Mixpanel project's full rate, the rate `bench cost` paces to.
+const COST_RATE: f64 = 30_000.0;
+/// Issue 13's goal: events per CPU-second of `serve`, end to end, on the
+/// embedded spool (0.15 of a core at 30,000 events/s).
+const GOAL_EVENTS_PER_CPU_SEC: f64 = 200_000.0;
+
+fn cost_report(runs: &[(&Options, &Figures)]) -> String {
+    let mut text = String::from(
+        "cost (serve's CPU from the first request until the spool is drained):\n\n\
+         | spool | pacing | events accepted | events delivered | serve CPU s | events per CPU-second | cores at the paced rate | NATS CPU s | events per CPU-second with NATS |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (options, figures) in runs {
+        let serve_cpu = figures.cpu_load_secs + figures.cpu_drain_secs;
+        let per_cpu_sec = figures.accepted_events as f64 / serve_cpu;
+        let with_nats = figures.accepted_events as f64 / (serve_cpu + figures.nats_cpu_secs);
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.3} | {:.2} | {:.0} |",
+            options.spool.name(),
+            options
+                .rate
+                .map_or("none".to_owned(), |rate| format!("{rate:.0}/s")),
+            figures.accepted_events,
+            figures.sink_events,
+            serve_cpu,
+            per_cpu_sec,
+            options.rate.unwrap_or(f64::NAN) / per_cpu_sec,
+            figures.nats_cpu_secs,
+            with_nats,
+        );
+    }
+    for (options, figures) in runs {
+        if options.spool == SpoolKind::Sqlite {
+            let per_cpu_sec =
+                figures.accepted_events as f64 / (figures.cpu_load_secs + figures.cpu_drain_secs);
+            let _ = writeln!(
+                text,
+                "\ngoal ≥ {GOAL_EVENTS_PER_CPU_SEC:.0} events per CPU-second on the embedded spool: {}",
+                if per_cpu_sec >= GOAL_EVENTS_PER_CPU_SEC {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+        }
+    }
+    text
 }
 
 /// The paced rate of `bench nats`, at which the p99 goal is stated.
