@@ -290,6 +290,17 @@ fn bench_mapping(c: &mut Criterion) {
         })
     });
 
+    // What `serve` does to a body before it answers Braze: count its events.
+    group.bench_function("count_only", |b| {
+        b.iter(|| {
+            let mut counted = 0;
+            for body in &stream.envelopes {
+                counted += Batch::count_events(black_box(body).as_bytes()).expect("valid envelope");
+            }
+            counted
+        })
+    });
+
     group.bench_function("serde_json_value_roundtrip/envelope", |b| {
         b.iter(|| {
             for body in &stream.envelopes {

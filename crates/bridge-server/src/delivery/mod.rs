@@ -548,7 +548,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         &self,
         group: &[LeasedBatch],
         fates: &mut [BatchFate],
-        requests: &[(ImportBatch, Vec<(usize, &str)>)],
+        requests: &[OutgoingRequest<'_>],
         project_idx: usize,
         error: &MixpanelError,
     ) {
@@ -603,13 +603,18 @@ impl<S: Spool, R: Router> Delivery<S, R> {
     }
 }
 
+/// One `/import` request of a leased group: its events (shared with the
+/// client, which compresses and sends them without a copy), and the leased
+/// batch and raw Currents event behind each.
+type OutgoingRequest<'a> = (Arc<ImportBatch>, Vec<(usize, &'a str)>);
+
 /// One project's events of a leased group, packed into `/import` requests,
 /// each request with the leased batch and raw Currents event behind each
 /// of its records.
 struct Outgoing<'a> {
     batcher: Batcher,
     raws: Vec<(usize, &'a str)>,
-    done: Vec<(ImportBatch, Vec<(usize, &'a str)>)>,
+    done: Vec<OutgoingRequest<'a>>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -629,15 +634,16 @@ impl<'a> Outgoing<'a> {
     ) -> Result<(), MixpanelError> {
         if let Some(full) = self.batcher.push_event(event)? {
             let raws = self.raws.drain(..full.len()).collect();
-            self.done.push((full, raws));
+            self.done.push((Arc::new(full), raws));
         }
         self.raws.push((batch_idx, raw));
         Ok(())
     }
 
-    fn finish(mut self) -> Vec<(ImportBatch, Vec<(usize, &'a str)>)> {
+    fn finish(mut self) -> Vec<OutgoingRequest<'a>> {
         if let Some(last) = self.batcher.flush() {
-            self.done.push((last, std::mem::take(&mut self.raws)));
+            self.done
+                .push((Arc::new(last), std::mem::take(&mut self.raws)));
         }
         self.done
     }
@@ -646,7 +652,7 @@ impl<'a> Outgoing<'a> {
 /// Marks the batches with events in `requests` as waiting for the project.
 fn mark_waiting(
     fates: &mut [BatchFate],
-    requests: &[(ImportBatch, Vec<(usize, &str)>)],
+    requests: &[OutgoingRequest<'_>],
     project_idx: usize,
 ) {
     for (_, origins) in requests {
@@ -660,7 +666,7 @@ fn mark_waiting(
 fn record_refused(
     group: &[LeasedBatch],
     fates: &mut [BatchFate],
-    requests: &[(ImportBatch, Vec<(usize, &str)>)],
+    requests: &[OutgoingRequest<'_>],
     project_idx: usize,
     refused: Vec<(usize, usize, String)>,
 ) {

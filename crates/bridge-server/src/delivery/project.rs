@@ -111,7 +111,7 @@ pub(super) struct Sent {
 impl ProjectTarget {
     pub(super) async fn send<Origin: Sync>(
         &self,
-        batches: &[(ImportBatch, Origin)],
+        batches: &[(Arc<ImportBatch>, Origin)],
         metrics: &Metrics,
     ) -> Result<Sent, SendFailure> {
         let mut sent = Sent {
@@ -122,7 +122,7 @@ impl ProjectTarget {
             Sink::Mixpanel(client) => {
                 for (batch_idx, (batch, _)) in batches.iter().enumerate() {
                     let started = std::time::Instant::now();
-                    let result = client.import(batch).await;
+                    let result = client.import_shared(Arc::clone(batch)).await;
                     record_import(metrics, &result, started.elapsed());
                     let result = match result {
                         Ok(result) => result,
