@@ -184,29 +184,39 @@ pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
 /// events/s, in one table.
 pub(crate) fn run_nats_comparison(args: &[&str]) -> anyhow::Result<()> {
     let base = parse_args(args)?;
-    let release = crate::bench_import::build_release_binaries()?;
-    let bridge = release.join("braze-mixpanel-bridge");
-    let mut runs = Vec::new();
+    let mut all_options = Vec::new();
     for (spool, replicas) in [
         (SpoolKind::Sqlite, 1),
         (SpoolKind::Nats { nodes: 1 }, 2),
         (SpoolKind::Nats { nodes: 3 }, 2),
     ] {
         for rate in [None, Some(NATS_PACED_RATE)] {
-            let options = Options {
+            all_options.push(Options {
                 spool,
                 replicas,
                 rate,
                 ..base.clone()
-            };
-            let sink = Sink::start(&release.join("examples").join("import_sink"))?;
-            let figures = run_with(&bridge, sink, &options)?;
-            runs.push((options, figures));
+            });
         }
     }
+    let runs = run_each(all_options)?;
     let table: Vec<(&Options, &Figures)> = runs.iter().map(|(o, f)| (o, f)).collect();
     say(&report(&table));
     Ok(())
+}
+
+/// Builds the release binaries once, then runs each load against a fresh
+/// sink, one after the other.
+fn run_each(all_options: Vec<Options>) -> anyhow::Result<Vec<(Options, Figures)>> {
+    let release = crate::bench_import::build_release_binaries()?;
+    let bridge = release.join("braze-mixpanel-bridge");
+    let mut runs = Vec::new();
+    for options in all_options {
+        let sink = Sink::start(&release.join("examples").join("import_sink"))?;
+        let figures = run_with(&bridge, sink, &options)?;
+        runs.push((options, figures));
+    }
+    Ok(runs)
 }
 
 /// `cargo xtask bench cost`: what `serve` costs at one Mixpanel project's
@@ -232,18 +242,15 @@ pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
     } else {
         vec![SpoolKind::Sqlite, SpoolKind::Nats { nodes: 1 }]
     };
-    let release = crate::bench_import::build_release_binaries()?;
-    let bridge = release.join("braze-mixpanel-bridge");
-    let mut runs = Vec::new();
-    for spool in spools {
-        let options = Options {
-            spool,
-            ..base.clone()
-        };
-        let sink = Sink::start(&release.join("examples").join("import_sink"))?;
-        let figures = run_with(&bridge, sink, &options)?;
-        runs.push((options, figures));
-    }
+    let runs = run_each(
+        spools
+            .into_iter()
+            .map(|spool| Options {
+                spool,
+                ..base.clone()
+            })
+            .collect(),
+    )?;
     let table: Vec<(&Options, &Figures)> = runs.iter().map(|(o, f)| (o, f)).collect();
     say(&report(&table));
     say(&cost_report(&table));

@@ -650,11 +650,7 @@ impl<'a> Outgoing<'a> {
 }
 
 /// Marks the batches with events in `requests` as waiting for the project.
-fn mark_waiting(
-    fates: &mut [BatchFate],
-    requests: &[OutgoingRequest<'_>],
-    project_idx: usize,
-) {
+fn mark_waiting(fates: &mut [BatchFate], requests: &[OutgoingRequest<'_>], project_idx: usize) {
     for (_, origins) in requests {
         for &(batch_idx, _) in origins {
             fates[batch_idx].waiting_on[project_idx] = true;
