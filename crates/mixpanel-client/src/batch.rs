@@ -93,6 +93,12 @@ impl ImportBatch {
         }
     }
 
+    /// Empties the batch, keeping its memory for the next events.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.starts.clear();
+    }
+
     /// Appends one event's JSON text (no size checks: see [`Batcher`]).
     pub fn push(&mut self, event_json: &[u8]) {
         match self.body.last_mut() {
@@ -139,6 +145,9 @@ impl ImportBatch {
 pub struct Batcher {
     limits: BatchLimits,
     current: ImportBatch,
+    /// A finished batch's memory, handed back by [`Batcher::recycle`], to
+    /// hold the next batch.
+    spare: Option<ImportBatch>,
     /// Reused by [`Batcher::push_event`] to serialize each event without
     /// allocating.
     scratch: Vec<u8>,
@@ -150,6 +159,7 @@ impl Batcher {
         Batcher {
             limits,
             current: ImportBatch::new(),
+            spare: None,
             scratch: Vec::new(),
         }
     }
@@ -169,16 +179,25 @@ impl Batcher {
                 limit_bytes: self.limits.max_event_bytes,
             });
         }
+        if self.current.body.capacity() == 0
+            && let Some(spare) = self.spare.take()
+        {
+            self.current = spare;
+        }
         let is_full = !self.current.is_empty()
             && (self.current.len() >= self.limits.max_events
                 || self.current.body_bytes_with(event_json.len()) > self.limits.max_bytes);
         let completed = is_full.then(|| {
-            // Room for a batch like the last one, so that filling it
-            // does not copy the body again and again as it grows.
-            let next = ImportBatch::with_capacity(
-                (self.current.body.len() + self.current.body.len() / 8).min(self.limits.max_bytes),
-                self.current.len(),
-            );
+            // A recycled batch's memory, or room for a batch like the
+            // last one, so that filling it does not copy the body again
+            // and again as it grows.
+            let next = self.spare.take().unwrap_or_else(|| {
+                ImportBatch::with_capacity(
+                    (self.current.body.len() + self.current.body.len() / 8)
+                        .min(self.limits.max_bytes),
+                    self.current.len(),
+                )
+            });
             std::mem::replace(&mut self.current, next)
         });
         self.current.push(event_json);
@@ -197,7 +216,34 @@ impl Batcher {
 
     /// The events added since the last completed batch, if any.
     pub fn flush(&mut self) -> Option<ImportBatch> {
-        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
+        (!self.current.is_empty())
+            .then(|| std::mem::replace(&mut self.current, self.spare.take().unwrap_or_default()))
+    }
+
+    /// Takes back a batch that is done with (sent, or written out): the
+    /// next batch fills its memory rather than new memory. A long run then
+    /// cycles through a few buffers instead of allocating, touching and
+    /// freeing a fresh one of up to `max_bytes` per request. Of two spares
+    /// the larger is kept.
+    pub fn recycle(&mut self, mut batch: ImportBatch) {
+        batch.clear();
+        let capacity = batch.body.capacity();
+        if self
+            .spare
+            .as_ref()
+            .is_none_or(|spare| spare.body.capacity() < capacity)
+        {
+            self.spare = Some(batch);
+        }
+    }
+
+    /// The memory this batcher holds and no longer needs: its spare, or
+    /// its open batch if that is empty. For handing on to another
+    /// batcher's [`Batcher::recycle`] when this one is done.
+    pub fn into_spare(self) -> Option<ImportBatch> {
+        let open =
+            (self.current.is_empty() && self.current.body.capacity() > 0).then_some(self.current);
+        self.spare.or(open)
     }
 
     /// Events waiting in the open batch.

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod letters;
 mod output;
 pub mod send;
+mod spares;
 mod tracker;
 
 use std::ops::Range;
@@ -59,6 +60,12 @@ impl Originals {
             text: String::with_capacity(like.text.len()),
             ends: Vec::with_capacity(like.ends.len()),
         }
+    }
+
+    /// Empties it, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
 
     pub(crate) fn push(&mut self, text: &str) {

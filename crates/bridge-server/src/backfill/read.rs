@@ -12,6 +12,7 @@ use currents_model::{Event, InvalidEvent};
 use mixpanel_client::{BatchLimits, Batcher, ImportBatch};
 
 use super::send::Totals;
+use super::spares::Spares;
 use super::{Chunk, FromReaders, Originals};
 use crate::delivery::{EVENT_TOO_LARGE, dead_letter_from_text};
 use crate::spool::DeadLetter;
@@ -38,6 +39,8 @@ pub(crate) struct ReadContext {
     pub(crate) mapper: Mapper,
     pub(crate) limits: BatchLimits,
     pub(crate) totals: Arc<Totals>,
+    /// Buffers of settled chunks, to fill again.
+    pub(crate) spares: Arc<Spares>,
     /// The runtime the object stores' requests run on.
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -67,7 +70,7 @@ impl ReadContext {
                 return;
             }
         };
-        let mut chunker = Chunker::new(unit.file, unit.start, self.limits);
+        let mut chunker = Chunker::new(unit.file, unit.start, self.limits, &self.spares);
         if let Err(error) = events.skip_records(unit.start) {
             emit(FromReaders::Failed {
                 file: unit.file,
@@ -83,6 +86,7 @@ impl ReadContext {
                 Ok(false) => break,
                 Err(error) => {
                     chunker.flush(emit);
+                    chunker.finish();
                     emit(FromReaders::Failed {
                         file: unit.file,
                         error: error.to_string(),
@@ -96,6 +100,7 @@ impl ReadContext {
         }
         let total = chunker.next_record;
         chunker.flush(emit);
+        chunker.finish();
         emit(FromReaders::End {
             file: unit.file,
             total: total.max(unit.start),
@@ -104,8 +109,9 @@ impl ReadContext {
 }
 
 /// Builds one file's chunks.
-struct Chunker {
+struct Chunker<'a> {
     file: usize,
+    spares: &'a Spares,
     batcher: Batcher,
     /// The first record of the open chunk.
     chunk_start: u64,
@@ -116,14 +122,19 @@ struct Chunker {
     counts: OutcomeCounts,
 }
 
-impl Chunker {
-    fn new(file: usize, start: u64, limits: BatchLimits) -> Chunker {
+impl<'a> Chunker<'a> {
+    fn new(file: usize, start: u64, limits: BatchLimits, spares: &'a Spares) -> Chunker<'a> {
+        let mut batcher = Batcher::new(limits);
+        if let Some(spare) = spares.take_batch() {
+            batcher.recycle(spare);
+        }
         Chunker {
             file,
-            batcher: Batcher::new(limits),
+            spares,
+            batcher,
             chunk_start: start,
             next_record: start,
-            originals: Originals::default(),
+            originals: spares.originals_like(&Originals::default()),
             dead_letters: Vec::new(),
             counts: OutcomeCounts::default(),
         }
@@ -181,7 +192,10 @@ impl Chunker {
     /// Emits `batch` as the chunk of the records before `end`.
     fn emit_chunk(&mut self, batch: ImportBatch, end: u64, emit: &mut dyn FnMut(FromReaders)) {
         let records: Range<u64> = self.chunk_start..end;
-        let next_originals = Originals::with_room_of(&self.originals);
+        let next_originals = self.spares.originals_like(&self.originals);
+        if let Some(spare) = self.spares.take_batch() {
+            self.batcher.recycle(spare);
+        }
         self.chunk_start = end;
         emit(FromReaders::Chunk(Box::new(Chunk {
             file: self.file,
@@ -191,6 +205,14 @@ impl Chunker {
             dead_letters: std::mem::take(&mut self.dead_letters),
             counts: std::mem::take(&mut self.counts),
         })));
+    }
+
+    /// Hands the buffers it did not fill back to the spares.
+    fn finish(self) {
+        if let Some(batch) = self.batcher.into_spare() {
+            self.spares.put_batch(Arc::new(batch));
+        }
+        self.spares.put_originals(self.originals);
     }
 
     /// Emits the open chunk, if it covers any record.

@@ -17,6 +17,7 @@ use super::letters::LetterStore;
 use super::output::DryRunOutput;
 use super::read::{FileUnit, ReadContext};
 use super::send::{Destination, Sender, Totals};
+use super::spares::Spares;
 use super::tracker::Tracker;
 use super::{BackfillError, FromReaders};
 
@@ -190,10 +191,12 @@ pub async fn run(
         Target::Mixpanel(client) => Destination::Mixpanel(client),
         Target::DryRun(dir) => Destination::DryRun(DryRunOutput::new(dir)?),
     };
+    let spares = Arc::new(Spares::default());
     let context = ReadContext {
         mapper: options.mapper,
         limits: options.limits,
         totals: Arc::clone(&totals),
+        spares: Arc::clone(&spares),
         runtime: tokio::runtime::Handle::current(),
     };
     // Room for a few chunks per reader between the readers and the sender.
@@ -214,6 +217,7 @@ pub async fn run(
         checkpoints,
         letters,
         totals: Arc::clone(&totals),
+        spares,
     }
     .run(from_readers)
     .await;

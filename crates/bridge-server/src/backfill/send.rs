@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::checkpoint::Checkpoints;
 use super::letters::LetterStore;
 use super::output::DryRunOutput;
+use super::spares::Spares;
 use super::tracker::Tracker;
 use super::{BackfillError, Chunk, FromReaders};
 use crate::delivery::{REFUSED_BY_MIXPANEL, dead_letter_from_text};
@@ -79,6 +80,8 @@ pub(crate) struct Sender<'a> {
     pub(crate) checkpoints: Option<&'a mut Checkpoints>,
     pub(crate) letters: &'a mut LetterStore,
     pub(crate) totals: Arc<Totals>,
+    /// Where settled chunks' buffers go back to the readers.
+    pub(crate) spares: Arc<Spares>,
 }
 
 impl Sender<'_> {
@@ -167,10 +170,12 @@ impl Sender<'_> {
         let Chunk {
             file,
             records,
+            batch,
             originals,
             mut dead_letters,
             ..
         } = *chunk;
+        self.spares.put_batch(batch);
         for refused in &result.failed {
             // The Currents event as the archive held it, so that a replay
             // maps it again.
@@ -190,6 +195,7 @@ impl Sender<'_> {
             &self.totals.sent,
             (originals.len() - result.failed.len()) as u64,
         );
+        self.spares.put_originals(originals);
         self.tracker.settle(file, records);
         self.note_if_finished(file);
         Ok(())

@@ -104,6 +104,52 @@ fn an_event_over_the_request_cap_travels_alone() {
     assert_eq!(second.event(0), &event(1, 300)[..]);
 }
 
+#[test]
+fn a_recycled_batch_holds_the_next_batch() {
+    let limits = BatchLimits {
+        max_events: 3,
+        ..BatchLimits::default()
+    };
+    let mut batcher = Batcher::new(limits);
+    for n in 0..3 {
+        assert_eq!(batcher.push(&event(n, 200)).unwrap(), None);
+    }
+    let first = batcher.push(&event(3, 200)).unwrap().expect("a full batch");
+    assert_eq!(first.len(), 3);
+    let memory = first.body.as_ptr();
+    batcher.recycle(first);
+    batcher.push(&event(4, 200)).unwrap();
+    batcher.push(&event(5, 200)).unwrap();
+    // The batch now filling is the one opened by event 3; the recycled
+    // memory takes the batch after it.
+    let second = batcher.push(&event(6, 200)).unwrap().expect("a full batch");
+    assert_eq!(second.events().count(), 3);
+    let third = batcher.flush().expect("event 6");
+    assert_eq!(third.body.as_ptr(), memory);
+    assert_eq!(third.body(), [b"[", &event(6, 200)[..], b"]"].concat());
+    assert_eq!(third.len(), 1);
+}
+
+#[test]
+fn a_new_batcher_fills_a_spare_first_and_gives_unused_memory_back() {
+    let mut sent = ImportBatch::new();
+    sent.push(&event(0, 5000));
+    let memory = sent.body.as_ptr();
+    let mut batcher = Batcher::new(BatchLimits::default());
+    batcher.recycle(sent);
+    batcher.push(&event(1, 100)).unwrap();
+    let batch = batcher.flush().expect("one event");
+    assert_eq!(batch.body.as_ptr(), memory);
+    assert_eq!(batch.body(), [b"[", &event(1, 100)[..], b"]"].concat());
+
+    let mut idle = Batcher::new(BatchLimits::default());
+    assert!(idle.clone().into_spare().is_none());
+    idle.recycle(batch);
+    let spare = idle.into_spare().expect("the recycled batch");
+    assert!(spare.is_empty());
+    assert_eq!(spare.body.as_ptr(), memory);
+}
+
 proptest! {
     #[test]
     fn every_event_lands_in_exactly_one_batch_in_order(
