@@ -233,6 +233,7 @@ mod tests {
                 workers: 1,
                 batches_per_lease: 1,
                 lease: Duration::from_secs(60),
+                linger: Duration::ZERO,
                 batch_limits: mixpanel_client::BatchLimits::default(),
                 pause_retry: Duration::from_secs(60),
                 max_retry_delay: Duration::from_secs(600),

@@ -255,6 +255,7 @@ pub async fn serve(
                 .div_ceil(BRAZE_EVENTS_PER_BATCH)
                 .max(1),
             lease: config.delivery.lease,
+            linger: config.delivery.linger,
             batch_limits: config.delivery.batch_limits,
             pause_retry: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(600),

@@ -160,6 +160,13 @@ pub(crate) const CONCURRENCY: IntKey = IntKey {
     max: 1024,
     default: 10,
 };
+pub(crate) const LINGER_MS: IntKey = IntKey {
+    key: "delivery.linger_ms",
+    env: "BRIDGE_DELIVERY_LINGER_MS",
+    min: 0,
+    max: 60_000,
+    default: 500,
+};
 pub(crate) const LEASE_SECS: IntKey = IntKey {
     key: "delivery.lease_secs",
     env: "BRIDGE_DELIVERY_LEASE_SECS",
@@ -613,7 +620,7 @@ pub(crate) fn mangle_project_name(name: &str) -> String {
 }
 
 /// Every integer key.
-pub(crate) const INT_KEYS: [IntKey; 29] = [
+pub(crate) const INT_KEYS: [IntKey; 30] = [
     NATS_REPLICAS,
     NATS_DUPLICATE_WINDOW_SECS,
     NATS_PUBLISH_TIMEOUT_MS,
@@ -630,6 +637,7 @@ pub(crate) const INT_KEYS: [IntKey; 29] = [
     SPOOL_MAX_BYTES,
     WORKERS,
     CONCURRENCY,
+    LINGER_MS,
     LEASE_SECS,
     DELIVERY_REQUEST_TIMEOUT_SECS,
     MAX_RETRIES,

@@ -218,6 +218,9 @@ pub struct DeliveryConfig {
     pub workers: usize,
     /// Concurrent `/import` requests per project.
     pub concurrency: usize,
+    /// How long a worker that leased less than a full request's worth of
+    /// batches waits for more before it sends what it has.
+    pub linger: Duration,
     /// How long a worker holds a batch before the spool hands it out again.
     /// At least the worst case of one request (checked).
     pub lease: Duration,

@@ -225,6 +225,7 @@ impl RawNats {
 pub(crate) struct RawDelivery {
     pub(crate) workers: Option<Sourced<u64>>,
     pub(crate) concurrency: Option<Sourced<u64>>,
+    pub(crate) linger_ms: Option<Sourced<u64>>,
     pub(crate) lease_secs: Option<Sourced<u64>>,
     pub(crate) request_timeout_secs: Option<Sourced<u64>>,
     pub(crate) max_retries: Option<Sourced<u64>>,
@@ -387,6 +388,7 @@ impl RawConfig {
         let delivery = &mut self.delivery;
         set_int(&mut delivery.workers, env, &keys::WORKERS)?;
         set_int(&mut delivery.concurrency, env, &keys::CONCURRENCY)?;
+        set_int(&mut delivery.linger_ms, env, &keys::LINGER_MS)?;
         set_int(&mut delivery.lease_secs, env, &keys::LEASE_SECS)?;
         set_int(
             &mut delivery.request_timeout_secs,

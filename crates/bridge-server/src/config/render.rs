@@ -156,6 +156,11 @@ pub(super) fn render(config: &Config) -> String {
             "concurrency",
             delivery.concurrency as u64,
         ),
+        (
+            keys::LINGER_MS,
+            "linger_ms",
+            u64::try_from(delivery.linger.as_millis()).unwrap_or(u64::MAX),
+        ),
         (keys::LEASE_SECS, "lease_secs", delivery.lease.as_secs()),
         (
             keys::DELIVERY_REQUEST_TIMEOUT_SECS,

@@ -111,6 +111,7 @@ fn defaults() {
         DeliveryConfig {
             workers: 4,
             concurrency: 10,
+            linger: Duration::from_millis(500),
             lease: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             retry: RetryParams {

@@ -648,6 +648,7 @@ fn validate_delivery(
 ) -> Result<DeliveryConfig, ConfigError> {
     let workers = cx.int(&keys::WORKERS, raw.workers)?.value;
     let concurrency = cx.int(&keys::CONCURRENCY, raw.concurrency)?.value;
+    let linger_ms = cx.int(&keys::LINGER_MS, raw.linger_ms)?.value;
     let lease_secs = cx.int(&keys::LEASE_SECS, raw.lease_secs)?;
     let request_timeout_secs = cx
         .int(
@@ -709,6 +710,7 @@ fn validate_delivery(
         max_age: Duration::from_secs(max_age_secs),
         workers: workers as usize,
         concurrency: concurrency as usize,
+        linger: Duration::from_millis(linger_ms),
         lease: Duration::from_secs(lease_secs.value),
         request_timeout: Duration::from_secs(request_timeout_secs),
         retry: RetryParams {

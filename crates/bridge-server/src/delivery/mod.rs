@@ -56,7 +56,7 @@ use mixpanel_client::{Batcher, Error as MixpanelError, ImportBatch};
 
 use crate::log_limit::SUMMARY_INTERVAL;
 use crate::metrics::Metrics;
-use crate::spool::{DeadLetter, LeasedBatch, Spool, SpoolError};
+use crate::spool::{DeadLetter, LEASE_MAX_BYTES, LeaseLimits, LeasedBatch, Spool, SpoolError};
 pub use archive::ARCHIVE_TIMEOUT;
 use currents_mixpanel::{Outcome, SkipReason};
 use failure_log::FailureLog;
@@ -111,8 +111,14 @@ pub struct DeliveryOptions {
     /// Batches a worker leases and sends together; Braze's batches hold
     /// about 100 events, so 20 fill Mixpanel's 2,000-event requests.
     pub batches_per_lease: usize,
-    /// How long a worker holds a batch.
+    /// How long a worker holds a batch (from when it leased it; the
+    /// linger comes on top).
     pub lease: Duration,
+    /// How long a worker that leased less than a full group waits for more
+    /// batches before it sends what it has: a steady flow of small Braze
+    /// batches then goes out in full `/import` requests, not one request
+    /// (and one lease and settle) per batch or two. Zero: no waiting.
+    pub linger: Duration,
     /// Events and bytes per `/import` request.
     pub batch_limits: mixpanel_client::BatchLimits,
     /// How long to wait before trying a paused project again.
@@ -239,10 +245,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
     /// Leases the batches that are due (up to
     /// [`DeliveryOptions::batches_per_lease`]) and delivers them together.
     pub async fn deliver_next(&self) -> Result<Option<LeaseResult>, SpoolError> {
-        let leased = self
-            .spool
-            .lease(self.options.batches_per_lease.max(1), self.options.lease)
-            .await?;
+        let leased = self.lease_group().await?;
         if leased.is_empty() {
             return Ok(None);
         }
@@ -259,6 +262,45 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             settled: delivered.settled + set_aside.settled,
             released: delivered.released + set_aside.released,
         }))
+    }
+
+    /// Leases up to a full group; when fewer batches are due, looks again
+    /// every `idle_poll` for up to `linger` for more, within the group's
+    /// byte budget ([`LEASE_MAX_BYTES`]), so that lingering never holds more
+    /// bodies than one lease could. A spool error while lingering ends the
+    /// wait: the batches already leased are delivered, not left to their
+    /// lease's end.
+    async fn lease_group(&self) -> Result<Vec<LeasedBatch>, SpoolError> {
+        let max = self.options.batches_per_lease.max(1);
+        let lease = self.options.lease + self.options.linger;
+        let mut group = self.spool.lease(max, lease).await?;
+        if group.is_empty() || self.options.linger.is_zero() {
+            return Ok(group);
+        }
+        let mut n_bytes: usize = group.iter().map(|leased| leased.batch.body.len()).sum();
+        let deadline = tokio::time::Instant::now() + self.options.linger;
+        while group.len() < max && n_bytes < LEASE_MAX_BYTES {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep((deadline - now).min(self.options.idle_poll)).await;
+            let limits = LeaseLimits::top_up(max - group.len(), LEASE_MAX_BYTES - n_bytes);
+            match self.spool.lease_within(limits, lease).await {
+                Ok(more) => {
+                    n_bytes += more
+                        .iter()
+                        .map(|leased| leased.batch.body.len())
+                        .sum::<usize>();
+                    group.extend(more);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "Cannot lease more batches; delivering those leased.");
+                    break;
+                }
+            }
+        }
+        Ok(group)
     }
 
     /// Delivery panicked (a bug) on a group: each batch is delivered alone,

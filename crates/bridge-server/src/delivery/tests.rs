@@ -51,6 +51,7 @@ pub(super) fn options() -> DeliveryOptions {
         workers: 1,
         batches_per_lease: 1,
         lease: Duration::from_secs(60),
+        linger: Duration::ZERO,
         batch_limits: BatchLimits::default(),
         pause_retry: Duration::from_secs(60),
         max_retry_delay: Duration::from_secs(600),
@@ -644,6 +645,142 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
 }
 
 #[tokio::test]
+async fn a_worker_lingers_for_batches_that_arrive_after_its_lease_and_sends_them_together() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(accepting)
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 3;
+    opts.linger = Duration::from_secs(30);
+    opts.idle_poll = Duration::from_millis(10);
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append(&spool, &[event("l-0", Some("cust-1"), "ag")], None).await;
+    let late = {
+        let spool = Arc::clone(&spool);
+        tokio::spawn(async move {
+            for idx in 1..4 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                append(
+                    &spool,
+                    &[event(&format!("l-{idx}"), Some("cust-1"), "ag")],
+                    None,
+                )
+                .await;
+            }
+        })
+    };
+    // The group fills (3 batches) long before the 30 s linger ends; the
+    // fourth batch waits for the next lease.
+    let result = delivery.deliver_next().await.unwrap();
+    late.await.unwrap();
+    assert_eq!(
+        result,
+        Some(LeaseResult {
+            settled: 3,
+            released: 0
+        })
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "three batches, one request");
+    assert_eq!(events_in(&requests[0]).len(), 3);
+    assert_eq!(spool.stats().await.unwrap().n_batches, 1);
+}
+
+#[tokio::test]
+async fn a_worker_sends_a_partial_group_when_its_linger_ends() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(accepting)
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 20;
+    opts.linger = Duration::from_secs(1);
+    opts.idle_poll = Duration::from_millis(10);
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    append_one_each(&spool, "p", 2).await;
+    let started = std::time::Instant::now();
+    let result = delivery.deliver_next().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        result,
+        Some(LeaseResult {
+            settled: 2,
+            released: 0
+        })
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // Nothing due: no waiting, no request.
+    let started = std::time::Instant::now();
+    assert_eq!(delivery.deliver_next().await.unwrap(), None);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn lingering_never_holds_more_bodies_than_one_lease_could() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(accepting)
+        .mount(&server)
+        .await;
+    let mut opts = options();
+    opts.batches_per_lease = 20;
+    opts.linger = Duration::from_millis(500);
+    opts.idle_poll = Duration::from_millis(10);
+    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    // Batches of 40 events of 80 KB each, about 3.2 MB: two fit in a
+    // group's 8 MiB, a third does not.
+    let big_batch = |seq: usize| -> Vec<Value> {
+        (0..40)
+            .map(|idx| {
+                let mut event = event(&format!("big-{seq}-{idx}"), Some("cust-1"), "ag");
+                event["properties"]["url"] = Value::String("x".repeat(80_000));
+                event
+            })
+            .collect()
+    };
+    append(&spool, &big_batch(0), None).await;
+    let late = {
+        let spool = Arc::clone(&spool);
+        tokio::spawn(async move {
+            for seq in 1..3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                append(&spool, &big_batch(seq), None).await;
+            }
+        })
+    };
+    let result = delivery.deliver_next().await.unwrap();
+    late.await.unwrap();
+    assert_eq!(
+        result,
+        Some(LeaseResult {
+            settled: 2,
+            released: 0
+        })
+    );
+    // The third waits for the next group, which it starts.
+    assert_eq!(spool.stats().await.unwrap().n_batches, 1);
+    assert_eq!(
+        delivery.deliver_next().await.unwrap(),
+        Some(LeaseResult {
+            settled: 1,
+            released: 0
+        })
+    );
+}
+
+#[tokio::test]
 async fn a_project_that_cannot_take_events_holds_back_only_the_batches_with_its_events() {
     let dir = TestDir::new();
     let spool = spool_in(&dir);
@@ -1153,9 +1290,13 @@ impl<F: Fn() + Send + Sync + 'static> Spool for LeaseHook<F> {
     async fn append(&self, batch: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
         self.inner.append(batch).await
     }
-    async fn lease(&self, max: usize, lease: Duration) -> Result<Vec<LeasedBatch>, SpoolError> {
+    async fn lease_within(
+        &self,
+        limits: crate::spool::LeaseLimits,
+        lease: Duration,
+    ) -> Result<Vec<LeasedBatch>, SpoolError> {
         (self.before_lease)();
-        self.inner.lease(max, lease).await
+        self.inner.lease_within(limits, lease).await
     }
     async fn settle(
         &self,

@@ -703,9 +703,9 @@ impl Spool for PanickingSpool {
     async fn append(&self, _: NewBatch) -> Result<crate::spool::BatchId, SpoolError> {
         panic!("a bug in appending (the test's)");
     }
-    async fn lease(
+    async fn lease_within(
         &self,
-        _: usize,
+        _: crate::spool::LeaseLimits,
         _: Duration,
     ) -> Result<Vec<crate::spool::LeasedBatch>, SpoolError> {
         Ok(Vec::new())

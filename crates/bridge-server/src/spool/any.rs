@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::nats::{NatsConsumerStats, NatsSpool};
 use super::sqlite::SqliteSpool;
-use super::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
+use super::{
+    BatchId, DeadLetter, LeaseLimits, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats,
+};
 
 /// The embedded SQLite spool or the NATS JetStream one.
 pub enum AnySpool {
@@ -61,14 +63,14 @@ impl Spool for AnySpool {
         }
     }
 
-    async fn lease(
+    async fn lease_within(
         &self,
-        max_batches: usize,
+        limits: LeaseLimits,
         lease: Duration,
     ) -> Result<Vec<LeasedBatch>, SpoolError> {
         match self {
-            AnySpool::Sqlite(spool) => spool.lease(max_batches, lease).await,
-            AnySpool::Nats(spool) => spool.lease(max_batches, lease).await,
+            AnySpool::Sqlite(spool) => spool.lease_within(limits, lease).await,
+            AnySpool::Nats(spool) => spool.lease_within(limits, lease).await,
         }
     }
 

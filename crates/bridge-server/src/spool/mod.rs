@@ -68,6 +68,47 @@ pub struct LeasedBatch {
     pub attempts: u32,
 }
 
+/// The most body bytes a delivery worker leases for one group: one
+/// `/import` request's worth and then some, and the bound on what a worker
+/// holds in memory (a single larger batch still goes, alone).
+pub const LEASE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// How much one [`Spool::lease_within`] may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseLimits {
+    /// At most this many batches.
+    pub max_batches: usize,
+    /// At most this many bytes of bodies.
+    pub max_bytes: usize,
+    /// Whether a first due batch larger than `max_bytes` is leased alone
+    /// (when starting a group, so that no batch is stuck for its size)
+    /// rather than left for a later lease (when topping a group up, so that
+    /// the group stays within its budget).
+    pub oversized_alone: bool,
+}
+
+impl LeaseLimits {
+    /// A new group: up to `max_batches` and [`LEASE_MAX_BYTES`], or one
+    /// larger batch alone.
+    pub fn new_group(max_batches: usize) -> Self {
+        LeaseLimits {
+            max_batches,
+            max_bytes: LEASE_MAX_BYTES,
+            oversized_alone: true,
+        }
+    }
+
+    /// More for a group that already holds some: up to `max_batches` and
+    /// `max_bytes`, never beyond.
+    pub fn top_up(max_batches: usize, max_bytes: usize) -> Self {
+        LeaseLimits {
+            max_batches,
+            max_bytes,
+            oversized_alone: false,
+        }
+    }
+}
+
 /// One event that will not be delivered as it is, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -276,13 +317,23 @@ pub trait Spool: Send + Sync + 'static {
     /// Stores a batch durably and returns its id.
     fn append(&self, batch: NewBatch) -> impl Future<Output = Result<BatchId, SpoolError>> + Send;
 
-    /// Leases up to `max_batches` due batches for `lease`, counting one
-    /// attempt for each.
+    /// Leases due batches within `limits` for `lease`, oldest first,
+    /// counting one attempt for each.
+    fn lease_within(
+        &self,
+        limits: LeaseLimits,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<LeasedBatch>, SpoolError>> + Send;
+
+    /// Leases a new group: up to `max_batches` due batches and
+    /// [`LEASE_MAX_BYTES`] (or one larger batch alone) for `lease`.
     fn lease(
         &self,
         max_batches: usize,
         lease: Duration,
-    ) -> impl Future<Output = Result<Vec<LeasedBatch>, SpoolError>> + Send;
+    ) -> impl Future<Output = Result<Vec<LeasedBatch>, SpoolError>> + Send {
+        self.lease_within(LeaseLimits::new_group(max_batches), lease)
+    }
 
     /// Removes a delivered batch and stores its dead letters, atomically.
     fn settle(

@@ -20,9 +20,10 @@
 //!   gives the first one's sequence.
 //! - **A lease is a delivery to the shared durable pull consumer**
 //!   (`options.consumer`: explicit acks, unlimited deliveries, `ack_wait`
-//!   given at [`NatsSpool::open`]). [`Spool::lease`] fetches what is due
-//!   with a no-wait pull request (at most [`LEASE_MAX_BYTES`] of messages,
-//!   one at least; when nothing is due it answers after
+//!   given at [`NatsSpool::open`]). [`Spool::lease_within`] fetches what is
+//!   due with a no-wait pull request (within the lease's
+//!   [`LeaseLimits`](crate::spool::LeaseLimits), a larger message alone
+//!   when starting a group; when nothing is due it answers after
 //!   [`LEASE_IDLE_WAIT`], so an idle worker polls gently), keeps each
 //!   message's ack subject by [`BatchId`], and counts
 //!   [`LeasedBatch::attempts`] as JetStream's delivery count minus one:
@@ -99,7 +100,9 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 
 use crate::nats::{NatsError, NatsOptions, error_chain, redacted_servers};
-use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
+use crate::spool::{
+    BatchId, DeadLetter, LeaseLimits, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats,
+};
 
 /// Room kept in each message for the headers the spool adds
 /// (`Nats-Msg-Id` and the route): a batch body may take the rest of the
@@ -110,10 +113,6 @@ pub const HEADER_ALLOWANCE: usize = 1024;
 pub fn body_room(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADER_ALLOWANCE)
 }
-
-/// The most message bytes one lease hands out (one batch at least,
-/// whatever its size), as the SQLite spool bounds a lease.
-pub const LEASE_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long a lease that finds nothing due waits before it answers, so
 /// that an idle worker asks the server a few times a second (plus its own
@@ -681,21 +680,26 @@ impl Spool for NatsSpool {
         }
     }
 
-    async fn lease(
+    async fn lease_within(
         &self,
-        max_batches: usize,
+        limits: LeaseLimits,
         lease: Duration,
     ) -> Result<Vec<LeasedBatch>, SpoolError> {
         let shared = &self.shared;
         shared.check_open()?;
-        if max_batches == 0 {
+        if limits.max_batches == 0 {
             return Ok(Vec::new());
         }
         let mut leased = Vec::new();
         let end = shared
-            .fetch(max_batches, Some(LEASE_MAX_BYTES), lease, &mut leased)
+            .fetch(
+                limits.max_batches,
+                Some(limits.max_bytes),
+                lease,
+                &mut leased,
+            )
             .await?;
-        if matches!(end, FetchEnd::TooLarge) && leased.is_empty() {
+        if matches!(end, FetchEnd::TooLarge) && leased.is_empty() && limits.oversized_alone {
             // The next batch alone is larger than the bound: it goes alone.
             shared.fetch(1, None, lease, &mut leased).await?;
         }

@@ -341,7 +341,7 @@ async fn a_lease_is_bounded_by_bytes_and_a_larger_batch_goes_alone() {
         return;
     };
     let spool = open_with(&options(&server), HOUR).await;
-    let third = super::LEASE_MAX_BYTES / 3 + 1;
+    let third = crate::spool::LEASE_MAX_BYTES / 3 + 1;
     let mut ids = Vec::new();
     for seq in 0..3 {
         let batch = NewBatch {
@@ -352,7 +352,7 @@ async fn a_lease_is_bounded_by_bytes_and_a_larger_batch_goes_alone() {
         ids.push(spool.append(batch).await.unwrap());
     }
     let huge = NewBatch {
-        body: body(3, super::LEASE_MAX_BYTES + 1024),
+        body: body(3, crate::spool::LEASE_MAX_BYTES + 1024),
         workspace: None,
         received_at_ms: 1_700_000_000_000,
     };
@@ -372,6 +372,41 @@ async fn a_lease_is_bounded_by_bytes_and_a_larger_batch_goes_alone() {
     // Larger than the bound alone: leased alone, and not counted as tried
     // by the lease that could not take it.
     assert_eq!(ids_of(spool.lease(20, HOUR).await.unwrap()), [(ids[3], 0)]);
+}
+
+#[tokio::test]
+async fn a_top_up_lease_stays_within_its_bytes_even_for_one_batch() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let spool = open_with(&options(&server), HOUR).await;
+    let mut ids = Vec::new();
+    for (seq, size) in [(0, 1000), (1, 5000), (2, 1000)] {
+        let batch = NewBatch {
+            body: body(seq, size),
+            workspace: None,
+            received_at_ms: 1_700_000_000_000,
+        };
+        ids.push(spool.append(batch).await.unwrap());
+    }
+    let top_up = crate::spool::LeaseLimits::top_up(20, 4000);
+    let leased = spool.lease_within(top_up, HOUR).await.unwrap();
+    assert_eq!(leased.iter().map(|b| b.id).collect::<Vec<_>>(), [ids[0]]);
+    // The second alone is over the budget: nothing, rather than too much.
+    assert!(spool.lease_within(top_up, HOUR).await.unwrap().is_empty());
+    // A new group takes it anyway, alone, and not counted as tried before.
+    let new_group = crate::spool::LeaseLimits {
+        max_bytes: 4000,
+        ..crate::spool::LeaseLimits::new_group(20)
+    };
+    let leased = spool.lease_within(new_group, HOUR).await.unwrap();
+    assert_eq!(
+        leased
+            .iter()
+            .map(|b| (b.id, b.attempts))
+            .collect::<Vec<_>>(),
+        [(ids[1], 0)]
+    );
 }
 
 #[tokio::test]

@@ -113,7 +113,9 @@ use tokio::sync::oneshot;
 
 use self::schema::{BatchRecord, Totals};
 use self::writer::{GroupLimits, Request, Shared, StorageFailureLog, Writer};
-use crate::spool::{BatchId, DeadLetter, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats};
+use crate::spool::{
+    BatchId, DeadLetter, LeaseLimits, LeasedBatch, NewBatch, Spool, SpoolError, SpoolStats,
+};
 
 /// Where the spool lives and how big it may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,18 +327,18 @@ impl Spool for SqliteSpool {
         answered.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    async fn lease(
+    async fn lease_within(
         &self,
-        max_batches: usize,
+        limits: LeaseLimits,
         lease: Duration,
     ) -> Result<Vec<LeasedBatch>, SpoolError> {
         self.check_accepting()?;
-        if max_batches == 0 {
+        if limits.max_batches == 0 {
             return Ok(Vec::new());
         }
         let (answer, answered) = oneshot::channel();
         let request = Request::Lease {
-            max_batches,
+            limits,
             lease_ms: schema::duration_ms(lease),
             answer,
         };

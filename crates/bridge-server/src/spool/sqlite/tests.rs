@@ -174,7 +174,7 @@ async fn lease_takes_at_most_max_batches_oldest_first() {
 async fn a_lease_is_bounded_by_bytes_as_well_as_by_count() {
     let dir = TempDir::new("lease-bytes");
     let spool = open(&dir);
-    let big = super::writer::MAX_LEASE_BYTES / 3 + 1;
+    let big = crate::spool::LEASE_MAX_BYTES / 3 + 1;
     for seq in 0..4 {
         spool
             .append(NewBatch {
@@ -190,6 +190,48 @@ async fn a_lease_is_bounded_by_bytes_as_well_as_by_count() {
     // One batch is always leased, however large.
     assert_eq!(spool.lease(1, HOUR).await.unwrap().len(), 1);
     assert_eq!(spool.lease(20, HOUR).await.unwrap().len(), 1);
+    spool.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_top_up_lease_stays_within_its_bytes_even_for_one_batch() {
+    let dir = TempDir::new("lease-top-up");
+    let spool = open(&dir);
+    for (seq, size) in [(0, 1000), (1, 5000), (2, 1000)] {
+        spool
+            .append(NewBatch {
+                body: body(seq, size),
+                workspace: None,
+                received_at_ms: 1_700_000_000_000 + seq as i64,
+            })
+            .await
+            .unwrap();
+    }
+    let top_up = |max_bytes| crate::spool::LeaseLimits::top_up(20, max_bytes);
+    // The first batch fits, the second does not: the lease stops there.
+    let leased = spool.lease_within(top_up(4000), HOUR).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    // The second alone is over the budget: nothing, rather than too much.
+    assert!(
+        spool
+            .lease_within(top_up(4000), HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A new group takes it anyway, alone.
+    let leased = spool
+        .lease_within(
+            crate::spool::LeaseLimits {
+                max_bytes: 4000,
+                ..crate::spool::LeaseLimits::new_group(20)
+            },
+            HOUR,
+        )
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert!(leased[0].batch.body.len() > 4000);
     spool.close().await.unwrap();
 }
 
@@ -552,7 +594,7 @@ async fn a_request_queued_as_the_spool_fails_gets_the_failure_wrapped_once() {
     spool
         .requests
         .send(super::writer::Request::Lease {
-            max_batches: 1,
+            limits: crate::spool::LeaseLimits::new_group(1),
             lease_ms: 1000,
             answer,
         })

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::schema::{self, BatchRecord, Damage, DeadLetterRecord, StoredBatch, Totals};
 use crate::log_limit::{Episode, Line, SUMMARY_INTERVAL};
-use crate::spool::{BatchId, DeadLetter, LeasedBatch, SpoolError};
+use crate::spool::{BatchId, DeadLetter, LeaseLimits, LeasedBatch, SpoolError};
 
 /// How often, at most, the writer looks at free pages and the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,8 +55,8 @@ pub(crate) enum Request {
     },
     /// Lease due batches.
     Lease {
-        /// At most this many.
-        max_batches: usize,
+        /// How many, and how many bytes.
+        limits: LeaseLimits,
         /// For this long.
         lease_ms: i64,
         /// The batches once their leases are committed.
@@ -362,12 +362,10 @@ impl Writer {
             let outcome = match request {
                 Request::Append { record, .. } => Applied::Appended(record.insert(&txn, now_ms)?),
                 Request::Lease {
-                    max_batches,
-                    lease_ms,
-                    ..
+                    limits, lease_ms, ..
                 } => Applied::Leased(lease(
                     &txn,
-                    *max_batches,
+                    *limits,
                     now_ms,
                     now_ms.saturating_add(*lease_ms),
                     &mut quarantined,
@@ -546,17 +544,13 @@ fn answer(request: Request, outcome: Applied) {
     }
 }
 
-/// The most body bytes one lease hands out (at least one batch).
-pub(crate) const MAX_LEASE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Leases up to `max_batches` due batches (and at most [`MAX_LEASE_BYTES`]
-/// of bodies) until `leased_until_ms`, in id order, counting the delivery
-/// in `attempts`; damaged rows go to quarantine instead. A batch is due
-/// when its retry delay is over and it is not leased, or its lease has run
-/// out.
+/// Leases due batches within `limits` until `leased_until_ms`, in id
+/// order, counting the delivery in `attempts`; damaged rows go to
+/// quarantine instead. A batch is due when its retry delay is over and it
+/// is not leased, or its lease has run out.
 fn lease(
     conn: &Connection,
-    max_batches: usize,
+    limits: LeaseLimits,
     now_ms: i64,
     leased_until_ms: i64,
     quarantined: &mut Vec<(i64, Damage)>,
@@ -571,7 +565,7 @@ fn lease(
                AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
              ORDER BY id LIMIT ?2",
         )?;
-        let limit = i64::try_from(max_batches).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limits.max_batches).unwrap_or(i64::MAX);
         statement
             .query_map(rusqlite::params![now_ms, limit], |row| row.get::<_, i64>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -587,11 +581,12 @@ fn lease(
             .query_row([id], StoredBatch::decode)?;
         match decoded {
             Ok(stored) => {
-                // A group is bounded by bytes as well as by count, so that
-                // a worker holds at most MAX_LEASE_BYTES of bodies (one
-                // batch at least, whatever its size).
+                // A lease is bounded by bytes as well as by count, so that
+                // a worker holds a bounded amount of bodies (a larger batch
+                // alone when starting a group, so that none is stuck).
                 let body_bytes = stored.body.len();
-                if !leased.is_empty() && leased_bytes + body_bytes > MAX_LEASE_BYTES {
+                let first_alone = leased.is_empty() && limits.oversized_alone;
+                if !first_alone && leased_bytes + body_bytes > limits.max_bytes {
                     break;
                 }
                 leased_bytes += body_bytes;
