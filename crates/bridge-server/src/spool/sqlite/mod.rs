@@ -7,6 +7,13 @@
 //!   the WAL was fsync'd. Only then may the ingest endpoint answer Braze 2xx.
 //!   A kill -9 or a power loss loses no acknowledged batch (SQLite's WAL
 //!   guarantees; our test covers kill -9 with a real SIGKILL loop).
+//! - Only commits holding appends are fsync'd before they are answered
+//!   (the writer switches the connection between `synchronous=FULL` and
+//!   `NORMAL`). A lease, settle or release that a power loss undoes only
+//!   makes a batch due again, delivered twice at worst (Mixpanel keeps one
+//!   event per `$insert_id`); WAL commits are ordered, so the next append's
+//!   fsync makes the earlier ones durable too. This halves the fsyncs at a
+//!   steady rate (`docs/benchmarks.md`, "Cost").
 //! - A batch leaves the spool only through [`Spool::settle`], which the
 //!   delivery worker calls once Mixpanel accepted it (or its refusals were
 //!   dead-lettered): the delete and the dead-letter inserts are one
@@ -200,6 +207,7 @@ impl SqliteSpool {
             committed_bytes: AtomicU64::new(totals.n_bytes),
             pending_bytes: AtomicU64::new(0),
             n_commits: AtomicU64::new(0),
+            n_synced_commits: AtomicU64::new(0),
             failure: Mutex::new(None),
             max_bytes: config.max_bytes,
         });
@@ -213,6 +221,7 @@ impl SqliteSpool {
             },
             reclaim_min_free_bytes: config.reclaim_min_free_bytes,
             failures: StorageFailureLog::default(),
+            fsyncs_commits: true,
         };
         let (requests, receiver) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
@@ -249,11 +258,16 @@ impl SqliteSpool {
         &self.dir
     }
 
-    /// Transactions committed for requests since open; each is one fsync of
-    /// the WAL. With appends per commit it shows how much group commit
-    /// shares.
+    /// Transactions committed for requests since open. With appends per
+    /// commit it shows how much group commit shares.
     pub fn n_commits(&self) -> u64 {
         self.shared.n_commits.load(Ordering::Relaxed)
+    }
+
+    /// Of [`SqliteSpool::n_commits`], those fsync'd before they were
+    /// answered: the ones holding appends (see the module doc).
+    pub fn n_synced_commits(&self) -> u64 {
+        self.shared.n_synced_commits.load(Ordering::Relaxed)
     }
 
     /// Why the spool stopped for good (an I/O error or corruption), if it

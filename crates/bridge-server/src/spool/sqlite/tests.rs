@@ -666,6 +666,29 @@ fn failed_commits_and_maintenance_are_logged_per_episode() {
     );
 }
 
+#[tokio::test]
+async fn only_commits_with_appends_wait_for_an_fsync() {
+    let dir = TempDir::new("fsyncs");
+    let spool = open(&dir);
+    let counts = |spool: &SqliteSpool| (spool.n_commits(), spool.n_synced_commits());
+    let before = counts(&spool);
+    spool.append(batch(1)).await.unwrap();
+    spool.append(batch(2)).await.unwrap();
+    assert_eq!(counts(&spool), (before.0 + 2, before.1 + 2));
+    let leased = spool.lease(2, HOUR).await.unwrap();
+    spool.settle(leased[0].id, Vec::new()).await.unwrap();
+    spool.release(leased[1].id, HOUR).await.unwrap();
+    assert_eq!(counts(&spool), (before.0 + 5, before.1 + 2));
+    // And the next append is fsync'd again, with what came before it.
+    spool.append(batch(3)).await.unwrap();
+    assert_eq!(counts(&spool), (before.0 + 6, before.1 + 3));
+    spool.close().await.unwrap();
+    // Everything committed is there after a reopen: one batch settled.
+    let spool = open(&dir);
+    assert_eq!(spool.stats().await.unwrap().n_batches, 2);
+    spool.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
     let dir = TempDir::new("group");

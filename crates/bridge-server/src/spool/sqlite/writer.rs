@@ -96,6 +96,19 @@ impl Request {
         }
     }
 
+    /// Whether the commit holding this request must reach the disk before
+    /// it is answered. Only an append must: its answer lets the ingest
+    /// endpoint acknowledge a batch to Braze. A lease, settle or release
+    /// that a power loss undoes (the machine failing, not the process: a
+    /// killed process loses nothing the kernel holds) only makes a batch
+    /// due again: delivered a second time at worst (Mixpanel keeps one
+    /// event per `$insert_id`), its dead letters written again with it.
+    /// WAL commits are ordered, so the next append's fsync makes the
+    /// earlier commits durable too, and a checkpoint does without appends.
+    pub(crate) fn needs_fsync(&self) -> bool {
+        matches!(self, Request::Append { .. })
+    }
+
     /// Answers with `error`.
     fn refuse(self, error: SpoolError) {
         match self {
@@ -123,8 +136,11 @@ pub(crate) struct Shared {
     pub(crate) committed_bytes: AtomicU64,
     /// Body bytes of appends sent to the writer and not yet answered.
     pub(crate) pending_bytes: AtomicU64,
-    /// Transactions committed for requests (each one fsync of the WAL).
+    /// Transactions committed for requests.
     pub(crate) n_commits: AtomicU64,
+    /// Of those, the ones fsync'd before they were answered (those with
+    /// appends).
+    pub(crate) n_synced_commits: AtomicU64,
     /// Set when the storage failed in a way no later success can undo.
     pub(crate) failure: Mutex<Option<String>>,
     /// The size bound.
@@ -214,6 +230,9 @@ pub(crate) struct Writer {
     pub(crate) reclaim_min_free_bytes: u64,
     /// Failures, logged per episode.
     pub(crate) failures: StorageFailureLog,
+    /// Whether the connection is at `synchronous=FULL` (an fsync per
+    /// commit) rather than `NORMAL`; see [`Request::needs_fsync`].
+    pub(crate) fsyncs_commits: bool,
 }
 
 impl Writer {
@@ -302,6 +321,9 @@ impl Writer {
                     .store(totals.n_bytes, Ordering::Release);
                 self.shared.unreserve(group_bytes);
                 self.shared.n_commits.fetch_add(1, Ordering::Relaxed);
+                if self.fsyncs_commits {
+                    self.shared.n_synced_commits.fetch_add(1, Ordering::Relaxed);
+                }
                 self.failures.committed(Instant::now());
                 for (batch_id, damage) in quarantined {
                     tracing::error!(
@@ -353,6 +375,12 @@ impl Writer {
         group: &[Request],
         now_ms: i64,
     ) -> rusqlite::Result<(Vec<Applied>, Totals, Vec<(i64, Damage)>)> {
+        let needs_fsync = group.iter().any(Request::needs_fsync);
+        if needs_fsync != self.fsyncs_commits {
+            let mode = if needs_fsync { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.fsyncs_commits = needs_fsync;
+        }
         let txn = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
