@@ -644,10 +644,14 @@ async fn batches_leased_together_share_requests_and_refusals_find_their_batch() 
     assert_eq!(spool.stats().await.unwrap().n_batches, 0);
 }
 
-#[tokio::test]
-async fn a_worker_lingers_for_batches_that_arrive_after_its_lease_and_sends_them_together() {
-    let dir = TestDir::new();
-    let spool = spool_in(&dir);
+/// A delivery to an accepting `/import` whose worker leases up to
+/// `batches_per_lease` and lingers up to `linger` for them, polling every
+/// 10 ms.
+async fn lingering_delivery(
+    spool: &Arc<SqliteSpool>,
+    batches_per_lease: usize,
+    linger: Duration,
+) -> (MockServer, Delivery<SqliteSpool, TwoProjects>) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/import"))
@@ -655,10 +659,18 @@ async fn a_worker_lingers_for_batches_that_arrive_after_its_lease_and_sends_them
         .mount(&server)
         .await;
     let mut opts = options();
-    opts.batches_per_lease = 3;
-    opts.linger = Duration::from_secs(30);
+    opts.batches_per_lease = batches_per_lease;
+    opts.linger = linger;
     opts.idle_poll = Duration::from_millis(10);
-    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    let delivery = delivery_to(spool, vec![mixpanel(&server, "a")], opts);
+    (server, delivery)
+}
+
+#[tokio::test]
+async fn a_worker_lingers_for_batches_that_arrive_after_its_lease_and_sends_them_together() {
+    let dir = TestDir::new();
+    let spool = spool_in(&dir);
+    let (server, delivery) = lingering_delivery(&spool, 3, Duration::from_secs(30)).await;
     append(&spool, &[event("l-0", Some("cust-1"), "ag")], None).await;
     let late = {
         let spool = Arc::clone(&spool);
@@ -695,17 +707,7 @@ async fn a_worker_lingers_for_batches_that_arrive_after_its_lease_and_sends_them
 async fn a_worker_sends_a_partial_group_when_its_linger_ends() {
     let dir = TestDir::new();
     let spool = spool_in(&dir);
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with(accepting)
-        .mount(&server)
-        .await;
-    let mut opts = options();
-    opts.batches_per_lease = 20;
-    opts.linger = Duration::from_secs(1);
-    opts.idle_poll = Duration::from_millis(10);
-    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    let (server, delivery) = lingering_delivery(&spool, 20, Duration::from_secs(1)).await;
     append_one_each(&spool, "p", 2).await;
     let started = std::time::Instant::now();
     let result = delivery.deliver_next().await.unwrap();
@@ -728,17 +730,7 @@ async fn a_worker_sends_a_partial_group_when_its_linger_ends() {
 async fn lingering_never_holds_more_bodies_than_one_lease_could() {
     let dir = TestDir::new();
     let spool = spool_in(&dir);
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with(accepting)
-        .mount(&server)
-        .await;
-    let mut opts = options();
-    opts.batches_per_lease = 20;
-    opts.linger = Duration::from_millis(500);
-    opts.idle_poll = Duration::from_millis(10);
-    let delivery = delivery_to(&spool, vec![mixpanel(&server, "a")], opts);
+    let (_server, delivery) = lingering_delivery(&spool, 20, Duration::from_millis(500)).await;
     // Batches of 40 events of 80 KB each, about 3.2 MB: two fit in a
     // group's 8 MiB, a third does not.
     let big_batch = |seq: usize| -> Vec<Value> {
