@@ -65,7 +65,7 @@ use crate::bench_import::{
     vm_hwm_bytes,
 };
 
-const USAGE: &str = "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC] [--spool sqlite|nats|nats-r3] [--replicas N]";
+const USAGE: &str = "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC] [--spool sqlite|nats|nats-r3] [--replicas N] [--set NAME=VALUE (serve's environment)]...";
 const EVENTS_PER_BATCH: usize = 100;
 const BODY_POOL: usize = 64;
 const CURRENTS_TOKEN: &str = "bench-currents-token";
@@ -85,6 +85,10 @@ struct Options {
     rate: Option<f64>,
     spool: SpoolKind,
     replicas: usize,
+    /// `--set NAME=VALUE`: settings for `serve`'s environment on top of the
+    /// bench's own (which never takes the caller's `BRIDGE_*`), so that a
+    /// setting can be compared run by run on one build.
+    serve_env: Vec<(String, String)>,
 }
 
 /// Where `serve` spools.
@@ -115,6 +119,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
             rate: None,
             spool: SpoolKind::Sqlite,
             replicas: 1,
+            serve_env: Vec::new(),
         },
     )
 }
@@ -132,6 +137,13 @@ fn parse_args_over(args: &[&str], mut options: Options) -> anyhow::Result<Option
             "--seconds" => options.seconds = value()?.parse().context(USAGE)?,
             "--rate" => options.rate = Some(value()?.parse().context(USAGE)?),
             "--replicas" => options.replicas = value()?.parse().context(USAGE)?,
+            "--set" => {
+                let setting = value()?;
+                let (name, text) = setting
+                    .split_once('=')
+                    .with_context(|| format!("--set takes NAME=VALUE, not {setting:?}"))?;
+                options.serve_env.push((name.to_owned(), text.to_owned()));
+            }
             "--spool" => {
                 options.spool = match value()? {
                     "sqlite" => SpoolKind::Sqlite,
@@ -235,6 +247,7 @@ pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
             rate: Some(COST_RATE),
             spool: SpoolKind::Sqlite,
             replicas: 1,
+            serve_env: Vec::new(),
         },
     )?;
     let spools = if spool_given {
@@ -484,7 +497,21 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
                 ("BRIDGE_NATS_REPLICAS", replicas.as_str()),
             ]);
         }
+        env.extend(
+            options
+                .serve_env
+                .iter()
+                .map(|(name, text)| (name.as_str(), text.as_str())),
+        );
         let server = Server::start(bridge, &env, &address)?;
+        if !options.serve_env.is_empty() {
+            let settings: Vec<String> = options
+                .serve_env
+                .iter()
+                .map(|(name, text)| format!("{name}={text}"))
+                .collect();
+            say(&format!("serve {replica} settings: {}", settings.join(" ")));
+        }
         say(&format!(
             "serve {replica} ready on {address} (pid {}), data in {}",
             server.child.id(),
@@ -971,6 +998,7 @@ mod tests {
                 rate: Some(30_000.0),
                 spool: SpoolKind::Sqlite,
                 replicas: 1,
+                serve_env: Vec::new(),
             })
         );
         let nats = parse_args(&["--spool", "nats-r3", "--replicas", "2"]).ok();
@@ -985,6 +1013,15 @@ mod tests {
         assert!(parse_args(&["--spool", "kafka"]).is_err());
         assert!(parse_args(&["--bogus"]).is_err());
         assert!(parse_args(&["--seconds"]).is_err());
+        let options = parse_args(&["--set", "BRIDGE_DELIVERY_LINGER_MS=0", "--set", "A=b=c"]);
+        assert_eq!(
+            options.ok().map(|options| options.serve_env),
+            Some(vec![
+                ("BRIDGE_DELIVERY_LINGER_MS".to_owned(), "0".to_owned()),
+                ("A".to_owned(), "b=c".to_owned()),
+            ])
+        );
+        assert!(parse_args(&["--set", "NO_EQUALS"]).is_err());
     }
 
     #[test]
