@@ -277,7 +277,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
         if group.is_empty() || self.options.linger.is_zero() {
             return Ok(group);
         }
-        let mut n_bytes: usize = group.iter().map(|leased| leased.batch.body.len()).sum();
+        let mut n_bytes = body_bytes(&group);
         let deadline = tokio::time::Instant::now() + self.options.linger;
         while group.len() < max && n_bytes < LEASE_MAX_BYTES {
             let now = tokio::time::Instant::now();
@@ -288,10 +288,7 @@ impl<S: Spool, R: Router> Delivery<S, R> {
             let limits = LeaseLimits::top_up(max - group.len(), LEASE_MAX_BYTES - n_bytes);
             match self.spool.lease_within(limits, lease).await {
                 Ok(more) => {
-                    n_bytes += more
-                        .iter()
-                        .map(|leased| leased.batch.body.len())
-                        .sum::<usize>();
+                    n_bytes += body_bytes(&more);
                     group.extend(more);
                 }
                 Err(error) => {
@@ -868,6 +865,11 @@ pub(crate) fn dead_letter_from_text(
     dead_letter(
         raw, reason, detail, event_type, event_id, workspace, attempts,
     )
+}
+
+/// The body bytes of leased batches, as a lease's byte limit counts them.
+fn body_bytes(batches: &[LeasedBatch]) -> usize {
+    batches.iter().map(|leased| leased.batch.body.len()).sum()
 }
 
 #[cfg(test)]

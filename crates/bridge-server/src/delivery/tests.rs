@@ -201,6 +201,17 @@ async fn append_one_each(spool: &SqliteSpool, prefix: &str, n: usize) {
     }
 }
 
+/// A Mixpanel that takes every record.
+pub(super) async fn mixpanel_accepting() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/import"))
+        .respond_with(accepting)
+        .mount(&server)
+        .await;
+    server
+}
+
 pub(super) fn events_in(request: &Request) -> Vec<Value> {
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&request.body[..])
@@ -652,12 +663,7 @@ async fn lingering_delivery(
     batches_per_lease: usize,
     linger: Duration,
 ) -> (MockServer, Delivery<SqliteSpool, TwoProjects>) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with(accepting)
-        .mount(&server)
-        .await;
+    let server = mixpanel_accepting().await;
     let mut opts = options();
     opts.batches_per_lease = batches_per_lease;
     opts.linger = linger;

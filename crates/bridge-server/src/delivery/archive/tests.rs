@@ -15,28 +15,16 @@ use bytes::Bytes;
 use currents_archive::events::ObjectEvents;
 use currents_archive::layout::{KeyInfo, Prune, batch_object_key};
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::MockServer;
 
 use super::*;
 use crate::delivery::tests::{
-    RELEASED, SETTLED, TestDir, accepting, delivery_with_metrics, event, events_in, mixpanel,
-    options, sample, spool_in,
+    RELEASED, SETTLED, TestDir, delivery_with_metrics, event, events_in, mixpanel,
+    mixpanel_accepting, options, sample, spool_in,
 };
 use crate::delivery::{DeliveryOptions, ProjectTarget};
 use crate::spool::NewBatch;
 use crate::spool::sqlite::{DeadLetterFilter, SqliteSpool};
-
-/// A Mixpanel that takes every record.
-async fn mixpanel_accepting() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/import"))
-        .respond_with(accepting)
-        .mount(&server)
-        .await;
-    server
-}
 
 /// An empty archive directory in `dir`, and the store on it.
 fn archive_in(dir: &TestDir) -> (PathBuf, ArchiveStore) {

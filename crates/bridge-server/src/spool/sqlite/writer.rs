@@ -105,7 +105,7 @@ impl Request {
     /// event per `$insert_id`), its dead letters written again with it.
     /// WAL commits are ordered, so the next append's fsync makes the
     /// earlier commits durable too, and a checkpoint does without appends.
-    pub(crate) fn needs_fsync(&self) -> bool {
+    fn needs_fsync(&self) -> bool {
         matches!(self, Request::Append { .. })
     }
 
