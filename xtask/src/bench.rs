@@ -4,7 +4,9 @@
 //! `cargo xtask bench import [...]` runs the end-to-end `/import` benchmark
 //! instead (see [`crate::bench_import`]), `cargo xtask bench ingest [...]`
 //! the `serve` load test (see [`ingest`]), `cargo xtask bench cost [...]`
-//! its CPU cost at one Mixpanel project's full rate, `cargo xtask bench cohorts
+//! its CPU cost at one Mixpanel project's full rate (with `--floor`, first
+//! the least a receiver pays for that load: see [`floor`]; `cargo xtask
+//! bench floor-server` is that receiver), `cargo xtask bench cohorts
 //! [...]` the cohort import from webhook to Braze (see [`cohorts`]), and
 //! `cargo xtask bench backfill [...]` Avro archives into a loopback `/import`
 //! (see [`crate::bench_backfill`]), `cargo xtask bench memory [...]` `serve`'s peak memory under the worst
@@ -16,6 +18,8 @@ use crate::{cargo, run_command};
 
 #[path = "bench_cohorts.rs"]
 mod cohorts;
+#[path = "bench_floor.rs"]
+mod floor;
 #[path = "bench_ingest.rs"]
 mod ingest;
 #[path = "bench_memory.rs"]
@@ -35,6 +39,9 @@ pub(crate) fn run(extra_args: &[&str]) -> anyhow::Result<()> {
     }
     if let ["cost", cost_args @ ..] = extra_args {
         return ingest::run_cost(cost_args);
+    }
+    if let ["floor-server"] = extra_args {
+        return floor::serve();
     }
     if let ["cohorts", cohorts_args @ ..] = extra_args {
         return cohorts::run(cohorts_args);

@@ -65,7 +65,7 @@ use crate::bench_import::{
     vm_hwm_bytes,
 };
 
-const USAGE: &str = "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC] [--spool sqlite|nats|nats-r3] [--replicas N] [--set NAME=VALUE (serve's environment)]...";
+const USAGE: &str = "usage: cargo xtask bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC] [--spool sqlite|nats|nats-r3] [--replicas N] [--set NAME=VALUE (serve's environment)]... [--floor (the minimal receiver instead of serve)]";
 const EVENTS_PER_BATCH: usize = 100;
 const BODY_POOL: usize = 64;
 const CURRENTS_TOKEN: &str = "bench-currents-token";
@@ -89,6 +89,9 @@ struct Options {
     /// bench's own (which never takes the caller's `BRIDGE_*`), so that a
     /// setting can be compared run by run on one build.
     serve_env: Vec<(String, String)>,
+    /// `--floor`: the minimal durable receiver of [`super::floor`] in
+    /// place of `serve`, for the least this load costs on this machine.
+    floor: bool,
 }
 
 /// Where `serve` spools.
@@ -98,6 +101,17 @@ enum SpoolKind {
     Sqlite,
     /// NATS JetStream on this many servers, streams with as many replicas.
     Nats { nodes: usize },
+}
+
+impl Options {
+    /// What received the load: the spool's name, or the floor.
+    fn label(&self) -> String {
+        if self.floor {
+            "floor (no spool, no delivery)".to_owned()
+        } else {
+            self.spool.name()
+        }
+    }
 }
 
 impl SpoolKind {
@@ -120,6 +134,7 @@ fn parse_args(args: &[&str]) -> anyhow::Result<Options> {
             spool: SpoolKind::Sqlite,
             replicas: 1,
             serve_env: Vec::new(),
+            floor: false,
         },
     )
 }
@@ -137,6 +152,7 @@ fn parse_args_over(args: &[&str], mut options: Options) -> anyhow::Result<Option
             "--seconds" => options.seconds = value()?.parse().context(USAGE)?,
             "--rate" => options.rate = Some(value()?.parse().context(USAGE)?),
             "--replicas" => options.replicas = value()?.parse().context(USAGE)?,
+            "--floor" => options.floor = true,
             "--set" => {
                 let setting = value()?;
                 let (name, text) = setting
@@ -173,6 +189,10 @@ fn parse_args_over(args: &[&str], mut options: Options) -> anyhow::Result<Option
     ensure!(
         options.replicas == 1 || options.spool != SpoolKind::Sqlite,
         "--replicas above 1 needs a NATS spool: SQLite belongs to one process"
+    );
+    ensure!(
+        !options.floor || (options.spool == SpoolKind::Sqlite && options.replicas == 1),
+        "--floor replaces one serve and its spool: no --spool nats or --replicas with it"
     );
     Ok(options)
 }
@@ -248,6 +268,7 @@ pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
             spool: SpoolKind::Sqlite,
             replicas: 1,
             serve_env: Vec::new(),
+            floor: false,
         },
     )?;
     let spools = if spool_given {
@@ -255,13 +276,19 @@ pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
     } else {
         vec![SpoolKind::Sqlite, SpoolKind::Nats { nodes: 1 }]
     };
+    // `--floor`: the floor first, then serve on each spool, in one sitting.
+    let floor = base.floor.then(|| Options {
+        spool: SpoolKind::Sqlite,
+        ..base.clone()
+    });
     let runs = run_each(
-        spools
+        floor
             .into_iter()
-            .map(|spool| Options {
+            .chain(spools.into_iter().map(|spool| Options {
                 spool,
+                floor: false,
                 ..base.clone()
-            })
+            }))
             .collect(),
     )?;
     let table: Vec<(&Options, &Figures)> = runs.iter().map(|(o, f)| (o, f)).collect();
@@ -283,13 +310,13 @@ fn cost_report(runs: &[(&Options, &Figures)]) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (options, figures) in runs {
-        let serve_cpu = figures.cpu_load_secs + figures.cpu_drain_secs;
+        let serve_cpu = figures.cpu_secs();
         let per_cpu_sec = figures.accepted_events as f64 / serve_cpu;
         let with_nats = figures.accepted_events as f64 / (serve_cpu + figures.nats_cpu_secs);
         let _ = writeln!(
             text,
             "| {} | {} | {} | {} | {:.2} | {:.0} | {:.3} | {:.2} | {:.0} |",
-            options.spool.name(),
+            options.label(),
             options
                 .rate
                 .map_or("none".to_owned(), |rate| format!("{rate:.0}/s")),
@@ -302,10 +329,13 @@ fn cost_report(runs: &[(&Options, &Figures)]) -> String {
             with_nats,
         );
     }
+    let floor = runs
+        .iter()
+        .find(|(options, _)| options.floor)
+        .map(|(_, figures)| figures.accepted_events as f64 / figures.cpu_secs());
     for (options, figures) in runs {
-        if options.spool == SpoolKind::Sqlite {
-            let per_cpu_sec =
-                figures.accepted_events as f64 / (figures.cpu_load_secs + figures.cpu_drain_secs);
+        if options.spool == SpoolKind::Sqlite && !options.floor {
+            let per_cpu_sec = figures.accepted_events as f64 / figures.cpu_secs();
             let _ = writeln!(
                 text,
                 "\ngoal ≥ {GOAL_EVENTS_PER_CPU_SEC:.0} events per CPU-second on the embedded spool: {}",
@@ -315,6 +345,13 @@ fn cost_report(runs: &[(&Options, &Figures)]) -> String {
                     "NOT met"
                 }
             );
+            if let Some(floor) = floor {
+                let _ = writeln!(
+                    text,
+                    "serve costs {:.1} times the floor ({floor:.0} events per CPU-second)",
+                    floor / per_cpu_sec
+                );
+            }
         }
     }
     text
@@ -345,8 +382,17 @@ impl Server {
         ops_address: &str,
     ) -> anyhow::Result<Server> {
         let mut command = Command::new(bridge);
+        command.arg("serve");
+        Server::start_command(command, env, ops_address)
+    }
+
+    /// Starts `command` the way [`Server::start`] starts `serve`.
+    fn start_command(
+        mut command: Command,
+        env: &[(&str, &str)],
+        ops_address: &str,
+    ) -> anyhow::Result<Server> {
         command
-            .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -362,7 +408,7 @@ impl Server {
         command.env("RUST_LOG", "warn").envs(env.iter().copied());
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", bridge.display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         let stderr = collect(child.stderr.take());
         let mut server = Server { child, stderr };
         let ready_deadline = Instant::now() + Duration::from_secs(30);
@@ -407,6 +453,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// SIGKILL, for the floor, which has nothing to finish; 0 s.
+    fn kill(&mut self) -> anyhow::Result<f64> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(0.0)
+    }
 }
 
 impl Drop for Server {
@@ -436,6 +489,11 @@ struct Figures {
 }
 
 impl Figures {
+    /// The server's CPU-seconds, load and drain.
+    fn cpu_secs(&self) -> f64 {
+        self.cpu_load_secs + self.cpu_drain_secs
+    }
+
     fn events_per_sec(&self) -> f64 {
         self.accepted_events as f64 / self.load_secs
     }
@@ -503,7 +561,13 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
                 .iter()
                 .map(|(name, text)| (name.as_str(), text.as_str())),
         );
-        let server = Server::start(bridge, &env, &address)?;
+        let server = if options.floor {
+            let mut command = Command::new(std::env::current_exe()?);
+            command.args(["bench", "floor-server"]);
+            Server::start_command(command, &env, &address)?
+        } else {
+            Server::start(bridge, &env, &address)?
+        };
         if !options.serve_env.is_empty() {
             let settings: Vec<String> = options
                 .serve_env
@@ -526,7 +590,7 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
         .collect();
     say(&format!(
         "spool {}, {} replica(s), sink on {}",
-        options.spool.name(),
+        options.label(),
         options.replicas,
         sink.address
     ));
@@ -626,7 +690,12 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
     let status = http(address, "GET", "/status")?;
     let mut stop = Ok(0.0_f64);
     for server in &mut servers {
-        let stopped = server.stop();
+        // The floor has nothing to finish and no handler for SIGTERM.
+        let stopped = if options.floor {
+            server.kill()
+        } else {
+            server.stop()
+        };
         let text = server
             .stderr
             .recv_timeout(Duration::from_secs(10))
@@ -652,7 +721,7 @@ fn run_with(bridge: &Path, sink: Sink, options: &Options) -> anyhow::Result<Figu
         }
     };
     ensure!(
-        sink_events >= accepted_events,
+        options.floor || sink_events >= accepted_events,
         "the sink counted {sink_events} events, fewer than the {accepted_events} accepted: {stats}; serve: {status}"
     );
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -696,7 +765,7 @@ fn report(runs: &[(&Options, &Figures)]) -> String {
         let _ = writeln!(
             text,
             "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
-            options.spool.name(),
+            options.label(),
             options.replicas,
             options.concurrency,
             options
@@ -725,7 +794,7 @@ fn report(runs: &[(&Options, &Figures)]) -> String {
         let _ = writeln!(
             text,
             "\n{} ({} replica(s), {}): {} s of load, {} events accepted, bodies about {} bytes ({} events), sink CPU {:.1} s, serve stopped {:.1} s after SIGTERM",
-            options.spool.name(),
+            options.label(),
             options.replicas,
             options
                 .rate
@@ -974,7 +1043,7 @@ fn parse_head(head: &str) -> anyhow::Result<(u16, usize, bool, bool)> {
     Ok((status, content_length, chunked, keep_alive))
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
@@ -999,6 +1068,7 @@ mod tests {
                 spool: SpoolKind::Sqlite,
                 replicas: 1,
                 serve_env: Vec::new(),
+                floor: false,
             })
         );
         let nats = parse_args(&["--spool", "nats-r3", "--replicas", "2"]).ok();
@@ -1011,6 +1081,11 @@ mod tests {
             "SQLite is one process"
         );
         assert!(parse_args(&["--spool", "kafka"]).is_err());
+        assert_eq!(parse_args(&["--floor"]).ok().map(|o| o.floor), Some(true));
+        assert!(
+            parse_args(&["--floor", "--spool", "nats"]).is_err(),
+            "the floor has no spool"
+        );
         assert!(parse_args(&["--bogus"]).is_err());
         assert!(parse_args(&["--seconds"]).is_err());
         let options = parse_args(&["--set", "BRIDGE_DELIVERY_LINGER_MS=0", "--set", "A=b=c"]);

@@ -30,6 +30,9 @@ tasks:
                      end-to-end import into a local /import sink on loopback
   bench ingest [--concurrency C] [--seconds S] [--rate EVENTS_PER_SEC]
                      `serve` under HTTP load, delivering to a loopback sink
+  bench cost [--spool sqlite|nats] [--floor] [--set NAME=VALUE]...
+                     `serve`'s CPU at 30,000 events/s (--floor: and the least
+                     a receiver that fsyncs each body pays for that load)
   bench cohorts [--pages N] [--concurrency C] [--ten-million] [...]
                      cohort webhook intake, Braze writer, latency, snapshot diff
   bench transform [--size-mb MB] [--threads N,N...] [--runs R] [--output null|file]
