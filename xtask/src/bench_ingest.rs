@@ -277,10 +277,7 @@ pub(crate) fn run_cost(args: &[&str]) -> anyhow::Result<()> {
         vec![SpoolKind::Sqlite, SpoolKind::Nats { nodes: 1 }]
     };
     // `--floor`: the floor first, then serve on each spool, in one sitting.
-    let floor = base.floor.then(|| Options {
-        spool: SpoolKind::Sqlite,
-        ..base.clone()
-    });
+    let floor = base.floor.then(|| base.clone());
     let runs = run_each(
         floor
             .into_iter()
@@ -311,7 +308,7 @@ fn cost_report(runs: &[(&Options, &Figures)]) -> String {
     );
     for (options, figures) in runs {
         let serve_cpu = figures.cpu_secs();
-        let per_cpu_sec = figures.accepted_events as f64 / serve_cpu;
+        let per_cpu_sec = figures.events_per_cpu_sec();
         let with_nats = figures.accepted_events as f64 / (serve_cpu + figures.nats_cpu_secs);
         let _ = writeln!(
             text,
@@ -332,10 +329,10 @@ fn cost_report(runs: &[(&Options, &Figures)]) -> String {
     let floor = runs
         .iter()
         .find(|(options, _)| options.floor)
-        .map(|(_, figures)| figures.accepted_events as f64 / figures.cpu_secs());
+        .map(|(_, figures)| figures.events_per_cpu_sec());
     for (options, figures) in runs {
         if options.spool == SpoolKind::Sqlite && !options.floor {
-            let per_cpu_sec = figures.accepted_events as f64 / figures.cpu_secs();
+            let per_cpu_sec = figures.events_per_cpu_sec();
             let _ = writeln!(
                 text,
                 "\ngoal ≥ {GOAL_EVENTS_PER_CPU_SEC:.0} events per CPU-second on the embedded spool: {}",
@@ -492,6 +489,11 @@ impl Figures {
     /// The server's CPU-seconds, load and drain.
     fn cpu_secs(&self) -> f64 {
         self.cpu_load_secs + self.cpu_drain_secs
+    }
+
+    /// Events accepted per CPU-second of the server, the cost figure.
+    fn events_per_cpu_sec(&self) -> f64 {
+        self.accepted_events as f64 / self.cpu_secs()
     }
 
     fn events_per_sec(&self) -> f64 {

@@ -100,8 +100,10 @@ const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
 
 /// Sets the per-connection pragmas every spool connection uses: WAL,
-/// `synchronous=FULL` (an fsync per commit), the busy timeout that lets the
-/// server and the CLI share the file, and the WAL bounds.
+/// `synchronous=FULL` (an fsync per commit; the server's writer lowers it
+/// to `NORMAL` for commits without appends, see `writer::Request`), the
+/// busy timeout that lets the server and the CLI share the file, and the
+/// WAL bounds.
 pub(crate) fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
     // Only takes effect on a new, empty file, and must come before WAL mode
